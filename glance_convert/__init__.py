@@ -1,0 +1,1 @@
+"""glance-convert: an image conversion plugin for Glance's image import."""

@@ -1,0 +1,238 @@
+"""Configuration options of the ``[glance_convert]`` group.
+
+Every option lives here, with its help text, so that
+``oslo-config-generator --namespace glance_convert`` documents them all.
+Glance's own settings that the plugin honours (``[image_format]
+vmdk_allowed_types``, ``gpt_safety_checks_nonfatal``,
+``require_image_format_match``, ``[DEFAULT] image_size_cap``, ``[wsgi]
+python_interpreter``) are read through :func:`glance_setting`, so the plugin
+also works where Glance's options are not registered (the CLI, unit tests).
+"""
+
+import sys
+
+from oslo_config import cfg
+
+from glance_convert import formats
+
+GROUP = 'glance_convert'
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+_format_opts = [
+    cfg.StrOpt(
+        'output_format',
+        default='raw',
+        choices=formats.CONVERTIBLE,
+        deprecated_opts=[cfg.DeprecatedOpt('output_format',
+                                           group='image_conversion')],
+        help='Disk format, in Glance\'s names, that imported images are '
+             'converted to. "vhd" is what qemu-img calls "vpc". The '
+             '[image_conversion] output_format setting of Glance\'s in-tree '
+             'plugin is read as a deprecated alias.'),
+    cfg.ListOpt(
+        'source_formats',
+        default=list(formats.CONVERTIBLE),
+        item_type=cfg.types.String(choices=formats.CONVERTIBLE),
+        help='Claimed disk formats that are converted. An image claiming '
+             'any other disk format passes through unconverted, with an '
+             'info log line.'),
+    cfg.ListOpt(
+        'keep_formats',
+        default=['iso'],
+        help='Disk formats that are always kept as they are, even when '
+             'listed in source_formats.'),
+    cfg.BoolOpt(
+        'record_properties',
+        default=True,
+        help='Record the original disk format and the conversion time on '
+             'converted images as the extra properties '
+             '"glance_convert_source_format" and '
+             '"glance_convert_duration_s".'),
+]
+
+_output_opts = [
+    cfg.StrOpt(
+        'vmdk_subformat',
+        default='monolithicSparse',
+        choices=('monolithicSparse', 'streamOptimized'),
+        help='Subformat of VMDK output. streamOptimized is what VMware '
+             'imports; both are in Glance\'s default vmdk_allowed_types.'),
+    cfg.StrOpt(
+        'vhd_subformat',
+        default='dynamic',
+        choices=('dynamic', 'fixed'),
+        help='Subformat of VHD output.'),
+    cfg.BoolOpt(
+        'vhd_force_size',
+        default=False,
+        help='Keep the exact virtual size in VHD output (qemu-img '
+             '"force_size") and round it up to a whole MiB, as clouds that '
+             'require fixed VHDs expect.'),
+    cfg.StrOpt(
+        'qcow2_compat',
+        default='1.1',
+        choices=('0.10', '1.1'),
+        help='qcow2 version of qcow2 output.'),
+    cfg.IntOpt(
+        'qcow2_cluster_size',
+        default=65536,
+        min=512, max=2 * MiB,
+        help='Cluster size of qcow2 output, a power of two.'),
+    cfg.StrOpt(
+        'qcow2_compression',
+        default='none',
+        choices=('none', 'zlib', 'zstd'),
+        help='Compress qcow2 output. zstd is several times faster than zlib '
+             'for the same size. Compressed output is never written out of '
+             'order.'),
+    cfg.StrOpt(
+        'preallocation',
+        default='off',
+        choices=('off', 'metadata', 'falloc', 'full'),
+        help='Preallocation of raw and qcow2 output ("metadata" is qcow2 '
+             'only).'),
+]
+
+_safety_opts = [
+    cfg.IntOpt(
+        'max_virtual_size',
+        min=0,
+        help='Largest virtual size, in bytes, of an image that is '
+             'converted. Default: Glance\'s [DEFAULT] image_size_cap.'),
+    cfg.IntOpt(
+        'inspect_address_space_mb',
+        default=1024, min=64,
+        help='Address space limit, in MiB, of qemu-img while it inspects '
+             'an untrusted image (CVE-2015-5162).'),
+    cfg.IntOpt(
+        'inspect_cpu_time',
+        default=30, min=1,
+        help='CPU time limit, in seconds, of qemu-img while it inspects '
+             'an untrusted image.'),
+    cfg.IntOpt(
+        'inspect_timeout',
+        default=60, min=1,
+        help='Wall-clock limit, in seconds, of one qemu-img inspection; '
+             'qemu-img is killed when it is exceeded.'),
+    cfg.IntOpt(
+        'convert_address_space_mb',
+        default=2048, min=128,
+        help='Address space limit, in MiB, of qemu-img convert.'),
+    cfg.IntOpt(
+        'convert_timeout',
+        default=3600, min=0,
+        help='Wall-clock limit, in seconds, of one conversion; qemu-img is '
+             'killed when it is exceeded. 0 means no limit.'),
+]
+
+_workspace_opts = [
+    cfg.StrOpt(
+        'work_dir',
+        help='Directory where converted images are written before Glance '
+             'uploads them. Default: the staging directory, where Glance\'s '
+             'housekeeper also reaps files of deleted images.'),
+    cfg.IntOpt(
+        'reserved_space_mb',
+        default=1024, min=0,
+        help='Free space, in MiB, that conversions must leave in the work '
+             'directory.'),
+    cfg.IntOpt(
+        'max_workspace_bytes',
+        default=0, min=0,
+        help='Most bytes that all conversions on this host may reserve in '
+             'the work directory at once. 0 means only the free space '
+             'limits them.'),
+    cfg.IntOpt(
+        'max_concurrent_conversions',
+        default=2, min=0,
+        help='Most conversions that run at once on this host, across all '
+             'glance-api processes. 0 means no limit.'),
+    cfg.IntOpt(
+        'slot_wait_timeout',
+        default=600, min=0,
+        help='Seconds an import waits for a conversion slot before it '
+             'fails.'),
+    cfg.IntOpt(
+        'progress_interval',
+        default=5, min=1,
+        help='Seconds between progress updates of the task message during '
+             'a conversion.'),
+]
+
+_tuning_opts = [
+    cfg.IntOpt(
+        'convert_coroutines',
+        default=8, min=1, max=16,
+        help='Parallel coroutines of qemu-img convert ("-m").'),
+    cfg.BoolOpt(
+        'convert_out_of_order',
+        default=False,
+        help='Allow out-of-order writes ("-W"). Never used with compressed '
+             'output.'),
+    cfg.StrOpt(
+        'convert_source_cache',
+        choices=('none', 'writeback', 'writethrough', 'directsync',
+                 'unsafe'),
+        help='qemu-img source cache mode ("-T"). Unset: qemu-img\'s '
+             'default.'),
+    cfg.StrOpt(
+        'convert_target_cache',
+        choices=('none', 'writeback', 'writethrough', 'directsync',
+                 'unsafe'),
+        help='qemu-img target cache mode ("-t"). Unset: qemu-img\'s '
+             'default, which is "unsafe": right for a work file that is '
+             'uploaded at once and discarded after a crash.'),
+]
+
+ALL_OPTS = (_format_opts + _output_opts + _safety_opts + _workspace_opts
+            + _tuning_opts)
+
+CONF = cfg.CONF
+CONF.register_opts(ALL_OPTS, group=GROUP)
+
+
+def list_opts():
+    """Options for oslo-config-generator."""
+    return [(GROUP, ALL_OPTS)]
+
+
+# Glance's own settings the plugin honours, with Glance's defaults for when
+# they are not registered (outside glance-api).
+_GLANCE_DEFAULTS = {
+    ('image_format', 'vmdk_allowed_types'): ['streamOptimized',
+                                             'monolithicSparse'],
+    ('image_format', 'gpt_safety_checks_nonfatal'): [],
+    ('image_format', 'require_image_format_match'): True,
+    (None, 'image_size_cap'): 1099511627776,
+    ('wsgi', 'python_interpreter'): None,
+    ('oslo_concurrency', 'lock_path'): None,
+}
+
+
+def glance_setting(group, name, conf=None):
+    """Read one of Glance's settings, or its default if not registered."""
+    conf = conf or CONF
+    try:
+        value = getattr(conf[group], name) if group else conf[name]
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError,
+            AttributeError):
+        return _GLANCE_DEFAULTS[(group, name)]
+    return value
+
+
+def python_interpreter(conf=None):
+    """The Python that runs ``oslo_concurrency.prlimit``.
+
+    Under a WSGI server ``sys.executable`` may not be Python, which is why
+    Glance has ``[wsgi] python_interpreter``.
+    """
+    return glance_setting('wsgi', 'python_interpreter', conf) or sys.executable
+
+
+def max_virtual_size(conf=None):
+    conf = conf or CONF
+    value = conf[GROUP].max_virtual_size
+    if value is None:
+        value = glance_setting(None, 'image_size_cap', conf)
+    return value
