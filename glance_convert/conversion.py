@@ -1,0 +1,298 @@
+"""The conversion pipeline, without Glance.
+
+staged file -> inspect bytes -> qemu-img info -> qemu-img check -> plan
+-> reserve space and a slot -> convert to a temporary name -> rename ->
+verify output.  Used by the taskflow task, the CLI and the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Callable
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from glance_convert import errors
+from glance_convert import formats
+from glance_convert import inspection
+from glance_convert import options
+from glance_convert import qemu_img
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+WORK_TAG = 'glance-convert'
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs from the configuration."""
+
+    target: str
+    source_formats: tuple[str, ...]
+    keep_formats: tuple[str, ...]
+    policy: inspection.Policy
+    inspect_limits: qemu_img.Limits
+    convert_limits: qemu_img.Limits
+    tuning: qemu_img.Tuning
+    out_options: dict
+    compressed: bool
+    progress_interval: float
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
+        conf = conf or cfg.CONF
+        group = conf[options.GROUP]
+        python = options.python_interpreter(conf)
+        target = group.output_format
+        out_options, compressed = output_options(group, target)
+        return cls(
+            target=target,
+            source_formats=tuple(group.source_formats),
+            keep_formats=tuple(group.keep_formats),
+            policy=inspection.Policy(
+                vmdk_allowed_types=tuple(options.glance_setting(
+                    'image_format', 'vmdk_allowed_types', conf)),
+                gpt_nonfatal=frozenset(options.glance_setting(
+                    'image_format', 'gpt_safety_checks_nonfatal', conf)),
+                max_virtual_size=options.max_virtual_size(conf)),
+            inspect_limits=qemu_img.Limits(
+                address_space=group.inspect_address_space_mb * MiB,
+                cpu_time=group.inspect_cpu_time,
+                timeout=group.inspect_timeout, python=python),
+            convert_limits=qemu_img.Limits(
+                address_space=group.convert_address_space_mb * MiB,
+                timeout=group.convert_timeout or None, python=python),
+            tuning=qemu_img.Tuning(
+                coroutines=group.convert_coroutines,
+                out_of_order=group.convert_out_of_order,
+                source_cache=group.convert_source_cache,
+                target_cache=group.convert_target_cache),
+            out_options=out_options,
+            compressed=compressed,
+            progress_interval=group.progress_interval)
+
+
+def output_options(group, target: str) -> tuple[dict, bool]:
+    """qemu-img ``-o`` options and the ``-c`` flag for a target format."""
+    opts: dict = {}
+    compressed = False
+    if target == 'qcow2':
+        opts['compat'] = group.qcow2_compat
+        if group.qcow2_cluster_size != 65536:
+            opts['cluster_size'] = group.qcow2_cluster_size
+        if group.qcow2_compression != 'none':
+            compressed = True
+            if group.qcow2_compression == 'zstd':
+                opts['compression_type'] = 'zstd'
+        if group.preallocation != 'off':
+            opts['preallocation'] = group.preallocation
+    elif target == 'raw':
+        if group.preallocation in ('falloc', 'full'):
+            opts['preallocation'] = group.preallocation
+    elif target == 'vmdk':
+        opts['subformat'] = group.vmdk_subformat
+    elif target == 'vhd':
+        opts['subformat'] = group.vhd_subformat
+        if group.vhd_force_size:
+            opts['force_size'] = True
+    return opts, compressed
+
+
+@dataclasses.dataclass
+class Result:
+    """What a conversion produced."""
+
+    path: str                 # the file Glance uploads
+    converted: bool           # False: passed through untouched
+    source_format: str
+    disk_format: str
+    virtual_size: int
+    size: int
+    bytes_in: int
+    duration: float
+
+
+class NoWorkspace:
+    """No per-host limits: every slot and reservation is granted."""
+
+    @contextlib.contextmanager
+    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
+        yield
+
+    @contextlib.contextmanager
+    def reservation(self, owner, nbytes):
+        yield
+
+
+def plan(claimed: str | None, settings: Settings) -> str | None:
+    """The target format for a claimed format, or None to pass through."""
+    if not formats.is_convertible(claimed):
+        return None
+    if claimed in settings.keep_formats:
+        return None
+    if claimed not in settings.source_formats:
+        return None
+    if claimed == settings.target and not rewrite_same_format(settings):
+        return None
+    return settings.target
+
+
+def rewrite_same_format(settings: Settings) -> bool:
+    """True when output options ask to re-write a same-format image."""
+    return settings.compressed or bool(
+        settings.out_options.get('preallocation'))
+
+
+def work_paths(work_dir: str, image_id: str, target: str
+               ) -> tuple[str, str]:
+    """(temporary, final) work file names for an image.
+
+    Named ``<image-id>.<suffix>`` so that Glance's staging housekeeper
+    reaps them if the image is deleted after a crash.
+    """
+    base = os.path.join(work_dir, '%s.%s' % (image_id, WORK_TAG))
+    return base + '.part', '%s.%s' % (base, target)
+
+
+def estimate_output_bytes(src: str, claimed: str, target: str,
+                          virtual_size: int, settings: Settings) -> int:
+    """Bytes the output needs on disk (an upper bound)."""
+    overhead = virtual_size // 64 + 16 * MiB  # metadata of any format
+    if target in ('qcow2', 'raw'):
+        try:
+            measured = qemu_img.measure(
+                src, formats.qemu_driver(claimed), formats.qemu_driver(target),
+                settings.out_options, settings.inspect_limits)
+        except qemu_img.QemuImgError as exc:
+            LOG.warning('qemu-img measure failed, assuming the whole '
+                        'virtual size: %s', exc)
+            measured = None
+        if measured is not None:
+            return measured
+    return virtual_size + overhead
+
+
+def inspect_source(src: str, claimed: str, settings: Settings
+                   ) -> tuple[inspection.SourceFacts, dict]:
+    """Every check of the upload, bytes first, then qemu-img info/check."""
+    facts = inspection.inspect_bytes(src, claimed, settings.policy)
+    fmt = formats.qemu_driver(claimed)
+    try:
+        info = qemu_img.info(src, fmt, settings.inspect_limits)
+    except qemu_img.QemuImgError as exc:
+        raise errors.ImageRejected(
+            'qemu-img cannot read it as a %s image' % claimed, str(exc))
+    inspection.check_info(info, claimed, facts, settings.policy)
+    try:
+        report = qemu_img.check(src, fmt, settings.inspect_limits)
+    except qemu_img.QemuImgError as exc:
+        raise errors.ImageRejected('the image is corrupt', str(exc))
+    inspection.check_consistency(report)
+    return facts, info
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
+                  settings: Settings, workspace=None,
+                  on_progress: Callable[[int], None] | None = None,
+                  on_wait: Callable[[], None] | None = None,
+                  should_cancel: Callable[[], bool] | None = None,
+                  slot_timeout: float = 600) -> Result:
+    """Check and convert ``src``; return the result.
+
+    The source is never modified or removed here.  On failure no work file
+    is left behind.
+    """
+    started = time.monotonic()
+    if not os.path.isfile(src):
+        raise errors.ConversionError(
+            'The staged image data was not found on this node.',
+            'no such file: %s' % src)
+    bytes_in = os.path.getsize(src)
+    target = plan(claimed, settings)
+    if target is None:
+        return Result(src, False, claimed, claimed, 0, bytes_in, bytes_in,
+                      0.0)
+    facts, info = inspect_source(src, claimed, settings)
+    virtual_size = int(info.get('virtual-size') or facts.virtual_size)
+    estimate = estimate_output_bytes(src, claimed, target, virtual_size,
+                                     settings)
+    tmp, final = work_paths(work_dir, image_id, target)
+    workspace = workspace or NoWorkspace()
+    owner = image_id
+    try:
+        with workspace.slot(owner, slot_timeout, on_wait=on_wait,
+                            should_cancel=should_cancel), \
+                workspace.reservation(owner, estimate):
+            _run_convert(src, claimed, tmp, target, virtual_size, estimate,
+                         settings, on_progress, should_cancel)
+            os.rename(tmp, final)
+        inspection.verify_output(final, target)
+        out_info = qemu_img.info(final, formats.qemu_driver(target),
+                                 settings.inspect_limits)
+        if out_info.get('format') != formats.qemu_driver(target):
+            raise errors.ConversionFailed(
+                'The converted image failed verification.',
+                'qemu-img info of output: %r' % out_info.get('format'))
+        out_virtual = int(out_info.get('virtual-size') or 0)
+        if out_virtual < virtual_size:
+            raise errors.ConversionFailed(
+                'The converted image failed verification.',
+                'output virtual size %d < source %d'
+                % (out_virtual, virtual_size))
+    except BaseException:
+        _remove(tmp)
+        _remove(final)
+        raise
+    size = os.path.getsize(final)
+    duration = time.monotonic() - started
+    LOG.info('Converted image %(id)s from %(src)s to %(dst)s: %(in)d bytes '
+             'in, %(out)d bytes out, %(secs).1f s, %(rate).1f MiB/s',
+             {'id': image_id, 'src': claimed, 'dst': target, 'in': bytes_in,
+              'out': size, 'secs': duration,
+              'rate': bytes_in / MiB / max(duration, 1e-6)})
+    return Result(final, True, claimed, target, out_virtual, size, bytes_in,
+                  duration)
+
+
+def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
+                 settings, on_progress, should_cancel) -> None:
+    # Bound the output: an expansion bomb is killed by RLIMIT_FSIZE before
+    # it can fill the disk.  Raw output is as long as the virtual size.
+    file_limit = max(virtual_size, estimate) + virtual_size // 64 + 64 * MiB
+    limits = dataclasses.replace(settings.convert_limits,
+                                 file_size=file_limit)
+    _remove(tmp)
+    try:
+        qemu_img.convert(
+            src, formats.qemu_driver(claimed), tmp,
+            formats.qemu_driver(target), out_options=settings.out_options,
+            tuning=settings.tuning, compressed=settings.compressed,
+            limits=limits, on_progress=on_progress,
+            progress_interval=settings.progress_interval,
+            should_cancel=should_cancel)
+    except qemu_img.QemuImgCancelled as exc:
+        raise errors.ConversionCancelled(
+            'The import was cancelled during conversion.', str(exc))
+    except qemu_img.QemuImgTimeout as exc:
+        raise errors.ConversionFailed(
+            'Image conversion took longer than the time allowed.', str(exc))
+    except qemu_img.QemuImgLimitExceeded as exc:
+        raise errors.ImageRejected(
+            'its converted data would be larger than allowed', str(exc))
+    except qemu_img.QemuImgError as exc:
+        raise errors.ConversionFailed(
+            # qemu-img's text names host paths: it goes to the log only.
+            'Image conversion from %s to %s failed.' % (claimed, target),
+            str(exc))

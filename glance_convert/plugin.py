@@ -1,0 +1,114 @@
+"""Glance's entry point: the only module that knows Glance's flow kwargs.
+
+Glance loads ``get_flow`` through stevedore (namespace
+``glance.image_import.plugins``) and adds the returned flow between its
+staging and store-upload tasks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from taskflow.patterns import linear_flow as lf
+
+from glance_convert import conversion
+from glance_convert import options
+from glance_convert import tasks
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+
+class GlanceTaskStatus:
+    """Task message and abort detection through Glance's repositories.
+
+    Saving the task message also refreshes the task's ``updated_at``, which
+    keeps Glance from treating the import lock as stale during a long
+    conversion.
+    """
+
+    def __init__(self, task_repo, task_id: str, action_wrapper,
+                 min_interval: float = 1.0):
+        self.task_repo = task_repo
+        self.task_id = task_id
+        self.action_wrapper = action_wrapper
+        self.min_interval = min_interval
+        self._last_check = 0.0
+        self._aborted = False
+
+    def _task(self):
+        try:
+            return self.task_repo.get(self.task_id)
+        except Exception:  # noqa: BLE001 - task deleted
+            return None
+
+    def set_message(self, message: str) -> None:
+        if self.task_repo is None:
+            return
+        try:
+            task = self._task()
+            if task is None or task.status != 'processing':
+                return
+            task.message = message
+            self.task_repo.save(task)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            LOG.debug('Could not update task %s message: %s',
+                      self.task_id, exc)
+
+    def is_aborted(self) -> bool:
+        """True once the image is gone, the lock lost or the task ended."""
+        if self._aborted:
+            return True
+        now = time.monotonic()
+        if now - self._last_check < self.min_interval:
+            return False
+        self._last_check = now
+        try:
+            self.action_wrapper.assert_task_lock()
+        except Exception as exc:  # noqa: BLE001 - NotFound, TaskAborted
+            LOG.warning('Import task %s aborted: %s', self.task_id,
+                        type(exc).__name__)
+            self._aborted = True
+            return True
+        if self.task_repo is not None:
+            task = self._task()
+            if task is None or task.status != 'processing':
+                self._aborted = True
+        return self._aborted
+
+
+def _workspace_factory():
+    try:
+        from glance_convert import workspace
+    except ImportError:  # pragma: no cover - before the workspace lands
+        return None
+    return workspace.from_conf
+
+
+def get_flow(**kwargs):
+    """Return the conversion flow for one import.
+
+    :param task_id: the import task's id
+    :param task_type: the task type
+    :param task_repo: Glance's task repository (messages, abort detection)
+    :param action_wrapper: Glance's ImportActionWrapper for the image
+    :param backend: the stores the image is imported to, or None
+    """
+    task_id = kwargs.get('task_id')
+    task_type = kwargs.get('task_type')
+    action_wrapper = kwargs.get('action_wrapper')
+    stores = kwargs.get('backend') or []
+    task_repo = kwargs.get('task_repo')
+    group = CONF[options.GROUP]
+    status = GlanceTaskStatus(task_repo, task_id, action_wrapper)
+    task = tasks.ConvertImage(
+        task_id, task_type, action_wrapper, stores,
+        settings_factory=conversion.Settings.from_conf,
+        status=status,
+        work_dir=group.work_dir,
+        workspace_factory=_workspace_factory(),
+        slot_timeout=group.slot_wait_timeout,
+        record_properties=group.record_properties)
+    return lf.Flow(task_type).add(task)

@@ -1,0 +1,595 @@
+"""The work area of one host: conversion slots and space reservations.
+
+A Glance host runs several glance-api processes, each converting in several
+threads.  This module makes them share the CPU and the work directory:
+
+* **Slots** bound the conversions that run at once on the host.  Slot *i*
+  is an exclusive ``flock`` on ``<lock_dir>/glance-convert-<key>-slot-<i>.lock``,
+  tried without blocking and polled.  The kernel drops a flock when its
+  holder dies, so a crashed glance-api never leaks a slot.
+* **Reservations** keep conversions from filling the disk.  A small JSON
+  ledger (``glance-convert-<key>.ledger``), read and rewritten under an
+  exclusive ``flock`` on a lock file beside it, lists every reservation
+  with its holder's pid and process start time, its bytes and the work
+  files it owns.  An entry whose holder died (its pid is gone, or was
+  reused by a process that started at another time) is dropped whenever
+  the ledger is read, its work files are removed and any qemu-img it
+  started is killed.
+
+Why plain ``fcntl.flock`` and not an oslo.concurrency external lock: the
+latter is a ``fcntl.lockf`` (POSIX record) lock, which belongs to the
+*process*: two threads of one glance-api would both "hold" the same slot,
+and closing any descriptor of the file drops the lock of the whole process.
+oslo.concurrency compensates with a process-wide semaphore, which is fine
+for a short critical section but cannot express "N slots".  A flock
+belongs to the open file description, so every acquisition opens the file
+afresh and threads and processes exclude each other alike; it needs no
+``lock_path`` to be configured and is released by the kernel on death.
+Descriptors are opened close-on-exec, so qemu-img never inherits a slot.
+
+``<key>`` is derived from the real path of the work directory: two Glance
+nodes on one machine with different work directories have separate slots
+and ledgers even when they share a lock directory.
+
+Work files are named ``<owner>.glance-convert.<suffix>`` where the owner is
+the image id, so Glance's staging housekeeper, which removes
+``<image-id>.*`` files of deleted images, also cleans them.
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from glance_convert import errors
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024 ** 3
+WORK_FILE_TAG = '.glance-convert.'
+_SAFE_OWNER = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$')
+_SAFE_SUFFIX = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+_POLL_MIN = 0.1
+_POLL_MAX = 1.0
+_MAX_ORPHAN_RECORDS = 100
+
+
+def _gib(nbytes: int) -> str:
+    return '%.1f' % (nbytes / GiB) if nbytes < 10 * GiB else '%d' % round(
+        nbytes / GiB)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if gone.
+
+    Together with the pid it names a process uniquely: a reused pid belongs
+    to a process that started later.
+    """
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself contain
+    # spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b')') + 2:].split()
+    # Field 3 (state) is fields[0]; field 22 (starttime) is fields[19].
+    if fields and fields[0] in (b'Z', b'X'):
+        return None  # a zombie holds no locks and writes no files
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    return start is not None and process_start_time(pid) == start
+
+
+def _default_disk_space(path: str) -> tuple[int, int]:
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def _allocated(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _open_lock_file(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class Reservation:
+    """Bytes reserved for one conversion and the work files it owns.
+
+    Obtained from :meth:`Workspace.reservation`.  On exit of that context
+    the bytes are released and every work file is removed, except the
+    files handed on with :meth:`keep`: those stay recorded in the ledger,
+    without bytes, until they disappear (Glance deletes the converted file
+    after uploading it) or their holder dies (then they are reaped).
+    """
+
+    def __init__(self, workspace: 'Workspace', entry_id: str, owner: str,
+                 nbytes: int):
+        self._ws = workspace
+        self.entry_id = entry_id
+        self.owner = owner
+        self.nbytes = nbytes
+        self.paths: list[str] = []
+        self.kept: list[str] = []
+
+    def path(self, suffix: str) -> str:
+        """Record and return a work file path ``<owner>.glance-convert.<suffix>``.
+
+        The path is in the ledger before the caller creates the file, so a
+        crash at any point leaves nothing unaccounted for.
+        """
+        path = self._ws.work_path(self.owner, suffix)
+        self._ws._update(self.entry_id, add_path=path)
+        self.paths.append(path)
+        return path
+
+    def add_process(self, pid: int) -> None:
+        """Record a child process (qemu-img) to kill if the holder dies.
+
+        Without it, a qemu-img whose glance-api was SIGKILLed would go on
+        writing into a file that the reaper already unlinked.
+        """
+        self._ws._update(self.entry_id,
+                         add_process=[pid, process_start_time(pid)])
+
+    def keep(self, path: str) -> None:
+        """Keep ``path`` when the reservation ends (it goes to Glance)."""
+        if path not in self.paths:
+            raise ValueError('%s is not a work file of this reservation'
+                             % path)
+        self.kept.append(path)
+
+    def forget(self, path: str) -> None:
+        """The caller removed ``path`` itself; stop tracking it."""
+        self._ws._update(self.entry_id, remove_path=path)
+        if path in self.paths:
+            self.paths.remove(path)
+
+
+class Workspace:
+    """Per-host conversion slots and space reservations in ``work_dir``.
+
+    :param work_dir: directory of the work files.
+    :param lock_dir: directory of the lock and ledger files (Glance's
+        ``[oslo_concurrency] lock_path``); None means ``work_dir``.  It
+        must be local to the host.
+    :param max_concurrent: conversions at once on the host; 0: no limit.
+    :param reserved_bytes: free space that reservations must leave.
+    :param max_bytes: most bytes all work files may take; 0: no cap.
+    :param disk_space: ``f(path) -> (total, available)`` bytes of the
+        file system; for tests.
+    """
+
+    def __init__(self, work_dir: str, *, lock_dir: str | None,
+                 max_concurrent: int, reserved_bytes: int, max_bytes: int,
+                 disk_space: Callable[[str], tuple[int, int]] | None = None):
+        if max_concurrent < 0 or reserved_bytes < 0 or max_bytes < 0:
+            raise ValueError('limits must not be negative')
+        self.work_dir = os.path.realpath(work_dir)
+        self.lock_dir = os.path.realpath(lock_dir or work_dir)
+        self.max_concurrent = max_concurrent
+        self.reserved_bytes = reserved_bytes
+        self.max_bytes = max_bytes
+        self._disk_space = disk_space or _default_disk_space
+        self.key = hashlib.sha256(
+            self.work_dir.encode('utf-8', 'surrogateescape')).hexdigest()[:12]
+        prefix = os.path.join(self.lock_dir, 'glance-convert-%s' % self.key)
+        self.ledger_path = prefix + '.ledger'
+        self._ledger_lock_path = prefix + '.ledger.lock'
+        self._slot_prefix = prefix + '-slot-'
+        self._me = (None, None)
+
+    def _holder(self) -> tuple[int, int | None]:
+        """(pid, start time) of this process, also after a fork."""
+        pid = os.getpid()
+        if self._me[0] != pid:
+            self._me = (pid, process_start_time(pid))
+        return self._me
+
+    # ---------------------------------------------------------------- paths
+
+    def work_path(self, owner: str, suffix: str) -> str:
+        _check_owner(owner)
+        if not _SAFE_SUFFIX.match(suffix):
+            raise ValueError('unsafe work file suffix %r' % suffix)
+        return os.path.join(self.work_dir, owner + WORK_FILE_TAG + suffix)
+
+    def _is_work_file(self, path: str) -> bool:
+        """Only files this module names may ever be removed by the reaper."""
+        name = os.path.basename(path)
+        owner, tag, suffix = name.partition(WORK_FILE_TAG)
+        return (os.path.dirname(path) == self.work_dir and tag != ''
+                and _SAFE_OWNER.match(owner) is not None
+                and _SAFE_SUFFIX.match(suffix) is not None)
+
+    def _prepare_dirs(self) -> None:
+        for d in (self.work_dir, self.lock_dir):
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as e:
+                raise _unusable('cannot create %s: %s' % (d, e))
+
+    # ---------------------------------------------------------------- slots
+
+    def _slot_path(self, i: int) -> str:
+        return '%s%d.lock' % (self._slot_prefix, i)
+
+    def _try_slots(self, owner: str) -> int | None:
+        """Take a free slot: return its open descriptor, or None."""
+        order = list(range(self.max_concurrent))
+        random.shuffle(order)  # spread contention over the slot files
+        for i in order:
+            try:
+                fd = _open_lock_file(self._slot_path(i))
+            except OSError as e:
+                raise _unusable('cannot open %s: %s' % (self._slot_path(i), e))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    continue
+                raise _unusable('cannot lock %s: %s' % (self._slot_path(i), e))
+            # Leave a note for the operator: who holds this slot.
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, ('%s pid=%d\n' % (owner, os.getpid())).encode(),
+                          0)
+            except OSError:
+                pass
+            return fd
+        return None
+
+    @contextlib.contextmanager
+    def slot(self, owner: str, timeout: float,
+             on_wait: Callable[[], None] | None = None,
+             should_cancel: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Hold one of the host's ``max_concurrent`` conversion slots.
+
+        Waits up to ``timeout`` seconds, calling ``on_wait()`` once when it
+        has to wait and polling ``should_cancel()``.  Raises
+        :class:`~glance_convert.errors.WorkspaceError` on timeout and
+        :class:`~glance_convert.errors.ConversionCancelled` on cancel.
+        """
+        if self.max_concurrent == 0:
+            yield
+            return
+        self._prepare_dirs()
+        deadline = time.monotonic() + timeout
+        delay = _POLL_MIN
+        waited = False
+        while True:
+            fd = self._try_slots(owner)
+            if fd is not None:
+                break
+            if not waited:
+                waited = True
+                LOG.info('Conversion of %s waits for one of %d conversion '
+                         'slots', owner, self.max_concurrent)
+                if on_wait:
+                    on_wait()
+            if should_cancel and should_cancel():
+                raise errors.ConversionCancelled(
+                    'The import was cancelled while it waited for a '
+                    'conversion slot')
+            now = time.monotonic()
+            if now >= deadline:
+                raise errors.WorkspaceError(
+                    'No conversion slot became free within %d seconds; try '
+                    'the import again later' % timeout,
+                    'all %d conversion slots in %s stayed busy for %d s'
+                    % (self.max_concurrent, self.lock_dir, timeout))
+            time.sleep(min(delay, deadline - now) * random.uniform(0.8, 1.2))
+            delay = min(delay * 1.5, _POLL_MAX)
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor drops the flock
+
+    # --------------------------------------------------------------- ledger
+
+    @contextlib.contextmanager
+    def _locked_ledger(self) -> Iterator[dict]:
+        """Read, reap and (on normal exit) rewrite the ledger, under its lock.
+
+        Yields the ledger ``{'entries': {id: entry}, 'orphans': [...]}``;
+        changes the caller makes are saved atomically (write + rename), so
+        a crash never leaves a half-written ledger.
+        """
+        self._prepare_dirs()
+        try:
+            fd = _open_lock_file(self._ledger_lock_path)
+        except OSError as e:
+            raise _unusable('cannot open %s: %s' % (self._ledger_lock_path, e))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ledger = self._read()
+            ledger['_removed'] = self._reap_dead(ledger)
+            try:
+                yield ledger
+            finally:
+                # Also after an error in the body: the reaping is done.
+                del ledger['_removed']
+                self._write(ledger)
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict:
+        try:
+            with open(self.ledger_path, encoding='utf-8') as f:
+                data = json.load(f)
+            if not isinstance(data.get('entries'), dict):
+                raise ValueError('no entries')
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError, AttributeError) as e:
+            # Never silently forget work files: keep the bad ledger aside.
+            LOG.error('Conversion ledger %s is unreadable (%s); starting a '
+                      'new one, old copy kept as %s.bad', self.ledger_path,
+                      e, self.ledger_path)
+            with contextlib.suppress(OSError):
+                os.replace(self.ledger_path, self.ledger_path + '.bad')
+            data = {}
+        data.setdefault('entries', {})
+        data.setdefault('orphans', [])
+        return data
+
+    def _write(self, ledger: dict) -> None:
+        tmp = '%s.%d.%s.tmp' % (self.ledger_path, os.getpid(),
+                                uuid.uuid4().hex[:8])
+        try:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump(ledger, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.ledger_path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _unusable('cannot write %s: %s' % (self.ledger_path, e))
+
+    def _reap_dead(self, ledger: dict) -> list[str]:
+        """Drop entries of dead holders, kill their children, remove files.
+
+        Also drops finished entries (no bytes, every file gone).
+        """
+        removed = []
+        entries = ledger['entries']
+        for entry_id, e in list(entries.items()):
+            if _alive(e['pid'], e.get('start')):
+                if not e['bytes'] and not any(
+                        os.path.lexists(p) for p in e['paths']):
+                    del entries[entry_id]  # kept files were consumed
+                continue
+            for pid, start in e.get('processes', []):
+                if _alive(pid, start):
+                    LOG.warning('Killing process %d left by dead conversion '
+                                'of %s', pid, e['owner'])
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            gone = []
+            for path in e['paths']:
+                if not self._is_work_file(path):
+                    LOG.error('Ledger names %r, which is not a work file; '
+                              'not removing it', path)
+                    continue
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    LOG.error('Cannot remove %s left by a dead conversion: '
+                              '%s', path, err)
+                    continue
+                gone.append(path)
+            LOG.warning('Conversion of %s by dead process %d released %d '
+                        'bytes; removed %s', e['owner'], e['pid'], e['bytes'],
+                        ', '.join(gone) or 'no files')
+            removed.extend(gone)
+            del entries[entry_id]
+            ledger['orphans'].append({'owner': e['owner'],
+                                      'info': e.get('info', {}),
+                                      'pid': e['pid'], 'removed': gone,
+                                      'found_at': time.time()})
+        del ledger['orphans'][:-_MAX_ORPHAN_RECORDS]
+        return removed
+
+    def _update(self, entry_id: str, add_path: str | None = None,
+                remove_path: str | None = None,
+                add_process: list | None = None) -> None:
+        with self._locked_ledger() as ledger:
+            e = ledger['entries'].get(entry_id)
+            if e is None:
+                raise _unusable('reservation %s vanished from %s'
+                                % (entry_id, self.ledger_path))
+            if add_path and add_path not in e['paths']:
+                e['paths'].append(add_path)
+            if remove_path and remove_path in e['paths']:
+                e['paths'].remove(remove_path)
+            if add_process:
+                e.setdefault('processes', []).append(add_process)
+
+    # --------------------------------------------------------- reservations
+
+    def _assess(self, ledger: dict, nbytes: int) -> tuple[bool, bool, dict]:
+        """(fits now, could ever fit, numbers for the messages)."""
+        total, avail = self._disk_space(self.work_dir)
+        pending = held = 0
+        for e in ledger['entries'].values():
+            used = sum(_allocated(p) for p in e['paths'])
+            pending += max(0, e['bytes'] - used)   # still to be written
+            held += max(e['bytes'], used)          # counts against max_bytes
+        # Bytes already written are missing from ``avail``; bytes promised
+        # but not yet written are subtracted here.
+        room = avail - self.reserved_bytes - pending
+        # When every other conversion is done and its files are gone.
+        room_ever = min(total, avail + held) - self.reserved_bytes
+        if self.max_bytes:
+            room = min(room, self.max_bytes - held)
+            room_ever = min(room_ever, self.max_bytes)
+        numbers = {'need': nbytes, 'room': max(room, 0),
+                   'room_ever': max(room_ever, 0)}
+        return nbytes <= room, nbytes <= room_ever, numbers
+
+    @contextlib.contextmanager
+    def reservation(self, owner: str, nbytes: int, *,
+                    timeout: float = 0,
+                    on_wait: Callable[[], None] | None = None,
+                    should_cancel: Callable[[], bool] | None = None,
+                    info: dict | None = None) -> Iterator[Reservation]:
+        """Reserve ``nbytes`` of the work directory for ``owner``.
+
+        ``owner`` is the image id: it names the work files.  ``info`` (e.g.
+        the task id) is kept with the entry and reported by
+        :meth:`take_orphans` if the holder dies.  When the space is taken
+        by other conversions and would be enough once they finish, waits up
+        to ``timeout`` seconds (0: fail at once).  Raises
+        :class:`~glance_convert.errors.WorkspaceError` with a sentence for
+        the end user when the image does not fit.
+        """
+        _check_owner(owner)
+        if nbytes < 0:
+            raise ValueError('negative reservation')
+        deadline = time.monotonic() + timeout
+        delay = _POLL_MIN
+        waited = False
+        entry_id = uuid.uuid4().hex
+        while True:
+            with self._locked_ledger() as ledger:
+                fits, fits_ever, n = self._assess(ledger, nbytes)
+                if fits:
+                    pid, start = self._holder()
+                    ledger['entries'][entry_id] = {
+                        'owner': owner, 'pid': pid,
+                        'start': start, 'bytes': nbytes, 'paths': [],
+                        'processes': [], 'info': info or {},
+                        'since': time.time()}
+            if fits:
+                break
+            if not fits_ever:
+                raise errors.WorkspaceError(
+                    'Not enough space to convert this image: it needs %s GiB '
+                    'of work space and this host can provide at most %s GiB'
+                    % (_gib(n['need']), _gib(n['room_ever'])),
+                    'image %s needs %d bytes in %s; at most %d bytes can be '
+                    'reserved there (reserved_space_mb=%d MiB, '
+                    'max_workspace_bytes=%d)'
+                    % (owner, nbytes, self.work_dir, n['room_ever'],
+                       self.reserved_bytes // 2 ** 20, self.max_bytes))
+            now = time.monotonic()
+            if now >= deadline:
+                raise errors.WorkspaceError(
+                    'Not enough space to convert this image now: it needs %s '
+                    'GiB of work space and only %s GiB is free while other '
+                    'images are converted; try the import again later'
+                    % (_gib(n['need']), _gib(n['room'])),
+                    'image %s needs %d bytes in %s; %d bytes are available '
+                    'after other reservations' % (owner, nbytes,
+                                                  self.work_dir, n['room']))
+            if not waited:
+                waited = True
+                if on_wait:
+                    on_wait()
+            if should_cancel and should_cancel():
+                raise errors.ConversionCancelled(
+                    'The import was cancelled while it waited for work space')
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 1.5, _POLL_MAX)
+
+        res = Reservation(self, entry_id, owner, nbytes)
+        LOG.debug('Reserved %d bytes in %s for %s', nbytes, self.work_dir,
+                  owner)
+        try:
+            yield res
+        finally:
+            self._release(res)
+
+    def _release(self, res: Reservation) -> None:
+        # Remove the files first, then the entry: a crash in between leaves
+        # an entry whose files the reaper finds gone, never a file that no
+        # entry names.
+        for path in res.paths:
+            if path in res.kept:
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                LOG.error('Cannot remove work file %s: %s', path, e)
+        try:
+            with self._locked_ledger() as ledger:
+                e = ledger['entries'].get(res.entry_id)
+                if e is None:
+                    return
+                e['paths'] = [p for p in e['paths'] if p in res.kept]
+                e['processes'] = []
+                e['bytes'] = 0
+                if not e['paths']:
+                    del ledger['entries'][res.entry_id]
+        except errors.WorkspaceError as e:
+            # Never mask the caller's own exception; the entry is reaped
+            # when this process ends.
+            LOG.error('Cannot release reservation of %s: %s', res.owner,
+                      e.detail)
+
+    # -------------------------------------------------------------- reaping
+
+    def reap_orphans(self) -> list[str]:
+        """Remove work files and entries whose holder died; return the paths.
+
+        Every ledger access does this too; call it when the plugin is
+        loaded so a restarted glance-api cleans up at once.
+        """
+        with self._locked_ledger() as ledger:
+            return list(ledger['_removed'])
+
+    def take_orphans(self) -> list[dict]:
+        """Return and forget the records of conversions whose holder died.
+
+        Each record: ``{'owner', 'info', 'pid', 'removed', 'found_at'}``.
+        The plugin uses them to put the images of interrupted imports back
+        in a state where they can be imported again.
+        """
+        with self._locked_ledger() as ledger:
+            orphans = ledger['orphans']
+            ledger['orphans'] = []
+        return orphans
+
+    def usage(self) -> dict:
+        """What the ledger holds now: for logs, the CLI and tests."""
+        with self._locked_ledger() as ledger:
+            entries = list(ledger['entries'].values())
+        return {'reservations': len([e for e in entries if e['bytes']]),
+                'reserved_bytes': sum(e['bytes'] for e in entries),
+                'paths': [p for e in entries for p in e['paths']]}
+
+
+def _check_owner(owner: str) -> None:
+    if not isinstance(owner, str) or not _SAFE_OWNER.match(owner):
+        raise ValueError('unsafe owner %r for work file names' % (owner,))
+
+
+def _unusable(detail: str) -> errors.WorkspaceError:
+    LOG.error('Conversion work area unusable: %s', detail)
+    return errors.WorkspaceError(
+        'The image cannot be converted because the conversion work area of '
+        'this host is not usable; please contact the cloud operator', detail)
