@@ -1,0 +1,626 @@
+"""A corpus of hostile and benign disk images, generated on demand.
+
+``build_corpus(directory)`` writes every image into ``directory`` and
+returns one :class:`Case` per image with the verdict the safety policy must
+reach.  Base images come from ``qemu-img create/convert`` and ``qemu-io``;
+the hostile variants are made by patching bytes with :mod:`struct`, so the
+corpus needs nothing beyond qemu-utils.
+
+Cases that try to make qemu-img read a host file point at a *canary*: a
+file of unique random bytes next to the image.  Tests assert that those
+bytes never appear in any output and that qemu-img never opens the canary.
+
+Run ``python tests/hostile_corpus.py DIR`` to build the corpus by hand.
+"""
+
+import dataclasses
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+MiB = 1024 * 1024
+
+# Reason substrings: each must occur in the ImageRejected reason the policy
+# gives for the case (glance_convert/inspection.py writes the sentences).
+BACKING = 'backing file'
+DATA_FILE = 'external data file'
+CREATE_TYPE = 'VMDK create type'
+EXTENTS = 'refer to other files'
+DIFFERENCING = 'differencing'
+ENCRYPTED = 'encrypted'
+VSIZE = 'virtual size'
+DISAGREE = 'disagree'
+CORRUPT = 'corrupt'
+MISMATCH = 'as claimed'
+MULTIPLE = 'more than one format'
+EMPTY = 'empty'
+UNREADABLE = 'too short or damaged'
+FEATURES = 'unsupported qcow2 features'
+HIDDEN = 'hides another disk image'
+PARTITIONS = 'partition table'
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    path: str
+    claimed_format: str
+    expected: str  # 'accept' or 'reject'
+    reason_substring: str | None = None
+    canary_path: str | None = None
+    # Policy overrides for this case (e.g. a small max_virtual_size).
+    policy: dict = dataclasses.field(default_factory=dict)
+    # For accepted cases: the qemu driver and guest size to compare against.
+    note: str = ''
+
+    @property
+    def hostile(self):
+        return self.expected == 'reject'
+
+    def __str__(self):
+        return self.name
+
+
+def _run(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+
+
+def _qemu_io(path, fmt, *commands):
+    args = ['qemu-io', '-f', fmt]
+    for c in commands:
+        args += ['-c', c]
+    _run(*args, path)
+
+
+def _patch(path, offset, data):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def _read(path, offset=0, length=-1):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _write(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+def _canary(directory, name):
+    """A file of unique random bytes that must never be read."""
+    path = os.path.join(directory, 'canary-%s.bin' % name)
+    _write(path, b'CANARY-' + os.urandom(4089))
+    return path
+
+
+def canary_bytes(path):
+    """The bytes that identify a canary (long enough never to collide)."""
+    return _read(path)[:64]
+
+
+# --- qcow2 -----------------------------------------------------------------
+
+def _qcow2(path, size='1M', *opts, data=True, fmt_opts=None):
+    args = ['qemu-img', 'create', '-q', '-f', 'qcow2']
+    if fmt_opts:
+        args += ['-o', fmt_opts]
+    _run(*args, *opts, path, size)
+    if data:
+        _qemu_io(path, 'qcow2', 'write -P 0x5a 0 128k',
+                 'write -P 0xa5 512k 64k')
+    return path
+
+
+def _qcow2_header(path):
+    h = _read(path, 0, 112)
+    fields = struct.unpack('>4sIQIIQIIQQIIQ', h[:72])
+    names = ('magic', 'version', 'backing_offset', 'backing_size',
+             'cluster_bits', 'size', 'crypt_method', 'l1_size', 'l1_offset',
+             'refcount_offset', 'refcount_clusters', 'nb_snapshots',
+             'snapshots_offset')
+    return dict(zip(names, fields))
+
+
+def _set_incompat_bit(path, bit):
+    (features,) = struct.unpack('>Q', _read(path, 72, 8))
+    _patch(path, 72, struct.pack('>Q', features | (1 << bit)))
+
+
+def _backing(directory, name, backing, fmt='raw'):
+    path = os.path.join(directory, name + '.qcow2')
+    # -u: do not open the backing file while creating.
+    _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-u', '-b', backing,
+         '-F', fmt, path, '1M')
+    return path
+
+
+def _first_l2_offset(path):
+    h = _qcow2_header(path)
+    (l1e,) = struct.unpack('>Q', _read(path, h['l1_offset'], 8))
+    return l1e & 0x00fffffffffffe00, 1 << h['cluster_bits']
+
+
+# --- vmdk ------------------------------------------------------------------
+
+def _vmdk(path, subformat, size='1M', src=None):
+    if src:
+        _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vmdk', '-o',
+             'subformat=' + subformat, src, path)
+    else:
+        _run('qemu-img', 'create', '-q', '-f', 'vmdk', '-o',
+             'subformat=' + subformat, path, size)
+    return path
+
+
+def _vmdk_descriptor(path):
+    h = _read(path, 0, 64)
+    desc_sector, desc_sectors = struct.unpack('<QQ', h[28:44])
+    raw = _read(path, desc_sector * 512, desc_sectors * 512)
+    return raw.split(b'\0', 1)[0].decode('ascii'), desc_sector, desc_sectors
+
+
+def _set_vmdk_descriptor(path, text):
+    _old, sector, sectors = _vmdk_descriptor(path)
+    data = text.encode('ascii')
+    assert len(data) < sectors * 512, 'descriptor too long'
+    _patch(path, sector * 512, data.ljust(sectors * 512, b'\0'))
+
+
+def _edit_vmdk_descriptor(path, old, new):
+    text, _s, _n = _vmdk_descriptor(path)
+    assert old in text, (old, text)
+    _set_vmdk_descriptor(path, text.replace(old, new))
+
+
+def _text_vmdk(path, create_type, extent_lines, extra=''):
+    text = ('# Disk DescriptorFile\nversion=1\nCID=12345678\n'
+            'parentCID=ffffffff\ncreateType="%s"\n%s\n# Extent description\n'
+            '%s\n\nddb.virtualHWVersion = "4"\nddb.adapterType = "ide"\n'
+            % (create_type, extra, '\n'.join(extent_lines)))
+    _write(path, text.encode('ascii'))
+    return path
+
+
+# --- vhd / vdi ---------------------------------------------------------------
+
+def _vhd_checksum(footer):
+    footer = bytearray(footer)
+    footer[64:68] = b'\0\0\0\0'
+    return struct.pack('>I', (~sum(footer)) & 0xffffffff)
+
+
+def _patch_vhd_footer(path, offset, changes):
+    footer = bytearray(_read(path, offset, 512))
+    for field_offset, data in changes:
+        footer[field_offset:field_offset + len(data)] = data
+    footer[64:68] = _vhd_checksum(footer)
+    _patch(path, offset, bytes(footer))
+
+
+def _vhd_footer_offsets(path):
+    size = os.path.getsize(path)
+    offsets = [size - 512]
+    if _read(path, 0, 8) == b'conectix':
+        offsets.append(0)
+    return offsets
+
+
+def _vdi(path, static, src=None):
+    opts = 'static=%s' % ('on' if static else 'off')
+    if src:
+        _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vdi', '-o', opts,
+             src, path)
+    else:
+        _run('qemu-img', 'create', '-q', '-f', 'vdi', '-o', opts, path, '1M')
+    return path
+
+
+# --- raw disks ---------------------------------------------------------------
+
+def _mbr_entry(boot, ptype, start, count):
+    # CHS fields are legacy; 0xfe/0xff/0xff means "use LBA".
+    return struct.pack('<B3BB3BII', boot, 0xfe, 0xff, 0xff, ptype,
+                       0xfe, 0xff, 0xff, start, count)
+
+
+def _mbr_disk(path, size=2 * MiB, boot=0x80):
+    sectors = size // 512
+    data = bytearray(size)
+    data[446:462] = _mbr_entry(boot, 0x83, 2048 if sectors > 4096 else 1,
+                               sectors - (2048 if sectors > 4096 else 1))
+    data[510:512] = b'\x55\xaa'
+    data[1024:1024 + 16] = b'guest-data-mbr!!'
+    _write(path, data)
+    return path
+
+
+def _gpt_disk(path, size=2 * MiB):
+    """A protective MBR plus primary and backup GPT, one partition."""
+    sectors = size // 512
+    data = bytearray(size)
+    # Protective MBR: one 0xEE partition from LBA 1, start CHS 0/2/0.
+    data[446:462] = struct.pack('<B3BB3BII', 0, 0x00, 0x02, 0x00, 0xee,
+                                0xfe, 0xff, 0xff, 1, sectors - 1)
+    data[510:512] = b'\x55\xaa'
+    entry = struct.pack(
+        '<16s16sQQQ72s',
+        bytes.fromhex('af3dc60f838472478e793d69d8477de4'),  # linux data
+        os.urandom(16), 34, sectors - 34, 0,
+        'root'.encode('utf-16-le').ljust(72, b'\0'))
+    entries = entry.ljust(128 * 128, b'\0')
+    entries_crc = zlib.crc32(entries)
+
+    def header(current, backup, entries_lba):
+        fields = [b'EFI PART', 0x00010000, 92, 0, 0, current, backup,
+                  34, sectors - 34, os.urandom(16), entries_lba, 128, 128,
+                  entries_crc]
+        fmt = '<8sIIIIQQQQ16sQIII'
+        raw = struct.pack(fmt, *fields)
+        fields[3] = zlib.crc32(raw)
+        return struct.pack(fmt, *fields).ljust(512, b'\0')
+
+    data[512:1024] = header(1, sectors - 1, 2)
+    data[1024:1024 + len(entries)] = entries
+    data[(sectors - 33) * 512:(sectors - 1) * 512] = entries
+    data[(sectors - 1) * 512:] = header(sectors - 1, 1, sectors - 33)
+    data[34 * 512:34 * 512 + 16] = b'guest-data-gpt!!'
+    _write(path, data)
+    return path
+
+
+def _iso(path, blocks=32):
+    """A minimal ISO 9660 image: system area, a PVD and a terminator."""
+    data = bytearray(blocks * 2048)
+    pvd = bytearray(2048)
+    pvd[0:7] = b'\x01CD001\x01'
+    pvd[40:72] = b'GLANCE_CONVERT_TEST'.ljust(32)
+    pvd[80:88] = struct.pack('<I', blocks) + struct.pack('>I', blocks)
+    pvd[120:124] = struct.pack('<H', 1) + struct.pack('>H', 1)
+    pvd[124:128] = struct.pack('<H', 1) + struct.pack('>H', 1)
+    pvd[128:132] = struct.pack('<H', 2048) + struct.pack('>H', 2048)
+    pvd[881] = 1
+    data[16 * 2048:17 * 2048] = pvd
+    data[17 * 2048:17 * 2048 + 7] = b'\xffCD001\x01'
+    _write(path, data)
+    return path
+
+
+# --- the corpus ----------------------------------------------------------------
+
+def build_corpus(directory):
+    """Write every case into ``directory``; return the list of Cases."""
+    os.makedirs(directory, exist_ok=True)
+    d = directory
+
+    def p(name):
+        return os.path.join(d, name)
+
+    cases = []
+
+    def add(name, path, claimed, expected, reason=None, canary=None,
+            **policy):
+        cases.append(Case(name, path, claimed, expected, reason, canary,
+                          policy))
+
+    plain = _qcow2(p('plain.qcow2'))
+
+    # ---------------- benign edge cases ----------------
+    add('qcow2_compat11', plain, 'qcow2', 'accept')
+    add('qcow2_compat010', _qcow2(p('compat010.qcow2'),
+                                  fmt_opts='compat=0.10'), 'qcow2', 'accept')
+    zlib_c = p('zlib.qcow2')
+    _run('qemu-img', 'convert', '-q', '-c', '-f', 'qcow2', '-O', 'qcow2',
+         plain, zlib_c)
+    add('qcow2_compressed_zlib', zlib_c, 'qcow2', 'accept')
+    zstd_c = p('zstd.qcow2')
+    _run('qemu-img', 'convert', '-q', '-c', '-f', 'qcow2', '-O', 'qcow2',
+         '-o', 'compression_type=zstd', plain, zstd_c)
+    add('qcow2_compressed_zstd', zstd_c, 'qcow2', 'accept')
+    snap = _qcow2(p('snapshots.qcow2'))
+    _run('qemu-img', 'snapshot', '-q', '-c', 'before', snap)
+    _qemu_io(snap, 'qcow2', 'write -P 0x33 256k 64k')
+    _run('qemu-img', 'snapshot', '-q', '-c', 'after', snap)
+    add('qcow2_internal_snapshots', snap, 'qcow2', 'accept')
+    add('vmdk_stream_optimized', _vmdk(p('stream.vmdk'), 'streamOptimized',
+                                       src=plain), 'vmdk', 'accept')
+    add('vmdk_monolithic_sparse', _vmdk(p('sparse.vmdk'), 'monolithicSparse',
+                                        src=plain), 'vmdk', 'accept')
+    fixed = p('fixed.vhd')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vpc', '-o',
+         'subformat=fixed,force_size=on', plain, fixed)
+    add('vhd_fixed_claimed_vhd', fixed, 'vhd', 'accept')
+    dyn = p('dynamic.vhd')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vpc', '-o',
+         'subformat=dynamic', plain, dyn)
+    add('vhd_dynamic', dyn, 'vhd', 'accept')
+    add('vdi_static', _vdi(p('static.vdi'), True, src=plain), 'vdi',
+        'accept')
+    add('vdi_dynamic', _vdi(p('dynamic.vdi'), False, src=plain), 'vdi',
+        'accept')
+    add('raw_mbr', _mbr_disk(p('mbr.raw')), 'raw', 'accept')
+    add('raw_gpt', _gpt_disk(p('gpt.raw')), 'raw', 'accept')
+    zeros = p('one-sector.raw')
+    _write(zeros, b'\0' * 512)
+    add('raw_one_sector', zeros, 'raw', 'accept')
+    odd = p('odd-size.raw')
+    _write(odd, b'odd-sized raw data' * 100)  # 1800 bytes
+    add('raw_size_not_multiple_of_512', odd, 'raw', 'accept')
+    add('iso_claimed_iso', _iso(p('disc.iso')), 'iso', 'accept')
+
+    # ---------------- backing files (OSSA-2024-001 and older) ----------------
+    c = _canary(d, 'backing-abs')
+    add('qcow2_backing_absolute', _backing(d, 'backing-abs', c), 'qcow2',
+        'reject', BACKING, c)
+    c = _canary(d, 'backing-rel')
+    add('qcow2_backing_relative',
+        _backing(d, 'backing-rel', os.path.basename(c)), 'qcow2', 'reject',
+        BACKING, c)
+    c = _canary(d, 'backing-json')
+    spec = 'json:' + json.dumps({'driver': 'raw', 'file': {
+        'driver': 'file', 'filename': c}})
+    add('qcow2_backing_json_spec', _backing(d, 'backing-json', spec),
+        'qcow2', 'reject', BACKING, c)
+    add('qcow2_backing_nbd_url',
+        _backing(d, 'backing-nbd', 'nbd://127.0.0.1:1/export'), 'qcow2',
+        'reject', BACKING)
+    add('qcow2_backing_http_url',
+        _backing(d, 'backing-http', 'http://127.0.0.1:1/disk.img'), 'qcow2',
+        'reject', BACKING)
+    c = _canary(d, 'backing-v2')
+    path = p('backing-v2.qcow2')
+    _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'compat=0.10',
+         '-u', '-b', c, '-F', 'raw', path, '1M')
+    add('qcow2_v2_backing', path, 'qcow2', 'reject', BACKING, c)
+
+    # ---------------- external data files ----------------
+    for raw_flag in ('on', 'off'):
+        c = os.path.join(d, 'canary-data-file-%s.bin' % raw_flag)
+        path = p('data-file-%s.qcow2' % raw_flag)
+        _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-o',
+             'data_file=%s,data_file_raw=%s' % (c, raw_flag), path, '1M')
+        _write(c, b'CANARY-' + os.urandom(4089))  # the host file's bytes
+        add('qcow2_data_file_raw_%s' % raw_flag, path, 'qcow2', 'reject',
+            DATA_FILE, c)
+    # The data-file header extension without the incompatible bit: qemu
+    # ignores it today, we refuse it anyway.
+    c = os.path.join(d, 'canary-data-file-ext.bin')
+    path = p('data-file-ext.qcow2')
+    _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-o',
+         'data_file=%s' % c, path, '1M')
+    _write(c, b'CANARY-' + os.urandom(4089))
+    (features,) = struct.unpack('>Q', _read(path, 72, 8))
+    _patch(path, 72, struct.pack('>Q', features & ~(1 << 2)))
+    add('qcow2_data_file_extension_only', path, 'qcow2', 'reject', DATA_FILE,
+        c)
+
+    # ---------------- VMDK (OSSA-2023-002) ----------------
+    c = _canary(d, 'vmdk-flat-abs')
+    add('vmdk_text_descriptor_absolute_extent',
+        _text_vmdk(p('flat-abs.vmdk'), 'monolithicFlat',
+                   ['RW 8 FLAT "%s" 0' % c]),
+        'vmdk', 'reject', EXTENTS, c)
+    c = _canary(d, 'vmdk-flat-rel')
+    add('vmdk_text_descriptor_relative_extent',
+        _text_vmdk(p('flat-rel.vmdk'), 'monolithicFlat',
+                   ['RW 8 FLAT "%s" 0' % os.path.basename(c)]),
+        'vmdk', 'reject', EXTENTS, c)
+    c = _canary(d, 'vmdk-text-sparse')
+    # A descriptor file claiming an allowed type; qemu itself refuses the
+    # type, but the extent still names a host file.
+    add('vmdk_text_descriptor_claiming_monolithic_sparse',
+        _text_vmdk(p('text-sparse.vmdk'), 'monolithicSparse',
+                   ['RW 8 FLAT "%s" 0' % os.path.basename(c)]),
+        'vmdk', 'reject', EXTENTS, c)
+    # CVE-2022-47951: a sparse header with capacity 0 makes qemu parse the
+    # embedded descriptor as a descriptor file whose extents it opens.
+    for name, ctype in (('monolithic-flat', 'monolithicFlat'),
+                        ('two-gb', 'twoGbMaxExtentSparse'),
+                        ('vmfs', 'vmfs')):
+        c = _canary(d, 'vmdk-embedded-' + name)
+        path = _vmdk(p('embedded-%s.vmdk' % name), 'monolithicSparse')
+        text, _s, _n = _vmdk_descriptor(path)
+        text = text.replace('createType="monolithicSparse"',
+                            'createType="%s"' % ctype)
+        text = '\n'.join(
+            'RW 8 %s "%s" 0' % ('VMFS' if ctype == 'vmfs' else 'FLAT', c)
+            if line.startswith('RW ') else line
+            for line in text.split('\n'))
+        _set_vmdk_descriptor(path, text)
+        _patch(path, 12, struct.pack('<Q', 0))  # capacity = 0
+        add('vmdk_embedded_descriptor_%s' % name.replace('-', '_'), path,
+            'vmdk', 'reject', CREATE_TYPE, c)
+    # Case tricks: qemu compares createType with strcmp, so these are not
+    # the allowed streamOptimized even though a human reads them as such.
+    for variant in ('streamoptimized', 'STREAMOPTIMIZED'):
+        path = _vmdk(p('case-%s.vmdk' % variant), 'streamOptimized',
+                     src=plain)
+        _edit_vmdk_descriptor(path, 'createType="streamOptimized"',
+                              'createType="%s"' % variant)
+        add('vmdk_create_type_%s' % variant, path, 'vmdk', 'reject',
+            CREATE_TYPE)
+    add('vmdk_monolithic_flat_descriptor',
+        _vmdk(p('monoflat.vmdk'), 'monolithicFlat'), 'vmdk', 'reject',
+        CREATE_TYPE)
+    # A second extent in an otherwise valid sparse file.
+    c = _canary(d, 'vmdk-second-extent')
+    path = _vmdk(p('second-extent.vmdk'), 'monolithicSparse', src=plain)
+    text, _s, _n = _vmdk_descriptor(path)
+    lines = text.split('\n')
+    i = next(n for n, line in enumerate(lines) if line.startswith('RW '))
+    lines.insert(i + 1, 'RW 8 FLAT "%s" 0' % os.path.basename(c))
+    _set_vmdk_descriptor(path, '\n'.join(lines))
+    add('vmdk_sparse_with_second_extent', path, 'vmdk', 'reject', EXTENTS, c)
+    # Differencing VMDK: a parent named in the descriptor.
+    c = _canary(d, 'vmdk-parent')
+    path = _vmdk(p('vmdk-parent.vmdk'), 'monolithicSparse', src=plain)
+    _edit_vmdk_descriptor(path, 'parentCID=ffffffff',
+                          'parentCID=12345678\nparentFileNameHint="%s"' % c)
+    add('vmdk_differencing_parent_hint', path, 'vmdk', 'reject',
+        DIFFERENCING, c)
+    # The descriptor's extent is larger than the header's capacity.
+    path = _vmdk(p('vmdk-size.vmdk'), 'monolithicSparse', src=plain)
+    text, _s, _n = _vmdk_descriptor(path)
+    sectors = struct.unpack('<Q', _read(path, 12, 8))[0]
+    _set_vmdk_descriptor(path, text.replace(
+        'RW %d SPARSE' % sectors, 'RW %d SPARSE' % (sectors * 64)))
+    add('vmdk_extent_size_disagrees_with_header', path, 'vmdk', 'reject',
+        DISAGREE)
+
+    # ---------------- differencing VHD / VDI ----------------
+    path = p('diff.vhd')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vpc', plain, path)
+    for off in _vhd_footer_offsets(path):
+        _patch_vhd_footer(path, off, [(60, struct.pack('>I', 4))])
+    # Name a parent in the dynamic header (offset 64 of the 1024-byte
+    # header at 512: parent UUID 40, parent unicode name 64).
+    name = 'C:\\parent.vhd'.encode('utf-16-be')
+    _patch(path, 512 + 64, name)
+    add('vhd_differencing', path, 'vhd', 'reject', DIFFERENCING)
+    path = _vdi(p('diff.vdi'), False, src=plain)
+    _patch(path, 0x4c, struct.pack('<I', 4))
+    _patch(path, 0x1b8, os.urandom(16))
+    add('vdi_differencing', path, 'vdi', 'reject', DIFFERENCING)
+    path = _vdi(p('undo.vdi'), False, src=plain)
+    _patch(path, 0x4c, struct.pack('<I', 3))
+    add('vdi_undo', path, 'vdi', 'reject', DIFFERENCING)
+
+    # ---------------- encryption ----------------
+    path = p('luks-qcow2.qcow2')
+    _run('qemu-img', 'create', '-q', '-f', 'qcow2', '--object',
+         'secret,id=s0,data=hunter2', '-o',
+         'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
+         path, '1M')
+    add('qcow2_luks_encrypted', path, 'qcow2', 'reject', ENCRYPTED)
+    path = _qcow2(p('aes.qcow2'), data=False)
+    _patch(path, 32, struct.pack('>I', 1))  # crypt_method = AES
+    add('qcow2_aes_encrypted', path, 'qcow2', 'reject', ENCRYPTED)
+    path = p('plain.luks')
+    _run('qemu-img', 'create', '-q', '-f', 'luks', '--object',
+         'secret,id=s0,data=hunter2', '-o', 'key-secret=s0,iter-time=10',
+         path, '1M')
+    add('luks_claimed_raw', path, 'raw', 'reject', ENCRYPTED)
+
+    # ---------------- sizes ----------------
+    add('qcow2_virtual_size_2TiB',
+        _qcow2(p('huge.qcow2'), '2T', data=False), 'qcow2', 'reject', VSIZE)
+    bomb = p('bomb.qcow2')
+    _run('qemu-img', 'create', '-q', '-f', 'qcow2', bomb, '48M')
+    _qemu_io(bomb, 'qcow2', 'write -c -P 0x42 0 48M')
+    add('qcow2_compressed_expansion_bomb', bomb, 'qcow2', 'reject', VSIZE,
+        max_virtual_size=32 * MiB)
+    path = _qcow2(p('l1-small.qcow2'))
+    h = _qcow2_header(path)
+    _patch(path, 24, struct.pack('>Q', h['size'] * 4096 * 4))
+    add('qcow2_size_beyond_l1_table', path, 'qcow2', 'reject', DISAGREE)
+    path = p('footer-mismatch.vhd')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vpc', plain, path)
+    # The copy at offset 0 (which qemu reads) claims 64 times the size the
+    # footer at the end claims.
+    (cur,) = struct.unpack('>Q', _read(path, 40, 8))
+    _patch_vhd_footer(path, 0, [(40, struct.pack('>Q', cur * 64)),
+                                (48, struct.pack('>Q', cur * 64))])
+    add('vhd_footer_copies_disagree', path, 'vhd', 'reject', DISAGREE)
+    path = _vdi(p('vdi-size.vdi'), False, src=plain)
+    (disk,) = struct.unpack('<Q', _read(path, 0x170, 8))
+    _patch(path, 0x170, struct.pack('<Q', disk // 2))
+    add('vdi_size_disagrees_with_blocks', path, 'vdi', 'reject', DISAGREE)
+
+    # ---------------- corruption (qemu-img check and header sanity) ------
+    path = _qcow2(p('truncated.qcow2'))
+    size = os.path.getsize(path)
+    os.truncate(path, size - 64 * 1024 - 512)
+    add('qcow2_truncated', path, 'qcow2', 'reject', CORRUPT)
+    path = _qcow2(p('l1-beyond-eof.qcow2'))
+    _patch(path, 40, struct.pack('>Q', 64 * MiB))
+    add('qcow2_l1_table_beyond_eof', path, 'qcow2', 'reject', CORRUPT)
+    path = _qcow2(p('refcount-beyond-eof.qcow2'))
+    _patch(path, 48, struct.pack('>Q', 64 * MiB))
+    add('qcow2_refcount_table_beyond_eof', path, 'qcow2', 'reject', CORRUPT)
+    path = _qcow2(p('shared.qcow2'))
+    l2, cluster = _first_l2_offset(path)
+    (first,) = struct.unpack('>Q', _read(path, l2, 8))
+    # Point guest clusters 2..15 at guest cluster 0's host cluster.
+    _patch(path, l2 + 16, struct.pack('>Q', first) * 14)
+    add('qcow2_clusters_shared', path, 'qcow2', 'reject', CORRUPT)
+    path = _qcow2(p('corrupt-bit.qcow2'))
+    _set_incompat_bit(path, 1)
+    add('qcow2_corrupt_bit', path, 'qcow2', 'reject', CORRUPT)
+    path = _qcow2(p('unknown-feature.qcow2'))
+    _set_incompat_bit(path, 9)
+    add('qcow2_unknown_incompatible_feature', path, 'qcow2', 'reject',
+        FEATURES)
+    path = p('header-only.qcow2')
+    _write(path, _read(plain, 0, 512))
+    add('qcow2_one_sector_header', path, 'qcow2', 'reject', CORRUPT)
+    path = p('short.qcow2')
+    _write(path, _read(plain, 0, 40))
+    add('qcow2_header_cut_short', path, 'qcow2', 'reject', UNREADABLE)
+
+    # ---------------- mismatches and hidden formats ----------------
+    add('qcow2_claimed_raw', plain, 'raw', 'reject', MISMATCH)
+    add('vmdk_claimed_qcow2', p('stream.vmdk'), 'qcow2', 'reject', MISMATCH)
+    add('vhd_dynamic_claimed_raw', dyn, 'raw', 'reject', MISMATCH)
+    add('iso_claimed_raw', p('disc.iso'), 'raw', 'reject', MISMATCH)
+    path = p('random.bin')
+    _write(path, os.urandom(256 * 1024))
+    add('random_bytes_claimed_qcow2', path, 'qcow2', 'reject', MISMATCH)
+    empty = p('empty.raw')
+    _write(empty, b'')
+    add('zero_length_raw', empty, 'raw', 'reject', EMPTY)
+    add('zero_length_qcow2', empty, 'qcow2', 'reject', EMPTY)
+    path = p('qcow2-plus-gpt.qcow2')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'qcow2', plain, path)
+    # A boot signature and a protective-MBR entry in the qcow2 header's
+    # padding: both a qcow2 and a GPT disk.
+    _patch(path, 446, struct.pack('<B3BB3BII', 0, 0, 2, 0, 0xee, 0xfe,
+                                  0xff, 0xff, 1, 2047))
+    _patch(path, 510, b'\x55\xaa')
+    add('qcow2_that_is_also_gpt', path, 'qcow2', 'reject', MULTIPLE)
+    path = p('qcow2-plus-iso.qcow2')
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'qcow2', plain, path)
+    data = bytearray(_read(path))
+    iso = _read(_iso(p('tmp.iso')), 0)
+    os.unlink(p('tmp.iso'))
+    # qcow2 clusters are 64 KiB; the PVD at 32 KiB sits in the unused
+    # remainder of the header cluster.
+    data[16 * 2048:17 * 2048] = iso[16 * 2048:17 * 2048]
+    _write(path, data)
+    add('qcow2_that_is_also_iso', path, 'qcow2', 'reject', MULTIPLE)
+    path = p('mbr-bad-boot.raw')
+    _mbr_disk(path, boot=0x42)
+    add('raw_mbr_invalid_boot_flag', path, 'raw', 'reject', PARTITIONS)
+    # Guest data that is itself a disk image with a backing file: fine for
+    # qemu-img, but the raw output would be a qcow2 to the next reader.
+    c = _canary(d, 'nested')
+    inner = _backing(d, 'nested-inner', c)
+    path = p('nested.qcow2')
+    _write(p('nested-guest.raw'), _read(inner).ljust(MiB, b'\0'))
+    _run('qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+         p('nested-guest.raw'), path)
+    os.unlink(p('nested-guest.raw'))
+    os.unlink(inner)
+    add('qcow2_hiding_qcow2_with_backing_file', path, 'qcow2', 'reject',
+        HIDDEN, c)
+    return cases
+
+
+def main(argv):
+    directory = argv[1] if len(argv) > 1 else 'hostile-corpus'
+    cases = build_corpus(directory)
+    for case in cases:
+        print('%-45s %-6s %-7s %s' % (case.name, case.claimed_format,
+                                       case.expected,
+                                       case.reason_substring or ''))
+    print('%d hostile, %d benign' % (
+        sum(c.hostile for c in cases), sum(not c.hostile for c in cases)))
+
+
+if __name__ == '__main__':
+    main(sys.argv)
