@@ -4,9 +4,10 @@ A Glance host runs several glance-api processes, each converting in several
 threads.  This module makes them share the CPU and the work directory:
 
 * **Slots** bound the conversions that run at once on the host.  Slot *i*
-  is an exclusive ``flock`` on ``<lock_dir>/glance-convert-<key>-slot-<i>.lock``,
-  tried without blocking and polled.  The kernel drops a flock when its
-  holder dies, so a crashed glance-api never leaks a slot.
+  is an exclusive ``flock`` on
+  ``<lock_dir>/glance-convert-<key>-slot-<i>.lock``, tried without
+  blocking and polled.  The kernel drops a flock when its holder dies,
+  so a crashed glance-api never leaks a slot.
 * **Reservations** keep conversions from filling the disk.  A small JSON
   ledger (``glance-convert-<key>.ledger``), read and rewritten under an
   exclusive ``flock`` on a lock file beside it, lists every reservation
@@ -133,7 +134,7 @@ class Reservation:
         self.kept: list[str] = []
 
     def path(self, suffix: str) -> str:
-        """Record and return a work file path ``<owner>.glance-convert.<suffix>``.
+        """Record and return the work file ``<owner>.glance-convert.<suffix>``.
 
         The path is in the ledger before the caller creates the file, so a
         crash at any point leaves nothing unaccounted for.
@@ -263,7 +264,8 @@ class Workspace:
     @contextlib.contextmanager
     def slot(self, owner: str, timeout: float,
              on_wait: Callable[[], None] | None = None,
-             should_cancel: Callable[[], bool] | None = None) -> Iterator[None]:
+             should_cancel: Callable[[], bool] | None = None,
+             ) -> Iterator[None]:
         """Hold one of the host's ``max_concurrent`` conversion slots.
 
         Waits up to ``timeout`` seconds, calling ``on_wait()`` once when it
@@ -375,7 +377,7 @@ class Workspace:
         entries = ledger['entries']
         for entry_id, e in list(entries.items()):
             if _alive(e['pid'], e.get('start')):
-                if not e['bytes'] and not any(
+                if not e.get('active', True) and not any(
                         os.path.lexists(p) for p in e['paths']):
                     del entries[entry_id]  # kept files were consumed
                 continue
@@ -480,7 +482,7 @@ class Workspace:
                     ledger['entries'][entry_id] = {
                         'owner': owner, 'pid': pid,
                         'start': start, 'bytes': nbytes, 'paths': [],
-                        'processes': [], 'info': info or {},
+                        'processes': [], 'info': info or {}, 'active': True,
                         'since': time.time()}
             if fits:
                 break
@@ -543,6 +545,7 @@ class Workspace:
                 e['paths'] = [p for p in e['paths'] if p in res.kept]
                 e['processes'] = []
                 e['bytes'] = 0
+                e['active'] = False
                 if not e['paths']:
                     del ledger['entries'][res.entry_id]
         except errors.WorkspaceError as e:
@@ -578,7 +581,8 @@ class Workspace:
         """What the ledger holds now: for logs, the CLI and tests."""
         with self._locked_ledger() as ledger:
             entries = list(ledger['entries'].values())
-        return {'reservations': len([e for e in entries if e['bytes']]),
+        return {'reservations': len([e for e in entries
+                                     if e.get('active', True)]),
                 'reserved_bytes': sum(e['bytes'] for e in entries),
                 'paths': [p for e in entries for p in e['paths']]}
 
