@@ -274,6 +274,9 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
     limits = dataclasses.replace(settings.convert_limits,
                                  file_size=file_limit)
     _remove(tmp)
+    if should_cancel is not None and should_cancel():
+        raise errors.ConversionCancelled(
+            'The import was cancelled before conversion.')
     try:
         qemu_img.convert(
             src, formats.qemu_driver(claimed), tmp,

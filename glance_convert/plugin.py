@@ -84,7 +84,7 @@ def _workspace_factory():
         from glance_convert import workspace
     except ImportError:  # pragma: no cover - before the workspace lands
         return None
-    return workspace.from_conf
+    return getattr(workspace, 'from_conf', None)
 
 
 def get_flow(**kwargs):

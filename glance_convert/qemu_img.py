@@ -174,7 +174,10 @@ def _run(args: Sequence[str], limits: Limits, *,
                                  'killed after %ss' % limits.timeout)
         if watchdog.reason == 'cancelled':
             raise QemuImgCancelled(printable, code, 'cancelled')
-        if code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+        stderr = exc.stderr or ''
+        # qemu-img ignores SIGXFSZ and reports EFBIG instead.
+        if (code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+                or 'File too large' in stderr):
             raise QemuImgLimitExceeded(printable, code,
                                        'output file size limit exceeded')
         if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU,
