@@ -141,15 +141,19 @@ def _merge(base, extra):
     return base
 
 
-def _tail(path, lines=40):
+def _tail(path, lines=40, skip=None):
+    """The last ``lines`` lines of a file, leaving out those containing
+    ``skip`` (e.g. ``' DEBUG '``: polling fills debug logs)."""
     try:
         with open(path, 'rb') as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
+            f.seek(max(0, f.tell() - 1024 * 1024))
             text = f.read().decode('utf-8', 'replace')
     except OSError:
         return ''
-    return '\n'.join(text.splitlines()[-lines:])
+    kept = [line for line in text.splitlines()
+            if not (skip and skip in line)]
+    return '\n'.join(kept[-lines:])
 
 
 def _bin_script(name):
@@ -403,7 +407,7 @@ class GlanceServer:
     def log_tail(self, lines=40):
         parts = []
         for path in (self.gunicorn_log, self.log_file):
-            text = _tail(path, lines)
+            text = _tail(path, lines, skip=' DEBUG ')
             if text:
                 parts.append('--- %s ---\n%s' % (path, text))
         return '\n'.join(parts) or '(no log yet)'
@@ -554,8 +558,10 @@ class GlanceClient:
 
         Only ``GET /v2/images/{id}`` is polled while the flow runs (with
         sqlite, reading ``/tasks`` writes to the database and can break a
-        running import); the import is over when the image is ``active`` or
-        back to ``queued`` and its ``os_glance_import_task`` lock is gone.
+        running import); the flow is over when the image's
+        ``os_glance_import_task`` lock is gone (usually the image is then
+        ``active`` or back to ``queued``; a failed upload can leave Glance's
+        own flow with ``importing``).
         Then the newest task is read and, if it is not terminal yet, polled
         until it is.
         """
@@ -563,8 +569,9 @@ class GlanceClient:
         image = None
         while True:
             image = self.get_image(image_id)
-            if (image['status'] in ('active', 'queued')
-                    and 'os_glance_import_task' not in image):
+            # The API takes the lock before it answers the import call;
+            # the flow drops it when it ends, whatever the outcome.
+            if 'os_glance_import_task' not in image:
                 break
             if time.monotonic() > deadline:
                 self._timeout(image_id, timeout, image, None)

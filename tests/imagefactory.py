@@ -1,0 +1,125 @@
+"""Build small disk images holding known data, and compare them.
+
+Every image starts as a raw file written with ``qemu-io -c "write -P"``
+(known, non-zero bytes at several offsets, zeros elsewhere) and is then
+converted with ``qemu-img convert``; so any two images built from the same
+patterns hold the same guest data, which ``qemu-img compare`` proves.
+
+Formats are Glance's names (``vhd``, not qemu's ``vpc``).
+
+    path = make_image(tmp_path, 'vhd')
+    assert compare(path, 'vhd', other, 'raw')
+"""
+
+import os
+import subprocess
+
+from glance_convert import formats
+
+MiB = 1024 * 1024
+
+#: Default guest size of test images.
+DEFAULT_SIZE = 4 * MiB
+
+#: Default data: (offset, length, byte pattern).  Sector-aligned, inside
+#: the first DEFAULT_SIZE bytes, with distinct patterns so that a misplaced
+#: block shows up as a difference.
+DEFAULT_PATTERNS = (
+    (0, 64 * 1024, 0x5a),
+    (MiB + 512, 4096, 0xa5),
+    (2 * MiB + 192 * 1024, 256 * 1024, 0x3c),
+    (DEFAULT_SIZE - 64 * 1024, 64 * 1024, 0xc3),
+)
+
+
+class ImageToolError(Exception):
+    """qemu-img or qemu-io failed while building or comparing images."""
+
+
+def _run(cmd):
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise ImageToolError('%s failed (exit %d): %s'
+                             % (' '.join(cmd), result.returncode,
+                                result.stderr.decode('utf-8', 'replace')))
+    return result
+
+
+def make_raw(path, size=DEFAULT_SIZE, pattern_offsets=DEFAULT_PATTERNS):
+    """Create a raw image of ``size`` bytes with the given data.
+
+    ``pattern_offsets`` is an iterable of ``(offset, length, byte)``; each
+    range is filled with ``byte`` (0x01-0xff), everything else is zero.
+    """
+    path = os.fspath(path)
+    _run(['qemu-img', 'create', '-q', '-f', 'raw', path, str(size)])
+    writes = []
+    for offset, length, byte in pattern_offsets:
+        if not 0 < byte < 256:
+            raise ValueError('pattern byte must be 1..255, not %r' % byte)
+        if offset < 0 or offset + length > size:
+            raise ValueError('range %d+%d outside a %d-byte image'
+                             % (offset, length, size))
+        writes += ['-c', 'write -q -P 0x%02x %d %d' % (byte, offset, length)]
+    if writes:
+        _run(['qemu-io', '-f', 'raw'] + writes + [path])
+    return path
+
+
+def convert(src, src_fmt, dst, dst_fmt, options=None):
+    """``qemu-img convert`` between Glance formats, with ``-o`` options."""
+    cmd = ['qemu-img', 'convert', '-f', formats.qemu_driver(src_fmt),
+           '-O', formats.qemu_driver(dst_fmt)]
+    if options:
+        cmd += ['-o', ','.join('%s=%s' % kv for kv in options.items())]
+    _run(cmd + [os.fspath(src), os.fspath(dst)])
+    return os.fspath(dst)
+
+
+def make_image(directory, fmt, size=DEFAULT_SIZE,
+               pattern_offsets=DEFAULT_PATTERNS, name=None, options=None):
+    """Build an image of Glance format ``fmt`` in ``directory``.
+
+    The guest data is that of :func:`make_raw` with the same arguments.
+    ``options`` go to ``qemu-img convert -o`` (e.g. ``{'subformat':
+    'streamOptimized'}`` for vmdk).  Returns the path.
+    """
+    directory = os.fspath(directory)
+    path = os.path.join(directory, name or 'source.%s' % fmt)
+    if fmt == 'raw' and not options:
+        return make_raw(path, size, pattern_offsets)
+    raw = path + '.tmp-raw'
+    make_raw(raw, size, pattern_offsets)
+    try:
+        convert(raw, 'raw', path, fmt, options)
+    finally:
+        os.unlink(raw)
+    return path
+
+
+def compare(a, a_fmt, b, b_fmt):
+    """True if the two images hold the same guest data.
+
+    ``qemu-img compare`` without ``-s``: a size difference is allowed if
+    the extra area reads as zeros (VHD rounds sizes to its geometry).
+    """
+    cmd = ['qemu-img', 'compare', '-f', formats.qemu_driver(a_fmt),
+           '-F', formats.qemu_driver(b_fmt), os.fspath(a), os.fspath(b)]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if result.returncode == 0:
+        return True
+    if result.returncode == 1:
+        return False
+    raise ImageToolError('%s failed (exit %d): %s'
+                         % (' '.join(cmd), result.returncode,
+                            result.stderr.decode('utf-8', 'replace')))
+
+
+def info(path, fmt):
+    """``qemu-img info --output=json`` as a dict (for test images only)."""
+    import json
+    result = _run(['qemu-img', 'info', '--output=json', '-f',
+                   formats.qemu_driver(fmt), os.fspath(path)])
+    return json.loads(result.stdout)
