@@ -117,31 +117,42 @@ def _open_lock_file(path: str) -> int:
 class Reservation:
     """Bytes reserved for one conversion and the work files it owns.
 
-    Obtained from :meth:`Workspace.reservation`.  On exit of that context
-    the bytes are released and every work file is removed, except the
-    files handed on with :meth:`keep`: those stay recorded in the ledger,
-    without bytes, until they disappear (Glance deletes the converted file
-    after uploading it) or their holder dies (then they are reaped).
+    Obtained from :meth:`Workspace.reservation`.  Work files are recorded
+    in the ledger *before* they are created, so a crash at any point leaves
+    nothing unaccounted for.  When the reservation ends, its bytes are
+    released and:
+
+    * after an exception, every work file not passed to :meth:`keep` is
+      removed;
+    * after a normal exit, the files stay recorded (without bytes) until
+      they disappear (Glance deletes the converted file after uploading
+      it) or their holder dies, and then the reaper removes them.
     """
 
     def __init__(self, workspace: 'Workspace', entry_id: str, owner: str,
-                 nbytes: int):
+                 nbytes: int, paths: list[str]):
         self._ws = workspace
         self.entry_id = entry_id
         self.owner = owner
         self.nbytes = nbytes
-        self.paths: list[str] = []
+        self.paths = list(paths)
         self.kept: list[str] = []
 
     def path(self, suffix: str) -> str:
         """Record and return the work file ``<owner>.glance-convert.<suffix>``.
-
-        The path is in the ledger before the caller creates the file, so a
-        crash at any point leaves nothing unaccounted for.
         """
-        path = self._ws.work_path(self.owner, suffix)
-        self._ws._update(self.entry_id, add_path=path)
-        self.paths.append(path)
+        return self.track(self._ws.work_path(self.owner, suffix))
+
+    def track(self, path: str) -> str:
+        """Record a work file named by the caller; return it.
+
+        It must be ``<work_dir>/<owner>.glance-convert.<suffix>``: the
+        reaper removes nothing else.
+        """
+        path = self._ws.check_work_file(self.owner, path)
+        if path not in self.paths:
+            self._ws._update(self.entry_id, add_path=path)
+            self.paths.append(path)
         return path
 
     def add_process(self, pid: int) -> None:
@@ -154,14 +165,14 @@ class Reservation:
                          add_process=[pid, process_start_time(pid)])
 
     def keep(self, path: str) -> None:
-        """Keep ``path`` when the reservation ends (it goes to Glance)."""
+        """Never remove ``path`` on release, even after an exception."""
         if path not in self.paths:
             raise ValueError('%s is not a work file of this reservation'
                              % path)
         self.kept.append(path)
 
     def forget(self, path: str) -> None:
-        """The caller removed ``path`` itself; stop tracking it."""
+        """Stop tracking ``path`` (the caller removed or moved it)."""
         self._ws._update(self.entry_id, remove_path=path)
         if path in self.paths:
             self.paths.remove(path)
@@ -214,6 +225,17 @@ class Workspace:
         if not _SAFE_SUFFIX.match(suffix):
             raise ValueError('unsafe work file suffix %r' % suffix)
         return os.path.join(self.work_dir, owner + WORK_FILE_TAG + suffix)
+
+    def check_work_file(self, owner: str, path: str) -> str:
+        """``path`` normalised, if it is a work file name of ``owner``."""
+        directory, name = os.path.split(path)
+        normal = os.path.join(self.work_dir, name)
+        if (os.path.realpath(directory or '.') != self.work_dir
+                or not name.startswith(owner + WORK_FILE_TAG)
+                or not self._is_work_file(normal)):
+            raise ValueError('%r is not a work file of %s in %s'
+                             % (path, owner, self.work_dir))
+        return normal
 
     def _is_work_file(self, path: str) -> bool:
         """Only files this module names may ever be removed by the reaper."""
@@ -453,6 +475,7 @@ class Workspace:
 
     @contextlib.contextmanager
     def reservation(self, owner: str, nbytes: int, *,
+                    paths: tuple[str, ...] | list[str] = (),
                     timeout: float = 0,
                     on_wait: Callable[[], None] | None = None,
                     should_cancel: Callable[[], bool] | None = None,
@@ -470,6 +493,7 @@ class Workspace:
         _check_owner(owner)
         if nbytes < 0:
             raise ValueError('negative reservation')
+        paths = [self.check_work_file(owner, p) for p in paths]
         deadline = time.monotonic() + timeout
         delay = _POLL_MIN
         waited = False
@@ -481,7 +505,7 @@ class Workspace:
                     pid, start = self._holder()
                     ledger['entries'][entry_id] = {
                         'owner': owner, 'pid': pid,
-                        'start': start, 'bytes': nbytes, 'paths': [],
+                        'start': start, 'bytes': nbytes, 'paths': paths,
                         'processes': [], 'info': info or {}, 'active': True,
                         'since': time.time()}
             if fits:
@@ -516,20 +540,22 @@ class Workspace:
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 1.5, _POLL_MAX)
 
-        res = Reservation(self, entry_id, owner, nbytes)
+        res = Reservation(self, entry_id, owner, nbytes, paths)
         LOG.debug('Reserved %d bytes in %s for %s', nbytes, self.work_dir,
                   owner)
         try:
             yield res
-        finally:
-            self._release(res)
+        except BaseException:
+            self._release(res, failed=True)
+            raise
+        self._release(res, failed=False)
 
-    def _release(self, res: Reservation) -> None:
+    def _release(self, res: Reservation, failed: bool) -> None:
         # Remove the files first, then the entry: a crash in between leaves
         # an entry whose files the reaper finds gone, never a file that no
         # entry names.
         for path in res.paths:
-            if path in res.kept:
+            if not failed or path in res.kept:
                 continue
             try:
                 os.unlink(path)
@@ -542,11 +568,12 @@ class Workspace:
                 e = ledger['entries'].get(res.entry_id)
                 if e is None:
                     return
-                e['paths'] = [p for p in e['paths'] if p in res.kept]
+                if failed:
+                    e['paths'] = [p for p in e['paths'] if p in res.kept]
                 e['processes'] = []
                 e['bytes'] = 0
                 e['active'] = False
-                if not e['paths']:
+                if not any(os.path.lexists(p) for p in e['paths']):
                     del ledger['entries'][res.entry_id]
         except errors.WorkspaceError as e:
             # Never mask the caller's own exception; the entry is reaped
@@ -585,6 +612,42 @@ class Workspace:
                                      if e.get('active', True)]),
                 'reserved_bytes': sum(e['bytes'] for e in entries),
                 'paths': [p for e in entries for p in e['paths']]}
+
+
+def staging_dir() -> str | None:
+    """Glance's local staging directory, or None outside glance-api."""
+    try:
+        from glance import housekeeping
+        return housekeeping.staging_store_path()
+    except Exception:  # noqa: BLE001 - not in Glance, or not a file:// URI
+        return None
+
+
+def from_conf(work_dir: str | None = None, conf=None) -> Workspace:
+    """The host's workspace as configured in ``[glance_convert]``.
+
+    ``work_dir`` overrides the option (the task passes the directory of the
+    staged file when the option is unset).  Lock and ledger files go to
+    Glance's ``[oslo_concurrency] lock_path`` when set, else to the work
+    directory.
+    """
+    from glance_convert import options
+    conf = conf or options.CONF
+    group = conf[options.GROUP]
+    work_dir = work_dir or group.work_dir or staging_dir()
+    if not work_dir:
+        raise errors.WorkspaceError(
+            'The image cannot be converted because the conversion work '
+            'area of this host is not configured; please contact the cloud '
+            'operator', '[glance_convert] work_dir is unset and the staging '
+            'directory is not a local file:// URI')
+    return Workspace(
+        work_dir,
+        lock_dir=options.glance_setting('oslo_concurrency', 'lock_path',
+                                        conf),
+        max_concurrent=group.max_concurrent_conversions,
+        reserved_bytes=group.reserved_space_mb * 1024 * 1024,
+        max_bytes=group.max_workspace_bytes)
 
 
 def _check_owner(owner: str) -> None:

@@ -173,22 +173,82 @@ def test_release_on_exception_removes_files(tmp_path):
     assert ws.usage()['reservations'] == 0
 
 
-def test_kept_file_stays_tracked_until_it_is_gone(tmp_path):
+def test_files_of_a_success_stay_tracked_until_they_are_gone(tmp_path):
     ws = make_ws(tmp_path)
     with ws.reservation(IMAGE, 10 * MiB) as res:
         out = res.path('out')
-        scratch = res.path('scratch')
         write_data(out, 1024)
-        write_data(scratch, 1024)
-        res.keep(out)
-    assert os.path.exists(out) and not os.path.exists(scratch)
+    assert os.path.exists(out)  # the converted image, for Glance to upload
     usage = ws.usage()
-    assert usage['paths'] == [out]
-    assert usage['reserved_bytes'] == 0
+    assert usage == {'reservations': 0, 'reserved_bytes': 0,
+                     'paths': [out]}
     os.unlink(out)  # Glance's DeleteFromFS after the upload
     assert ws.usage()['paths'] == []
     with open(ws.ledger_path) as f:
         assert json.load(f)['entries'] == {}
+
+
+def test_kept_file_survives_a_failure(tmp_path):
+    ws = make_ws(tmp_path)
+    with pytest.raises(RuntimeError):
+        with ws.reservation(IMAGE, 10 * MiB) as res:
+            out = res.path('out')
+            scratch = res.path('scratch')
+            write_data(out, 1024)
+            write_data(scratch, 1024)
+            res.keep(out)
+            raise RuntimeError('late failure')
+    assert os.path.exists(out) and not os.path.exists(scratch)
+    assert ws.usage()['paths'] == [out]
+
+
+def test_caller_named_paths_are_tracked(tmp_path):
+    ws = make_ws(tmp_path)
+    part = os.path.join(ws.work_dir, IMAGE + '.glance-convert.part')
+    final = os.path.join(ws.work_dir, IMAGE + '.glance-convert.raw')
+    via_symlink = tmp_path / 'link'
+    via_symlink.symlink_to(ws.work_dir)
+    with pytest.raises(RuntimeError):
+        with ws.reservation(IMAGE, MiB, paths=[part]) as res:
+            assert ws.usage()['paths'] == [part]
+            write_data(part, 10)
+            assert res.track(str(via_symlink / os.path.basename(final))) \
+                == final
+            write_data(final, 10)
+            raise RuntimeError('failed')
+    assert not os.path.exists(part) and not os.path.exists(final)
+    for bad in (str(tmp_path / (IMAGE + '.glance-convert.raw')),
+                os.path.join(ws.work_dir, OTHER + '.glance-convert.raw'),
+                os.path.join(ws.work_dir, IMAGE)):
+        with pytest.raises(ValueError):
+            with ws.reservation(IMAGE, 0, paths=[bad]):
+                pass
+    with ws.reservation(IMAGE, 0) as res:
+        res.track(part)
+        res.forget(part)
+        assert ws.usage()['paths'] == []
+
+
+def test_from_conf_reads_the_options(tmp_path):
+    from oslo_config import cfg
+
+    from glance_convert import options
+    conf = cfg.ConfigOpts()
+    conf.register_opts(options.ALL_OPTS, group=options.GROUP)
+    conf([], project='test')
+    conf.set_override('max_concurrent_conversions', 3, options.GROUP)
+    conf.set_override('reserved_space_mb', 7, options.GROUP)
+    conf.set_override('max_workspace_bytes', 12345, options.GROUP)
+    conf.set_override('work_dir', str(tmp_path / 'w'), options.GROUP)
+    ws = workspace.from_conf(conf=conf)
+    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'w'),) * 2
+    assert (ws.max_concurrent, ws.reserved_bytes, ws.max_bytes) == (
+        3, 7 * MiB, 12345)
+    conf.register_opts([cfg.StrOpt('lock_path')], group='oslo_concurrency')
+    conf.set_override('lock_path', str(tmp_path / 'l'), 'oslo_concurrency')
+    ws = workspace.from_conf(str(tmp_path / 'other'), conf=conf)
+    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'other'),
+                                          str(tmp_path / 'l'))
 
 
 def test_work_file_names(tmp_path):
@@ -208,6 +268,8 @@ def test_work_file_names(tmp_path):
                 res.path(suffix)
         with pytest.raises(ValueError):
             res.keep(os.path.join(ws.work_dir, 'not-mine'))
+        with pytest.raises(ValueError):
+            res.track(os.path.join(ws.work_dir, 'not-mine'))
 
 
 # ------------------------------------------------------------------ slots
