@@ -1,0 +1,573 @@
+#!/usr/bin/env python3
+"""Benchmark glance-convert's conversion step against Glance's stock task,
+a bare ``qemu-img convert`` and a plain sparse copy.
+
+    python tools/bench.py                 # default run (2 GiB images)
+    python tools/bench.py --quick         # smoke test (256 MiB, 2 rounds)
+    python tools/bench.py --pairs vmdk-stream:raw,qcow2:raw --cache both
+    python tools/bench.py --sweep         # qemu-img tuning sweep, cold+warm
+    python tools/bench.py --json results.json
+
+Every measurement of one pair is taken in the same run, runners interleaved
+in each round and their order rotated, so the ratios are meaningful on a
+busy machine even when the absolute times are not.  See
+``tools/benchlib/`` for the image generator, the runners and how the
+measurements are taken.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import images  # noqa: E402
+from benchlib import measure  # noqa: E402
+from benchlib import runners  # noqa: E402
+
+MiB = images.MiB
+GiB = images.GiB
+
+RUNNERS = ('plugin', 'stock', 'copy', 'qemu', 'parallel')
+DEFAULT_RUNNERS = ('plugin', 'stock', 'copy', 'qemu')
+DEFAULT_PAIRS = ('qcow2:raw', 'vmdk-stream:raw', 'vmdk-sparse:raw',
+                 'vdi:raw', 'vhd:raw', 'raw:qcow2')
+# Issue 5's targets: plugin / other runner, on medians.
+TARGETS = {'stock': 1.00, 'copy': 1.15, 'qemu': 1.10}
+
+# --sweep: qemu-img tuning variants, each compared with qemu-img's defaults.
+SWEEP = (
+    ('defaults', []),
+    ('-m 16', ['-m', '16']),
+    ('-m 1', ['-m', '1']),
+    ('-W', ['-W']),
+    ('-W -m 16', ['-W', '-m', '16']),
+    ('-T none', ['-T', 'none']),
+    ('-T none -W -m 16', ['-T', 'none', '-W', '-m', '16']),
+    ('-t none', ['-t', 'none']),
+    ('-t writeback', ['-t', 'writeback']),
+)
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_size(text):
+    units = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}
+    t = text.strip().upper().rstrip('IB').rstrip('B')
+    suffix = t[-1] if t and t[-1] in units else ''
+    try:
+        value = float(t[:-1] if suffix else t)
+    except ValueError:
+        raise UsageError('not a size: %r (try 2G, 256M)' % text)
+    size = int(value * units[suffix])
+    if size < 16 * MiB or size % (1 << 20):
+        raise UsageError('size must be a whole number of MiB, >= 16 MiB')
+    return size
+
+
+def parse_pairs(text):
+    pairs = []
+    for item in text.split(','):
+        src, sep, dst = item.strip().partition(':')
+        if not sep or src not in images.VARIANTS or \
+                dst not in ('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'):
+            raise UsageError(
+                'bad pair %r: SOURCE:TARGET with SOURCE one of %s and TARGET '
+                'a Glance disk format' % (item, ', '.join(images.VARIANTS)))
+        pairs.append((src, dst))
+    return pairs
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--size', default='2G',
+                   help='virtual size of the test images (default 2G)')
+    p.add_argument('--seed', type=int, default=1)
+    p.add_argument('--rounds', type=int, default=5,
+                   help='measured rounds after one warm-up (default 5)')
+    p.add_argument('--quick', action='store_true',
+                   help='smoke test: 256M images, 2 rounds, main table only')
+    p.add_argument('--work-dir',
+                   default=os.environ.get('GLANCE_CONVERT_BENCH_DIR',
+                                          '/var/tmp/glance-convert-bench'),
+                   help='where images are cached and outputs written')
+    p.add_argument('--pairs', default=','.join(DEFAULT_PAIRS),
+                   help='comma-separated SOURCE:TARGET pairs; sources: %s'
+                        % ', '.join(images.VARIANTS))
+    p.add_argument('--runners', default=','.join(DEFAULT_RUNNERS),
+                   help='subset of %s' % ', '.join(RUNNERS))
+    p.add_argument('--cache', choices=('warm', 'cold', 'both'),
+                   default='warm',
+                   help='page cache state of the source before each run')
+    p.add_argument('--cold-method',
+                   choices=('auto', 'drop_caches', 'fadvise'), default='auto')
+    p.add_argument('--plugin-impl', choices=('auto', 'real', 'stub'),
+                   default='auto',
+                   help='real: glance_convert.conversion.convert_image; '
+                        'stub: a stand-in with the same steps')
+    p.add_argument('--parallel-workers', type=int, default=2,
+                   help='processes of the "parallel" runner')
+    p.add_argument('--no-scaling', action='store_true',
+                   help='skip the 2G-vs-64G and concurrency checks')
+    p.add_argument('--sweep', action='store_true',
+                   help='only run the qemu-img tuning sweep')
+    p.add_argument('--sweep-rounds', type=int, default=3)
+    p.add_argument('--json', metavar='FILE',
+                   help='also write all results as JSON ("-" for stdout)')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size = '256M'
+        args.rounds = min(args.rounds, 2)
+        args.sweep_rounds = min(args.sweep_rounds, 1)
+        args.no_scaling = True
+    args.size = parse_size(args.size)
+    args.pairs = parse_pairs(args.pairs)
+    args.runners = [r.strip() for r in args.runners.split(',') if r.strip()]
+    bad = set(args.runners) - set(RUNNERS)
+    if bad:
+        raise UsageError('unknown runner(s): %s' % ', '.join(sorted(bad)))
+    if args.rounds < 1 or args.sweep_rounds < 1:
+        raise UsageError('rounds must be at least 1')
+    return args
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = os.path.abspath(args.work_dir)
+        self.runs_dir = os.path.join(self.work, 'runs')
+        self.cache = measure.CacheControl(args.cold_method)
+        self.templates = {}   # (src_variant, target) -> qemu argv template
+        if args.plugin_impl == 'auto':
+            self.impl = 'real' if runners.real_plugin_available() else 'stub'
+        else:
+            self.impl = args.plugin_impl
+        if self.impl == 'real' and not runners.real_plugin_available():
+            raise UsageError('glance_convert.conversion.convert_image does '
+                             'not exist yet; use --plugin-impl stub')
+        self.plugin_fn = (runners.plugin_real if self.impl == 'real'
+                          else runners.plugin_stub)
+        runners.stock_setup()
+        self.stock_failures = {}
+
+    # ------------------------------------------------------------ plumbing
+    def fresh_run_dir(self):
+        shutil.rmtree(self.runs_dir, ignore_errors=True)
+        os.makedirs(self.runs_dir)
+        return self.runs_dir
+
+    def one(self, runner, imgs, src_v, target, cache_mode, trace=False,
+            tuning=None):
+        """Prepare, run and clean up one measured run."""
+        run_dir = self.fresh_run_dir()
+        src = imgs.path(src_v)
+        fmt = imgs.fmt(src_v)
+        raw = imgs.path('raw')
+        cache_paths = [raw] if runner == 'copy' else [src]
+        link = runners.fresh_link(src, run_dir)
+        dst = os.path.join(run_dir, 'out.%s' % target)
+        if runner == 'plugin':
+            def fn():
+                if trace:
+                    runners.start_capture()
+                out = self.plugin_fn(link, fmt, target, run_dir,
+                                     os.path.basename(link))
+                if trace:
+                    argv = runners.qemu_convert_argv(runners.CAPTURED)
+                    with open(os.path.join(run_dir, 'argv.json'),
+                              'w') as f:
+                        json.dump({
+                            'template': argv and runners.template_from(argv),
+                            'steps': runners.timing_breakdown()}, f)
+                return out
+        elif runner == 'stock':
+            def fn():
+                return runners.stock(link, fmt, target)
+        elif runner == 'copy':
+            def fn():
+                return runners.copy(raw, dst)
+        elif runner == 'qemu':
+            tpl = self.templates[(src_v, target)]
+            if tuning is not None:
+                tpl = with_tuning(tpl, tuning)
+
+            def fn():
+                return runners.bare_qemu(tpl, link, dst)
+        elif runner == 'parallel':
+            from glance_convert import parallel
+
+            def fn():
+                return parallel.convert(
+                    link, fmt, dst, target,
+                    workers=self.args.parallel_workers)
+        else:
+            raise AssertionError(runner)
+        self.cache.apply(cache_mode, cache_paths)
+        result = measure.run_forked(fn, trace_python=trace)
+        if trace and runner == 'plugin' and 'error' not in result:
+            argv_file = os.path.join(run_dir, 'argv.json')
+            if os.path.exists(argv_file):
+                with open(argv_file) as f:
+                    captured = json.load(f)
+                if captured['template']:
+                    self.templates[(src_v, target)] = captured['template']
+                result['steps'] = captured['steps']
+        result.pop('output', None)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return result
+
+    def runner_ok(self, runner, src_v, target):
+        if runner == 'stock':
+            return (target in runners.STOCK_TARGETS
+                    and (src_v, target) not in self.stock_failures)
+        if runner == 'qemu':
+            return (src_v, target) in self.templates
+        if runner == 'parallel':
+            return target == 'raw'
+        return True
+
+    # ---------------------------------------------------------- main table
+    def table(self, imgs, pairs, caches):
+        results = []
+        for src_v, target in pairs:
+            for cache_mode in caches:
+                entry = {'source': src_v, 'target': target,
+                         'cache': cache_mode, 'runs': {}}
+                names = [r for r in self.args.runners]
+                # Warm-up: the plugin first, traced, to capture its argv.
+                for runner in sorted(names, key=lambda r: r != 'plugin'):
+                    if not self.runner_ok(runner, src_v, target):
+                        continue
+                    res = self.one(runner, imgs, src_v, target, cache_mode,
+                                   trace=(runner == 'plugin'))
+                    if 'error' in res:
+                        if runner == 'stock':
+                            self.stock_failures[(src_v, target)] = \
+                                res['error']
+                            entry['stock_error'] = res['error']
+                            log('  stock task cannot do %s->%s: %s'
+                                % (src_v, target, res['error']))
+                            continue
+                        raise RuntimeError('%s %s->%s failed: %s\n%s' % (
+                            runner, src_v, target, res['error'],
+                            res.get('traceback', '')))
+                    if runner == 'plugin':
+                        entry['py_traced_peak'] = res.get('py_traced_peak')
+                        entry['plugin_steps'] = res.get('steps')
+                        entry['plugin_warmup_wall'] = res['wall']
+                if (src_v, target) in self.templates:
+                    entry['qemu_argv'] = self.templates[(src_v, target)]
+                active = [r for r in names
+                          if self.runner_ok(r, src_v, target)]
+                for rnd in range(self.args.rounds):
+                    k = rnd % len(active)
+                    for runner in active[k:] + active[:k]:
+                        res = self.one(runner, imgs, src_v, target,
+                                       cache_mode)
+                        if 'error' in res:
+                            raise RuntimeError('%s %s->%s failed: %s' % (
+                                runner, src_v, target, res['error']))
+                        entry['runs'].setdefault(runner, []).append(res)
+                entry['summary'] = summarize(entry['runs'], imgs.data_bytes())
+                results.append(entry)
+                print_entry(entry)
+        return results
+
+    # --------------------------------------------------------------- sweep
+    def sweep(self, imgs, pairs, caches):
+        results = []
+        for src_v, target in pairs:
+            if (src_v, target) not in self.templates:
+                self.one('plugin', imgs, src_v, target, 'warm', trace=True)
+            for cache_mode in caches:
+                entry = {'source': src_v, 'target': target,
+                         'cache': cache_mode, 'runs': {}}
+                for name, flags in SWEEP:   # warm-up
+                    self.one('qemu', imgs, src_v, target, cache_mode,
+                             tuning=flags)
+                variants = list(SWEEP)
+                for rnd in range(self.args.sweep_rounds):
+                    k = rnd % len(variants)
+                    for name, flags in variants[k:] + variants[:k]:
+                        res = self.one('qemu', imgs, src_v, target,
+                                       cache_mode, tuning=flags)
+                        if 'error' in res:
+                            raise RuntimeError('qemu-img %s failed: %s'
+                                               % (name, res['error']))
+                        entry['runs'].setdefault(name, []).append(res)
+                entry['summary'] = summarize(entry['runs'], imgs.data_bytes())
+                results.append(entry)
+                print_sweep(entry)
+        return results
+
+    # ------------------------------------------------------------- scaling
+    def scaling(self, base):
+        big = images.ImageSet(self.work, base.size, base.seed, scale=32)
+        big.ensure(['qcow2'], log=log)
+        out = {'virtual_sizes': [base.size, base.size * 32], 'runs': {}}
+        sets = (('small', base), ('big', big))
+        for label, imgs in sets:   # warm-up, and capture the argv
+            self.one('plugin', imgs, 'qcow2', 'raw', 'warm', trace=True)
+        for rnd in range(self.args.rounds):
+            order = sets if rnd % 2 == 0 else sets[::-1]
+            for label, imgs in order:
+                for runner in ('plugin', 'qemu', 'copy'):
+                    res = self.one(runner, imgs, 'qcow2', 'raw', 'warm')
+                    if 'error' in res:
+                        raise RuntimeError('scaling %s: %s'
+                                           % (runner, res['error']))
+                    out['runs'].setdefault('%s/%s' % (label, runner),
+                                           []).append(res)
+        out['summary'] = summarize(out['runs'], base.data_bytes())
+        print_scaling(out)
+        return out
+
+    def concurrency(self, imgs, levels=(1, 2, 4)):
+        out = {'levels': {}}
+        src = imgs.path('qcow2')
+        for rnd in range(max(1, self.args.rounds // 2 + 1)):
+            for n in (levels if rnd % 2 == 0 else levels[::-1]):
+                run_dir = self.fresh_run_dir()
+                fns = []
+                for i in range(n):
+                    d = os.path.join(run_dir, str(i))
+                    link = runners.fresh_link(src, d)
+                    fns.append(self._plugin_call(link, d))
+                self.cache.warm([src])
+                wall, res = measure.run_concurrent(fns)
+                errors = [r['error'] for r in res if 'error' in r]
+                if errors:
+                    raise RuntimeError('concurrent run: %s' % errors[0])
+                out['levels'].setdefault(str(n), []).append(wall)
+                shutil.rmtree(run_dir, ignore_errors=True)
+        data = imgs.data_bytes()
+        out['summary'] = {
+            n: {'wall_median': statistics.median(w),
+                'aggregate_MiBps': int(n) * data / MiB / statistics.median(w)}
+            for n, w in out['levels'].items()}
+        print_concurrency(out)
+        return out
+
+    def _plugin_call(self, link, run_dir):
+        def fn():
+            return self.plugin_fn(link, 'qcow2', 'raw', run_dir,
+                                  os.path.basename(link))
+        return fn
+
+
+_TUNING_FLAGS = {'-m': 1, '-W': 0, '-t': 1, '-T': 1}
+
+
+def with_tuning(template, flags):
+    """The template without its tuning flags, then ``flags`` added."""
+    out, skip = [], 0
+    for i, arg in enumerate(template):
+        if skip:
+            skip -= 1
+            continue
+        if i > 1 and arg in _TUNING_FLAGS:
+            skip = _TUNING_FLAGS[arg]
+            continue
+        out.append(arg)
+    return out[:2] + list(flags) + out[2:]
+
+
+# ------------------------------------------------------------------ report
+
+def summarize(runs, data_bytes):
+    summary = {}
+    for name, rs in runs.items():
+        walls = [r['wall'] for r in rs]
+        cpu = [r['cpu_children'] + r['cpu_self'] for r in rs]
+        py = [r['py_rss_added'] for r in rs if r.get('py_rss_added')
+              is not None]
+        last = rs[-1]
+        summary[name] = {
+            'n': len(rs),
+            'median': statistics.median(walls),
+            'min': min(walls), 'max': max(walls),
+            'cpu_median': statistics.median(cpu),
+            'cpu_self_median': statistics.median(r['cpu_self'] for r in rs),
+            'rss_children_peak': max(r['rss_children_peak'] for r in rs),
+            'py_rss_added_max': max(py) if py else None,
+            'out_apparent': last.get('out_apparent'),
+            'out_allocated': last.get('out_allocated'),
+            'MiBps': data_bytes / MiB / statistics.median(walls),
+        }
+    if 'plugin' in summary:
+        for other in ('stock', 'copy', 'qemu'):
+            if other in summary:
+                summary['plugin']['ratio_' + other] = (
+                    summary['plugin']['median'] / summary[other]['median'])
+    if 'parallel' in summary and 'stock' in summary:
+        summary['parallel']['ratio_stock'] = (
+            summary['parallel']['median'] / summary['stock']['median'])
+    return summary
+
+
+def _mib(n):
+    return '-' if n is None else '%.0f' % (n / MiB)
+
+
+def print_entry(entry):
+    s = entry['summary']
+    print('\n%s -> %s  (%s cache)' % (entry['source'], entry['target'],
+                                      entry['cache']))
+    print('  %-8s %7s %15s %7s %8s %8s %9s %9s %9s' % (
+        'runner', 'median', 'min-max', 'MiB/s', 'CPU s', 'qemuRSS',
+        'py+RSS', 'out alloc', 'out size'))
+    for name in RUNNERS:
+        if name not in s:
+            continue
+        r = s[name]
+        print('  %-8s %6.2fs %6.2f-%6.2fs %7.0f %8.2f %7sM %8sM %8sM %8sM' % (
+            name, r['median'], r['min'], r['max'], r['MiBps'],
+            r['cpu_median'], _mib(r['rss_children_peak']),
+            _mib(r['py_rss_added_max']), _mib(r['out_allocated']),
+            _mib(r['out_apparent'])))
+    if entry.get('plugin_steps'):
+        steps = entry['plugin_steps']
+        print('  plugin subprocesses (warm-up, %.2fs in all): %s' % (
+            entry['plugin_warmup_wall'],
+            ', '.join('%s %.3f' % (n, t) for n, t in steps)))
+    if entry.get('py_traced_peak') is not None:
+        print('  plugin Python allocations peak (tracemalloc): %.1f MiB'
+              % (entry['py_traced_peak'] / MiB))
+    if 'stock_error' in entry:
+        print('  stock    cannot convert it: %s'
+              % entry['stock_error'].splitlines()[0][:100])
+    p = s.get('plugin', {})
+    ratios = []
+    for other, limit in TARGETS.items():
+        if 'ratio_' + other in p:
+            v = p['ratio_' + other]
+            ratios.append('a/%s %.2f %s' % (
+                {'stock': 'b', 'copy': 'c', 'qemu': 'd'}[other], v,
+                'ok' if v <= limit else '> %.2f' % limit))
+    if 'parallel' in s and 'ratio_stock' in s['parallel']:
+        ratios.append('parallel/stock %.2f' % s['parallel']['ratio_stock'])
+    if ratios:
+        print('  ' + ';  '.join(ratios))
+    sys.stdout.flush()
+
+
+def print_sweep(entry):
+    s = entry['summary']
+    base = s['defaults']['median']
+    print('\nsweep %s -> %s (%s cache): qemu-img convert' % (
+        entry['source'], entry['target'], entry['cache']))
+    for name, _flags in SWEEP:
+        r = s[name]
+        print('  %-18s %6.2fs %6.2f-%6.2fs  x%.2f of defaults  CPU %.2fs' % (
+            name, r['median'], r['min'], r['max'], r['median'] / base,
+            r['cpu_median']))
+    sys.stdout.flush()
+
+
+def print_scaling(out):
+    s = out['summary']
+    print('\nscaling: qcow2 -> raw, same data, %d MiB vs %d MiB virtual' % (
+        out['virtual_sizes'][0] // MiB, out['virtual_sizes'][1] // MiB))
+    for runner in ('plugin', 'qemu', 'copy'):
+        a, b = s['small/' + runner], s['big/' + runner]
+        print('  %-7s %6.2fs vs %6.2fs  (x%.2f)' % (
+            runner, a['median'], b['median'], b['median'] / a['median']))
+
+
+def print_concurrency(out):
+    print('\nconcurrent plugin conversions, qcow2 -> raw (warm):')
+    for n, r in sorted(out['summary'].items(), key=lambda kv: int(kv[0])):
+        print('  %s at once: %6.2fs wall, %5.0f MiB/s aggregate' % (
+            n, r['wall_median'], r['aggregate_MiBps']))
+
+
+def environment(bench):
+    def cmd(*argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True,
+                                  check=False).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return None
+    return {
+        'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+        'argv': sys.argv,
+        'qemu_img': cmd('qemu-img', '--version'),
+        'cpus': os.cpu_count(),
+        'kernel': platform.release(),
+        'python': platform.python_version(),
+        'plugin_impl': bench.impl,
+        'cold_method': bench.cache.method,
+        'loadavg': os.getloadavg(),
+    }
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        for tool in ('qemu-img', 'cp'):
+            if not shutil.which(tool):
+                raise UsageError('%s is not installed' % tool)
+        os.makedirs(args.work_dir, exist_ok=True)
+        bench = Bench(args)
+    except (UsageError, OSError) as exc:
+        print('bench: %s' % exc, file=sys.stderr)
+        return 2
+    caches = ['warm', 'cold'] if args.cache == 'both' else [args.cache]
+    variants = sorted({s for s, _ in args.pairs} | {'qcow2'})
+    imgs = images.ImageSet(bench.work, args.size, args.seed)
+    report = {'environment': environment(bench),
+              'image': {'virtual_size': args.size,
+                        'data_bytes': imgs.data_bytes()}}
+    started = time.time()
+    try:
+        imgs.ensure(variants, log=log)
+        print('glance-convert benchmark: %d MiB virtual, %d MiB data; '
+              'plugin step: %s; cold cache via %s; %d rounds after warm-up'
+              % (args.size // MiB, imgs.data_bytes() // MiB, bench.impl,
+                 bench.cache.method,
+                 args.sweep_rounds if args.sweep else args.rounds))
+        if args.sweep:
+            report['sweep'] = bench.sweep(imgs, args.pairs,
+                                          ['warm', 'cold'] if args.cache ==
+                                          'warm' else caches)
+        else:
+            report['table'] = bench.table(imgs, args.pairs, caches)
+            if not args.no_scaling:
+                report['scaling'] = bench.scaling(imgs)
+                report['concurrency'] = bench.concurrency(imgs)
+    except KeyboardInterrupt:
+        print('bench: interrupted', file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print('bench: %s' % exc, file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(bench.runs_dir, ignore_errors=True)
+    report['elapsed'] = time.time() - started
+    print('\nelapsed %.0fs' % report['elapsed'])
+    if args.json:
+        text = json.dumps(report, indent=1, sort_keys=True)
+        if args.json == '-':
+            print(text)
+        else:
+            with open(args.json, 'w') as f:
+                f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

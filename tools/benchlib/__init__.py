@@ -1,0 +1,1 @@
+"""Pieces of the glance-convert benchmark (``tools/bench.py``)."""

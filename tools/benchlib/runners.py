@@ -1,0 +1,273 @@
+"""The four things the benchmark times, each a function of (src, dst dir).
+
+(a) ``plugin``: glance-convert's whole conversion step, the task's
+    ``execute`` (inspection, checks, conversion, output inspection) with a
+    fake action wrapper, outside Glance.  ``--plugin-impl stub`` runs a
+    stand-in with the same steps (kept for comparing against older trees).
+(b) ``stock``: Glance's in-tree ``image_conversion`` task, executed with a
+    fake action wrapper.
+(c) ``copy``: ``cp --sparse=always`` of the equivalent raw image.
+(d) ``qemu``: bare ``qemu-img convert`` with the argv the plugin ran,
+    captured from the plugin's own warm-up run (so it cannot drift from the
+    plugin's code), minus the prlimit wrapper.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from glance_convert import formats
+
+#: argv of every process started in this (forked) process.
+CAPTURED = []
+#: (argv, seconds from Popen() to the end of communicate()/wait()).
+TIMINGS = []
+
+
+def start_capture():
+    """Record argv and duration of every subprocess.Popen (forked child)."""
+    import time
+    original_init = subprocess.Popen.__init__
+    original_communicate = subprocess.Popen.communicate
+    original_wait = subprocess.Popen.wait
+
+    def init(self, args, *a, **kw):
+        argv = ([os.fsdecode(x) for x in args]
+                if not isinstance(args, (str, bytes)) else [args])
+        CAPTURED.append(argv)
+        self._bench = (argv, time.perf_counter())
+        original_init(self, args, *a, **kw)
+
+    def done(self):
+        info = getattr(self, '_bench', None)
+        if info:
+            TIMINGS.append((info[0], time.perf_counter() - info[1]))
+            self._bench = None
+
+    def communicate(self, *a, **kw):
+        try:
+            return original_communicate(self, *a, **kw)
+        finally:
+            done(self)
+
+    def wait(self, *a, **kw):
+        try:
+            return original_wait(self, *a, **kw)
+        finally:
+            if self.returncode is not None:
+                done(self)
+    subprocess.Popen.__init__ = init
+    subprocess.Popen.communicate = communicate
+    subprocess.Popen.wait = wait
+
+
+def timing_breakdown():
+    """[(short command, seconds)] of the captured subprocesses."""
+    out = []
+    for argv, secs in TIMINGS:
+        try:
+            i = [os.path.basename(a) for a in argv].index('qemu-img')
+            name = 'qemu-img ' + argv[i + 1]
+        except (ValueError, IndexError):
+            name = os.path.basename(argv[0])
+        if any('oslo_concurrency.prlimit' in a for a in argv):
+            name += ' (prlimit)'
+        out.append((name, secs))
+    return out
+
+
+def qemu_convert_argv(captured):
+    """The last ``qemu-img convert`` argv in ``captured``, unwrapped."""
+    for argv in reversed(captured):
+        for i, arg in enumerate(argv):
+            if os.path.basename(arg) == 'qemu-img' and \
+                    argv[i + 1:i + 2] == ['convert']:
+                return argv[i:]
+    return None
+
+
+def fresh_link(src, run_dir):
+    """A new name for ``src`` (hard link: same inode, same page cache).
+
+    Both Glance's task and (maybe) the plugin consume their source; a link
+    costs nothing and keeps the cached image intact.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, str(uuid.uuid4()))
+    try:
+        os.link(src, path)
+    except OSError:
+        subprocess.run(['cp', '--reflink=auto', '--sparse=always', src, path],
+                       check=True)
+    return path
+
+
+# ---------------------------------------------------------------- (a) plugin
+
+def real_plugin_available():
+    try:
+        from glance_convert import tasks  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plugin_real(src, claimed, target, work_dir, image_id):
+    """The plugin's task ``execute``, as Glance's flow calls it.
+
+    Everything but Glance: the settings come from the [glance_convert]
+    options (output_format set to ``target``), the workspace (slots and
+    space reservations) from the same factory ``plugin.get_flow`` uses,
+    progress goes to a silent status.  The task consumes ``src``.
+    """
+    from oslo_config import cfg
+    from glance_convert import conversion
+    from glance_convert import options
+    from glance_convert import plugin
+    from glance_convert import tasks
+    cfg.CONF.set_override('output_format', target, group=options.GROUP)
+    task = tasks.ConvertImage(
+        'bench', 'import', _FakeActionWrapper(image_id, claimed), [],
+        settings_factory=conversion.Settings.from_conf,
+        status=tasks.SilentStatus(), work_dir=work_dir,
+        workspace_factory=plugin._workspace_factory(),
+        slot_timeout=cfg.CONF[options.GROUP].slot_wait_timeout)
+    return task.execute('file://' + src).split('file://')[-1]
+
+
+def _limits(address_space_mb, cpu_time=None):
+    from oslo_concurrency import processutils
+    return processutils.ProcessLimits(address_space=address_space_mb << 20,
+                                      cpu_time=cpu_time)
+
+
+def tuning_args(conf=None):
+    """qemu-img convert tuning flags from the [glance_convert] options."""
+    from glance_convert import options
+    group = (conf or options.CONF)[options.GROUP]
+    args = ['-m', str(group.convert_coroutines)]
+    if group.convert_out_of_order:
+        args.append('-W')
+    if group.convert_target_cache:
+        args += ['-t', group.convert_target_cache]
+    if group.convert_source_cache:
+        args += ['-T', group.convert_source_cache]
+    return args
+
+
+def plugin_stub(src, claimed, target, work_dir, image_id):
+    """Stand-in for convert_image with the plugin's steps, until it exists."""
+    from oslo_concurrency import processutils
+    from oslo_utils.imageutils import format_inspector
+    from glance_convert import options
+    group = options.CONF[options.GROUP]
+    python = options.python_interpreter()
+
+    def inspect(path, expect):
+        insp = format_inspector.detect_file_format(path)
+        insp.safety_check()
+        name = formats.glance_name_for_inspector(str(insp))
+        if name != expect:
+            raise RuntimeError('%s is %s, not %s' % (path, name, expect))
+
+    inspect(src, claimed)
+    out, _err = processutils.execute(
+        'qemu-img', 'info', '-f', formats.qemu_driver(claimed),
+        '--output=json', src, python_exec=python,
+        prlimit=_limits(group.inspect_address_space_mb,
+                        group.inspect_cpu_time))
+    info = json.loads(out)
+    if 'backing-filename' in info or info.get('format-specific', {}).get(
+            'data', {}).get('data-file'):
+        raise RuntimeError('external files are not allowed')
+    dst = os.path.join(work_dir, '%s.%s' % (image_id, target))
+    processutils.execute(
+        'qemu-img', 'convert', '-f', formats.qemu_driver(claimed),
+        '-O', formats.qemu_driver(target), *tuning_args(), src, dst,
+        python_exec=python,
+        prlimit=_limits(group.convert_address_space_mb))
+    inspect(dst, target)
+    return dst
+
+
+# ----------------------------------------------------------------- (b) stock
+
+class _FakeAction:
+    """What Glance's ImportActionWrapper yields, minus the database."""
+
+    def __init__(self, disk_format):
+        self.image_disk_format = disk_format
+        self.image_container_format = 'bare'
+        self.attributes = {}
+        self.properties = {}
+
+    def set_image_extra_properties(self, properties):
+        self.properties.update(properties)
+
+    def set_image_attribute(self, **kwargs):
+        self.attributes.update(kwargs)
+
+    def remove_importing_stores(self, stores):
+        pass
+
+    def add_failed_stores(self, stores):
+        pass
+
+
+class _FakeActionWrapper:
+    def __init__(self, image_id, disk_format):
+        self.image_id = image_id
+        self.action = _FakeAction(disk_format)
+
+    def __enter__(self):
+        return self.action
+
+    def __exit__(self, *exc):
+        return False
+
+
+STOCK_TARGETS = ('raw', 'qcow2', 'vmdk')
+
+
+def stock_setup():
+    """Register the Glance options the stock task reads (parent, once)."""
+    from glance.common import config  # noqa: F401  image_format, wsgi
+    from glance.async_.flows.plugins import image_conversion  # noqa: F401
+    from oslo_config import cfg
+    cfg.CONF.set_override('python_interpreter', sys.executable,
+                          group='wsgi')
+
+
+def stock(src, claimed, target):
+    """Run Glance's task; it converts next to ``src`` and deletes ``src``."""
+    from oslo_config import cfg
+    from glance.async_.flows.plugins import image_conversion
+    cfg.CONF.set_override('output_format', target, group='image_conversion')
+    image_id = os.path.basename(src)
+    task = image_conversion._ConvertImage(
+        None, 'bench', 'import', _FakeActionWrapper(image_id, claimed), [])
+    result = task.execute('file://' + src)
+    return result.split('file://')[-1]
+
+
+# ------------------------------------------------------------ (c), (d)
+
+def copy(raw, dst):
+    subprocess.run(['cp', '--sparse=always', raw, dst], check=True)
+    return dst
+
+
+def bare_qemu(argv_template, src, dst):
+    """Run a captured argv with the placeholders {SRC} and {DST} filled."""
+    argv = [a.replace('{SRC}', src).replace('{DST}', dst)
+            for a in argv_template]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return dst
+
+
+def template_from(argv):
+    """A captured ``qemu-img convert`` argv with {SRC}/{DST} for its two
+    positional file names (always the last two arguments)."""
+    return list(argv[:-2]) + ['{SRC}', '{DST}']
