@@ -1,0 +1,68 @@
+"""Options: defaults, Glance's settings and the deprecated alias."""
+
+import pytest
+from oslo_config import cfg
+
+from glance_convert import conversion
+from glance_convert import options
+
+
+@pytest.fixture
+def conf(tmp_path):
+    def load(text):
+        path = tmp_path / 'glance-image-import.conf'
+        path.write_text(text)
+        c = cfg.ConfigOpts()
+        c.register_opts(options.ALL_OPTS, group=options.GROUP)
+        c(['--config-file', str(path)], project='glance')
+        return c
+    return load
+
+
+def test_default_target_is_raw(conf):
+    assert conf('')[options.GROUP].output_format == 'raw'
+
+
+def test_in_tree_plugin_setting_is_a_deprecated_alias(conf):
+    c = conf('[image_conversion]\noutput_format = qcow2\n')
+    assert c[options.GROUP].output_format == 'qcow2'
+    assert conversion.Settings.from_conf(c).target == 'qcow2'
+
+
+def test_own_setting_wins_over_alias(conf):
+    c = conf('[image_conversion]\noutput_format = qcow2\n'
+             '[glance_convert]\noutput_format = vhd\n')
+    assert c[options.GROUP].output_format == 'vhd'
+
+
+def test_unknown_target_is_refused(conf):
+    c = conf('[glance_convert]\noutput_format = vhdx\n')
+    with pytest.raises(ValueError):
+        c[options.GROUP].output_format
+
+
+def test_glance_settings_fall_back_to_glance_defaults(conf):
+    c = conf('')
+    assert options.glance_setting(
+        'image_format', 'vmdk_allowed_types', c) == ['streamOptimized',
+                                                     'monolithicSparse']
+    assert options.max_virtual_size(c) == 1 << 40
+
+
+def test_glance_settings_are_honoured_when_registered(conf):
+    c = conf('[DEFAULT]\nimage_size_cap = 1048576\n'
+             '[image_format]\nvmdk_allowed_types = streamOptimized\n')
+    c.register_opt(cfg.IntOpt('image_size_cap', default=1 << 40))
+    c.register_opt(cfg.ListOpt('vmdk_allowed_types'), group='image_format')
+    settings = conversion.Settings.from_conf(c)
+    assert settings.policy.max_virtual_size == 1048576
+    assert settings.policy.vmdk_allowed_types == ('streamOptimized',)
+
+
+def test_list_opts_covers_every_option():
+    (group, opts), = options.list_opts()
+    assert group == 'glance_convert'
+    names = {o.name for o in opts}
+    assert {'output_format', 'work_dir', 'max_concurrent_conversions',
+            'convert_timeout', 'max_virtual_size'} <= names
+    assert all(o.help for o in opts)
