@@ -55,6 +55,7 @@ from glance_convert import errors
 
 LOG = logging.getLogger(__name__)
 
+MiB = 1024 ** 2
 GiB = 1024 ** 3
 WORK_FILE_TAG = '.glance-convert.'
 _SAFE_OWNER = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$')
@@ -64,9 +65,13 @@ _POLL_MAX = 1.0
 _MAX_ORPHAN_RECORDS = 100
 
 
-def _gib(nbytes: int) -> str:
-    return '%.1f' % (nbytes / GiB) if nbytes < 10 * GiB else '%d' % round(
-        nbytes / GiB)
+def _size(nbytes: int) -> str:
+    """A size for people: "700 MiB", "3.5 GiB", "120 GiB"."""
+    if nbytes < GiB:
+        return '%d MiB' % -(-nbytes // MiB)
+    if nbytes < 100 * GiB:
+        return '%.1f GiB' % (nbytes / GiB)
+    return '%d GiB' % round(nbytes / GiB)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -456,16 +461,21 @@ class Workspace:
     def _assess(self, ledger: dict, nbytes: int) -> tuple[bool, bool, dict]:
         """(fits now, could ever fit, numbers for the messages)."""
         total, avail = self._disk_space(self.work_dir)
-        pending = held = 0
+        pending = held = written = 0
         for e in ledger['entries'].values():
             used = sum(_allocated(p) for p in e['paths'])
-            pending += max(0, e['bytes'] - used)   # still to be written
-            held += max(e['bytes'], used)          # counts against max_bytes
-        # Bytes already written are missing from ``avail``; bytes promised
-        # but not yet written are subtracted here.
+            written += used
+            # Bytes promised but not written yet are not missing from
+            # ``avail`` yet; bytes already written are.
+            pending += max(0, e['bytes'] - used)
+            if e.get('active', True):
+                # max_workspace_bytes bounds conversions in progress; the
+                # output of a finished one waits for its upload and goes.
+                held += max(e['bytes'], used)
         room = avail - self.reserved_bytes - pending
-        # When every other conversion is done and its files are gone.
-        room_ever = min(total, avail + held) - self.reserved_bytes
+        # Once the other conversions are done and Glance has uploaded and
+        # removed their files.
+        room_ever = min(total, avail + written) - self.reserved_bytes
         if self.max_bytes:
             room = min(room, self.max_bytes - held)
             room_ever = min(room_ever, self.max_bytes)
@@ -512,9 +522,9 @@ class Workspace:
                 break
             if not fits_ever:
                 raise errors.WorkspaceError(
-                    'Not enough space to convert this image: it needs %s GiB '
-                    'of work space and this host can provide at most %s GiB'
-                    % (_gib(n['need']), _gib(n['room_ever'])),
+                    'Not enough space to convert this image: it needs %s '
+                    'of work space and this host can provide at most %s'
+                    % (_size(n['need']), _size(n['room_ever'])),
                     'image %s needs %d bytes in %s; at most %d bytes can be '
                     'reserved there (reserved_space_mb=%d MiB, '
                     'max_workspace_bytes=%d)'
@@ -524,9 +534,9 @@ class Workspace:
             if now >= deadline:
                 raise errors.WorkspaceError(
                     'Not enough space to convert this image now: it needs %s '
-                    'GiB of work space and only %s GiB is free while other '
-                    'images are converted; try the import again later'
-                    % (_gib(n['need']), _gib(n['room'])),
+                    'of work space and only %s is free while other images '
+                    'are converted; try the import again later'
+                    % (_size(n['need']), _size(n['room'])),
                     'image %s needs %d bytes in %s; %d bytes are available '
                     'after other reservations' % (owner, nbytes,
                                                   self.work_dir, n['room']))

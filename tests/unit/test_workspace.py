@@ -78,7 +78,7 @@ def test_too_big_for_the_disk_fails_with_a_user_sentence(tmp_path):
             pytest.fail('reservation should not be granted')
     msg = str(exc.value)
     assert msg.startswith('Not enough space to convert this image')
-    assert 'needs 3.5 GiB' in msg and 'at most 3.0 GiB' in msg
+    assert 'needs 3.5 GiB' in msg and 'at most 3.0 GiB' in msg, msg
     assert 'reserved_space_mb=1024' in exc.value.detail
     assert ws.usage()['reservations'] == 0
 
@@ -106,6 +106,28 @@ def test_max_bytes_caps_all_reservations(tmp_path):
                 pass
         with ws.reservation(OTHER, 2 * GiB):
             assert ws.usage()['reserved_bytes'] == 5 * GiB
+
+
+def test_finished_output_counts_against_disk_but_not_the_cap(tmp_path):
+    # The output of a finished conversion waits for its upload: it takes
+    # disk space, but max_workspace_bytes bounds conversions in progress.
+    ws = make_ws(tmp_path, capacity=10 * MiB, max_bytes=5 * MiB)
+    with ws.reservation(IMAGE, 4 * MiB) as res:
+        write_data(res.path('out'), 4 * MiB)
+    with ws.reservation(OTHER, 5 * MiB):
+        pass
+    with pytest.raises(errors.WorkspaceError) as exc:
+        with ws.reservation(OTHER, 7 * MiB):
+            pass
+    assert str(exc.value) == (
+        'Not enough space to convert this image: it needs 7 MiB of work '
+        'space and this host can provide at most 5 MiB')
+    ws.max_bytes = 0
+    with pytest.raises(errors.WorkspaceError) as exc:
+        with ws.reservation(OTHER, 7 * MiB):
+            pass
+    # 6 MiB free now; 10 MiB once the finished output is uploaded.
+    assert 'only 6 MiB is free' in str(exc.value)
 
 
 def test_others_reservations_count_against_free_space(tmp_path):
