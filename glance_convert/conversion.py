@@ -117,6 +117,14 @@ class Result:
     duration: float
 
 
+class _NoReservation:
+    def track(self, path):
+        return path
+
+    def add_process(self, pid):
+        pass
+
+
 class NoWorkspace:
     """No per-host limits: every slot and reservation is granted."""
 
@@ -125,8 +133,8 @@ class NoWorkspace:
         yield
 
     @contextlib.contextmanager
-    def reservation(self, owner, nbytes):
-        yield
+    def reservation(self, owner, nbytes, **kwargs):
+        yield _NoReservation()
 
 
 def plan(claimed: str | None, settings: Settings) -> str | None:
@@ -208,7 +216,8 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   on_progress: Callable[[int], None] | None = None,
                   on_wait: Callable[[], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
-                  slot_timeout: float = 600) -> Result:
+                  slot_timeout: float = 600,
+                  info_for_ledger: dict | None = None) -> Result:
     """Check and convert ``src``; return the result.
 
     The source is never modified or removed here.  On failure no work file
@@ -234,23 +243,18 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     try:
         with workspace.slot(owner, slot_timeout, on_wait=on_wait,
                             should_cancel=should_cancel), \
-                workspace.reservation(owner, estimate):
+                workspace.reservation(owner, estimate, timeout=slot_timeout,
+                                      on_wait=on_wait,
+                                      should_cancel=should_cancel,
+                                      info=info_for_ledger or {}) as res:
+            # Recorded before they exist: a crash leaves nothing unknown.
+            tmp, final = res.track(tmp), res.track(final)
             _run_convert(src, claimed, tmp, target, virtual_size, estimate,
-                         settings, on_progress, should_cancel)
+                         settings, on_progress, should_cancel,
+                         on_start=res.add_process)
             os.rename(tmp, final)
-        inspection.verify_output(final, target)
-        out_info = qemu_img.info(final, formats.qemu_driver(target),
-                                 settings.inspect_limits)
-        if out_info.get('format') != formats.qemu_driver(target):
-            raise errors.ConversionFailed(
-                'The converted image failed verification.',
-                'qemu-img info of output: %r' % out_info.get('format'))
-        out_virtual = int(out_info.get('virtual-size') or 0)
-        if out_virtual < virtual_size:
-            raise errors.ConversionFailed(
-                'The converted image failed verification.',
-                'output virtual size %d < source %d'
-                % (out_virtual, virtual_size))
+            out_virtual = _verify_output(final, target, virtual_size,
+                                         settings)
     except BaseException:
         _remove(tmp)
         _remove(final)
@@ -266,8 +270,30 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   duration)
 
 
+def _verify_output(final: str, target: str, virtual_size: int,
+                   settings: Settings) -> int:
+    """Inspect the converted file; return its virtual size."""
+    inspection.verify_output(final, target)
+    try:
+        out_info = qemu_img.info(final, formats.qemu_driver(target),
+                                 settings.inspect_limits)
+    except qemu_img.QemuImgError as exc:
+        raise errors.ConversionFailed(
+            'The converted image failed verification.', str(exc))
+    out_virtual = int(out_info.get('virtual-size') or 0)
+    if (out_info.get('format') != formats.qemu_driver(target)
+            or out_virtual < virtual_size):
+        raise errors.ConversionFailed(
+            'The converted image failed verification.',
+            'qemu-img info of the output: format %r, virtual size %d '
+            '(source %d)' % (out_info.get('format'), out_virtual,
+                             virtual_size))
+    return out_virtual
+
+
 def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
-                 settings, on_progress, should_cancel) -> None:
+                 settings, on_progress, should_cancel,
+                 on_start=None) -> None:
     # Bound the output: an expansion bomb is killed by RLIMIT_FSIZE before
     # it can fill the disk.  Raw output is as long as the virtual size.
     file_limit = max(virtual_size, estimate) + virtual_size // 64 + 64 * MiB
@@ -284,7 +310,7 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
             tuning=settings.tuning, compressed=settings.compressed,
             limits=limits, on_progress=on_progress,
             progress_interval=settings.progress_interval,
-            should_cancel=should_cancel)
+            should_cancel=should_cancel, on_start=on_start)
     except qemu_img.QemuImgCancelled as exc:
         raise errors.ConversionCancelled(
             'The import was cancelled during conversion.', str(exc))

@@ -89,7 +89,9 @@ class _Watchdog:
     def __init__(self, timeout: float | None,
                  should_cancel: Callable[[], bool] | None,
                  on_tick: Callable[[int], None] | None,
-                 interval: float):
+                 interval: float,
+                 on_start: Callable[[int], None] | None = None):
+        self.on_start = on_start
         self.timeout = timeout
         self.should_cancel = should_cancel
         self.on_tick = on_tick
@@ -99,6 +101,8 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def start(self, proc) -> None:
+        if self.on_start is not None:
+            self.on_start(proc.pid)
         self._thread = threading.Thread(target=self._run, args=(proc,),
                                         name='qemu-img-watchdog',
                                         daemon=True)
@@ -148,11 +152,13 @@ def _run(args: Sequence[str], limits: Limits, *,
          check_exit_code: Sequence[int] = (0,),
          should_cancel: Callable[[], bool] | None = None,
          on_tick: Callable[[int], None] | None = None,
-         tick_interval: float = 5.0) -> tuple[int, str, str]:
+         tick_interval: float = 5.0,
+         on_start: Callable[[int], None] | None = None
+         ) -> tuple[int, str, str]:
     """Run qemu-img; return (exit code, stdout, stderr)."""
     cmd = (QEMU_IMG,) + tuple(args)
     watchdog = _Watchdog(limits.timeout, should_cancel, on_tick,
-                         tick_interval)
+                         tick_interval, on_start)
     env = dict(os.environ)
     env.update(_ENV)
     kwargs = {}
@@ -292,11 +298,13 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
             limits: Limits = Limits(),
             on_progress: Callable[[int], None] | None = None,
             progress_interval: float = 5.0,
-            should_cancel: Callable[[], bool] | None = None) -> None:
+            should_cancel: Callable[[], bool] | None = None,
+            on_start: Callable[[int], None] | None = None) -> None:
     """``qemu-img convert`` the image ``src`` into a new file ``dst``.
 
     ``on_progress`` is called every ``progress_interval`` seconds with the
-    number of bytes qemu-img has read so far (from ``/proc/PID/io``).
+    number of bytes qemu-img has read so far (from ``/proc/PID/io``);
+    ``on_start`` with qemu-img's pid as soon as it runs.
     """
     args = convert_args(src, src_fmt, dst, dst_fmt,
                         out_options=out_options or {}, tuning=tuning,
@@ -309,7 +317,7 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
 
     _run(args, limits, should_cancel=should_cancel,
          on_tick=tick if on_progress else None,
-         tick_interval=progress_interval)
+         tick_interval=progress_interval, on_start=on_start)
 
 
 def bytes_read(pid: int) -> int | None:

@@ -114,7 +114,8 @@ class ConvertImage(task.Task):
             on_wait=lambda: self.status.set_message(
                 'Waiting for a conversion slot'),
             should_cancel=self.status.is_aborted,
-            slot_timeout=self.slot_timeout)
+            slot_timeout=self.slot_timeout,
+            info_for_ledger={'task_id': self.task_id})
         if not result.converted:
             return file_path
         self._output = result.path

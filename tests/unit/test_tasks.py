@@ -33,12 +33,14 @@ def settings(target='raw', **overrides):
     return conversion.Settings(**values)
 
 
-def make_task(image, staging, target='raw', status=None, **kw):
+def make_task(image, staging, target='raw', status=None,
+              workspace_factory=None, **kw):
     wrapper = fakes.FakeActionWrapper(image)
     task = tasks.ConvertImage(
         'task-1', 'api_image_import', wrapper, ['fs'],
         settings_factory=lambda: settings(target, **kw),
-        status=status or fakes.RecordingStatus())
+        status=status or fakes.RecordingStatus(),
+        workspace_factory=workspace_factory)
     return task, wrapper
 
 
@@ -190,3 +192,40 @@ def test_aborted_import_is_not_converted(staging):
         task.execute('file://' + src)
     task.revert(result=None)
     assert os.listdir(staging) == []
+
+
+def test_workspace_refusal_reaches_the_user(staging, tmp_path):
+    from glance_convert import workspace
+    image = fakes.FakeImage('qcow2')
+    src = stage(staging, image, 'qcow2')
+
+    def small_workspace(work_dir):
+        return workspace.Workspace(work_dir, lock_dir=str(tmp_path),
+                                   max_concurrent=1, reserved_bytes=0,
+                                   max_bytes=64 * 1024)
+    task, _ = make_task(image, staging, workspace_factory=small_workspace)
+    with pytest.raises(errors.WorkspaceError) as exc_info:
+        task.execute('file://' + src)
+    assert 'Not enough space' in str(exc_info.value)
+    task.revert(result=failure.Failure.from_exception(exc_info.value))
+    assert os.listdir(staging) == []
+    assert image.status == 'queued'
+
+
+def test_workspace_tracks_the_output_until_glance_removes_it(staging,
+                                                             tmp_path):
+    from glance_convert import workspace
+    image = fakes.FakeImage('vdi')
+    src = stage(staging, image, 'vdi')
+    spaces = []
+
+    def factory(work_dir):
+        spaces.append(workspace.Workspace(
+            work_dir, lock_dir=str(tmp_path), max_concurrent=2,
+            reserved_bytes=0, max_bytes=0))
+        return spaces[0]
+    task, _ = make_task(image, staging, workspace_factory=factory)
+    out = task.execute('file://' + src)[len('file://'):]
+    usage = spaces[0].usage()
+    assert usage['reserved_bytes'] == 0, 'bytes are released after success'
+    assert out in usage['paths'], 'the output stays known for crash reaping'
