@@ -7,6 +7,7 @@ staging and store-upload tasks.
 
 from __future__ import annotations
 
+import os
 import time
 
 from oslo_config import cfg
@@ -79,6 +80,83 @@ class GlanceTaskStatus:
         return self._aborted
 
 
+INTERRUPTED = ('Import interrupted: the image service stopped during the '
+               'conversion; please import the image again.')
+
+
+def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
+    """Release the images of conversions whose glance-api process died.
+
+    The workspace has already removed their work files and killed their
+    qemu-img.  Here the image goes back to ``queued`` with its stores
+    marked failed, the dead task fails with a message for the user, the
+    import lock is dropped so the image can be imported again at once
+    (Glance would otherwise refuse for an hour), and the staged data is
+    deleted.  Returns the ids of the images released.
+    """
+    released = []
+    for orphan in orphans:
+        image_id = orphan.get('owner')
+        task_id = (orphan.get('info') or {}).get('task_id')
+        if not image_id or not task_id:
+            continue
+        try:
+            image = image_repo.get(image_id)
+        except Exception:  # noqa: BLE001 - image deleted meanwhile
+            continue
+        if image.extra_properties.get('os_glance_import_task') != task_id:
+            continue  # another import took over; not ours to touch
+        try:
+            task = task_repo.get(task_id)
+            if task.status in ('pending', 'processing'):
+                task.fail(INTERRUPTED)
+                task_repo.save(task)
+        except Exception as exc:  # noqa: BLE001 - task culled
+            LOG.debug('Task %s of image %s not failed: %s', task_id,
+                      image_id, exc)
+        props = image.extra_properties
+        stores = [s for s in props.get('os_glance_importing_to_stores',
+                                       '').split(',') if s]
+        if stores:
+            failed = set(filter(None, props.get('os_glance_failed_import',
+                                                '').split(',')))
+            props['os_glance_failed_import'] = ','.join(
+                sorted(failed | set(stores)))
+            props['os_glance_importing_to_stores'] = ''
+        if image.status == 'importing':
+            image.status = 'queued'
+        image_repo.save(image)
+        image_repo.delete_property_atomic(image, 'os_glance_import_task',
+                                          task_id)
+        if staging_dir:
+            tasks.remove_file(os.path.join(staging_dir, image_id))
+        LOG.warning('Released image %s after its import task %s was '
+                    'interrupted by a glance-api restart', image_id, task_id)
+        released.append(image_id)
+    return released
+
+
+def _recover(context, workspace):
+    """Best effort: never let recovery break the import that runs it."""
+    try:
+        orphans = workspace.take_orphans()
+        if not orphans:
+            return
+        from glance import gateway
+        admin = context.elevated()
+        gw = gateway.Gateway()
+        recover_interrupted(orphans, gw.get_repo(admin),
+                            gw.get_task_repo(admin),
+                            staging_dir=workspace_module().staging_dir())
+    except Exception:  # noqa: BLE001
+        LOG.exception('Recovery of interrupted conversions failed')
+
+
+def workspace_module():
+    from glance_convert import workspace
+    return workspace
+
+
 def _workspace_factory():
     try:
         from glance_convert import workspace
@@ -103,6 +181,14 @@ def get_flow(**kwargs):
     task_repo = kwargs.get('task_repo')
     group = CONF[options.GROUP]
     status = GlanceTaskStatus(task_repo, task_id, action_wrapper)
+    context = kwargs.get('context')
+    if context is not None:
+        try:
+            ws = workspace_module().from_conf(group.work_dir)
+        except Exception:  # noqa: BLE001 - reported when converting
+            ws = None
+        if ws is not None:
+            _recover(context, ws)
     task = tasks.ConvertImage(
         task_id, task_type, action_wrapper, stores,
         settings_factory=conversion.Settings.from_conf,

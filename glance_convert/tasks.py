@@ -44,7 +44,8 @@ def _local_path(file_path: str) -> str:
     return file_path[len(FILE_SCHEME):]
 
 
-def _remove(path: str | None) -> None:
+def remove_file(path: str | None) -> None:
+    """Remove ``path`` if it exists; never raise."""
     if not path:
         return
     try:
@@ -133,7 +134,7 @@ class ConvertImage(task.Task):
         self.status.set_message('Converted from %s to %s'
                                 % (result.source_format, result.disk_format))
         # Only the converted image is kept: the staged source goes now.
-        _remove(src)
+        remove_file(src)
         return FILE_SCHEME + result.path
 
     # -- revert ------------------------------------------------------------
@@ -147,8 +148,8 @@ class ConvertImage(task.Task):
         if isinstance(result, failure.Failure):
             LOG.error('Conversion of image %s failed: %s', self.image_id,
                       _detail(result))
-        _remove(self._output)
-        _remove(self._source)
+        remove_file(self._output)
+        remove_file(self._source)
         try:
             with self.action_wrapper as action:
                 if self._old_formats is not None:
