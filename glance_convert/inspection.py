@@ -3,14 +3,20 @@
 Plain functions, no Glance and no processes.  The conversion pipeline calls
 them in this order:
 
-1. :func:`inspect_bytes` reads only the upload's own bytes (oslo.utils'
-   ``format_inspector``), before qemu-img sees the file;
-2. :func:`check_info` judges ``qemu-img info`` of the upload;
+1. :func:`inspect_bytes` reads only the upload's own bytes, before any
+   ``qemu-img`` call: our header parsers (:mod:`glance_convert.byteparse`)
+   and oslo.utils' ``format_inspector``.  ``qemu-img info`` already opens
+   qcow2 data files and VMDK extents, so everything that could make qemu
+   open another file is refused here;
+2. :func:`check_info` judges ``qemu-img info`` of the upload (defence in
+   depth, and qemu and the bytes must agree);
 3. :func:`check_consistency` judges ``qemu-img check`` of the upload;
 4. :func:`verify_output` judges the converted file.
 
 Each refusal raises :class:`~glance_convert.errors.ImageRejected` with one
-sentence for the end user and the detail for the operator's log.
+sentence for the end user and the detail for the operator's log.  The
+sentences are the constants below; README's security table lists which
+advisory each check answers.
 """
 
 from __future__ import annotations
@@ -21,12 +27,31 @@ import os
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector as fi
 
+from glance_convert import byteparse
 from glance_convert import errors
 from glance_convert import formats
 
 LOG = logging.getLogger(__name__)
 
 GiB = 1024 ** 3
+
+EMPTY = 'the image file is empty'
+UNREADABLE = 'the image is too short or damaged to inspect'
+MISMATCH = 'the data is a %s image, not %s as claimed'
+MULTIPLE = 'the data matches more than one format (%s)'
+BACKING = '%s images with a backing file are not allowed'
+DATA_FILE = 'qcow2 images with an external data file are not allowed'
+DIFFERENCING = 'differencing disks (images with a parent) are not allowed'
+ENCRYPTED = 'encrypted images are not allowed'
+CREATE_TYPE = 'VMDK create type %r is not allowed'
+EXTENTS = 'VMDK images that refer to other files are not allowed'
+FEATURES = 'the image uses unsupported qcow2 features'
+CORRUPT = 'the image is corrupt'
+DISAGREE = 'the image headers disagree about its size'
+TOO_BIG = 'its virtual size of %s is above the limit of %s'
+PARTITIONS = 'the partition table is invalid'
+HIDDEN = 'the image hides another disk image (%s) in its data'
+UNSAFE = 'the image failed a safety check'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,176 +70,205 @@ class SourceFacts:
 
     claimed: str          # Glance disk_format the user claimed
     detected: str         # Glance disk_format the bytes show
-    virtual_size: int     # from the headers; 0 when they do not say
+    virtual_size: int     # from the headers
     file_size: int
     subformat: str | None = None
+    qemu_sizes: tuple = ()  # virtual sizes qemu-img may report
 
 
-# format_inspector safety check name -> sentence for the end user.
-_SAFETY_REASONS = {
-    'backing_file': 'qcow2 images with a backing file are not allowed',
-    'data_file': 'qcow2 images with an external data file are not allowed',
-    'unknown_features': 'the qcow2 image uses features that are not '
-                        'supported',
-    'descriptor': 'the VMDK descriptor is not allowed (only '
-                  'single-file monolithicSparse and streamOptimized VMDKs '
-                  'are accepted)',
-    'footer': 'the VMDK footer is invalid',
-    'mbr': 'the partition table is invalid',
-    'version': 'encrypted images are not allowed',
-    'passphrase': 'encrypted images are not allowed',
-    'inner_safety': 'encrypted images are not allowed',
-}
+def reject(reason: str, detail: str | None = None):
+    raise errors.ImageRejected(reason, detail)
+
+
+# ---- 1. the bytes -------------------------------------------------------------
+
+def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
+    """Judge the upload from its bytes alone, before qemu-img sees it."""
+    file_size = os.path.getsize(path)
+    if file_size == 0:
+        reject(EMPTY)
+    header = _parse_header(path, claimed)
+    if header is not None:
+        check_header(header, claimed, policy)
+    name, inspector = _detect(path, claimed)
+    detected = formats.glance_name_for_inspector(name)
+    if name == 'luks':
+        reject(ENCRYPTED, 'LUKS header found')
+    if claimed == 'vhd' and detected == 'raw' and header is not None:
+        detected = 'vhd'  # a fixed VHD has only a footer, at the end
+    elif detected != claimed:
+        if header is None and byteparse.has_magic(path, claimed):
+            reject(UNREADABLE, 'format_inspector found %s' % name)
+        reject(MISMATCH % (detected, claimed), 'format_inspector: %s' % name)
+    else:
+        _safety_checks(inspector, name, policy)
+    if header is not None:
+        seen = inspector.virtual_size if name == claimed else 0
+        if seen and seen not in header.qemu_sizes + (header.virtual_size,):
+            reject(DISAGREE, 'format_inspector %d, headers %r'
+                   % (seen, header.sizes))
+        virtual_size, qemu_sizes = header.virtual_size, header.qemu_sizes
+    else:  # raw (and GPT/MBR disks): the file is the disk
+        virtual_size = file_size  # qemu rounds up to whole sectors
+        qemu_sizes = (file_size, -(-file_size // 512) * 512)
+    check_virtual_size(virtual_size, policy)
+    return SourceFacts(claimed, detected, virtual_size, file_size,
+                       header.subformat if header else None, qemu_sizes)
+
+
+def check_header(h: byteparse.Header, claimed: str, policy: Policy) -> None:
+    """The policy on header facts, most specific reason first."""
+    if h.encryption:
+        reject(ENCRYPTED, h.encryption)
+    if h.backing:
+        reject(BACKING % claimed, 'backing file %r' % h.backing)
+    if h.data_file:
+        reject(DATA_FILE, 'data file %r' % h.data_file)
+    if claimed == 'vmdk':
+        _check_vmdk(h, policy)
+    if h.parent:
+        reject(DIFFERENCING, 'parent %r' % h.parent)
+    if h.unknown_features:
+        reject(FEATURES, 'incompatible feature bits %#x' % h.unknown_features)
+    if h.corrupt:
+        reject(CORRUPT, h.corrupt)
+    if not h.size_claims_agree():
+        reject(DISAGREE, 'sizes in the headers: %r' % h.sizes)
+
+
+def _check_vmdk(h: byteparse.Header, policy: Policy) -> None:
+    if h.subformat == 'descriptor':  # a text file naming other files
+        reject(EXTENTS, 'descriptor-only VMDK')
+    if h.create_type not in policy.vmdk_allowed_types:  # exact, as qemu
+        reject(CREATE_TYPE % h.create_type,
+               'allowed: %r' % (policy.vmdk_allowed_types,))
+    if h.descriptor_file or len(h.extents) != 1:
+        reject(EXTENTS, 'extents %r' % [e[-1] for e in h.extents])
+    _access, sectors, kind, name, line = h.extents[0]
+    if kind != 'SPARSE' or not name or '/' in name or sectors is None:
+        reject(EXTENTS, 'extent %r' % line)
+
+
+def check_virtual_size(virtual_size: int, policy: Policy) -> None:
+    if virtual_size > policy.max_virtual_size:
+        reject(TOO_BIG % (_size(virtual_size),
+                          _size(policy.max_virtual_size)))
+
+
+def _parse_header(path: str, claimed: str) -> byteparse.Header | None:
+    try:
+        return byteparse.parse(path, claimed)
+    except (byteparse.Malformed, OSError, ValueError) as exc:
+        reject(UNREADABLE, 'header of %s: %s' % (claimed, exc))
+
+
+def _detect(path: str, claimed: str) -> tuple:
+    try:
+        inspector = fi.detect_file_format(path)
+    except fi.ImageFormatError as exc:
+        if 'Multiple formats' in str(exc):
+            reject(MULTIPLE % str(exc).split(': ', 1)[-1], str(exc))
+        reject(UNREADABLE, 'format_inspector: %s' % exc)
+    except Exception as exc:  # the inspector's own bugs on hostile input
+        reject(UNREADABLE, 'format_inspector crashed: %r' % exc)
+    if inspector is None:
+        reject(UNREADABLE, 'format_inspector reached no decision')
+    return str(inspector), inspector
+
+
+def _safety_checks(inspector, name: str, policy: Policy) -> None:
+    try:
+        inspector.safety_check()
+    except fi.SafetyCheckFailed as exc:
+        fatal = set(exc.failures) - (policy.gpt_nonfatal if name == 'gpt'
+                                     else set())
+        detail = '%s: %s' % (name, {k: str(v)
+                                    for k, v in exc.failures.items()})
+        if not fatal:
+            LOG.warning('Non-fatal GPT safety check failures: %s', detail)
+            return
+        reason = {'mbr': PARTITIONS, 'gptmbr': PARTITIONS,
+                  'backing_file': BACKING % name, 'data_file': DATA_FILE,
+                  'unknown_features': FEATURES, 'descriptor': EXTENTS,
+                  'footer': CORRUPT}.get(sorted(fatal)[0], UNSAFE)
+        reject(reason, detail)
+    except Exception as exc:
+        reject(UNREADABLE, 'safety check of %s: %r' % (name, exc))
 
 
 def _size(n: int) -> str:
     return '%.1f GiB' % (n / GiB) if n >= GiB else '%d MiB' % (n >> 20)
 
 
-def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
-    """Detect the format from the bytes and run the inspector's checks."""
-    file_size = os.path.getsize(path)
-    if file_size == 0:
-        raise errors.ImageRejected('the image file is empty')
-    try:
-        inspector = fi.detect_file_format(path)
-    except fi.ImageFormatError as exc:
-        raise errors.ImageRejected(
-            'the image contains more than one disk format',
-            'format detection of %s failed: %s' % (path, exc))
-    name = str(inspector)
-    detected = formats.glance_name_for_inspector(name)
-    if name == 'luks':
-        raise errors.ImageRejected('encrypted images are not allowed',
-                                   'LUKS header found')
-    if detected != claimed:
-        raise errors.ImageRejected(
-            'the data is not a %s image (it looks like %s)'
-            % (claimed, detected),
-            'claimed %s, format_inspector found %s' % (claimed, name))
-    _run_safety_checks(inspector, name, policy)
-    # A raw inspector's "virtual size" is only the bytes it has read.
-    virtual_size = 0 if name in ('raw', 'gpt') else (
-        inspector.virtual_size or 0)
-    _check_virtual_size(virtual_size, policy)
-    return SourceFacts(claimed=claimed, detected=detected,
-                       virtual_size=virtual_size, file_size=file_size)
-
-
-def _run_safety_checks(inspector, name: str, policy: Policy) -> None:
-    try:
-        inspector.safety_check()
-    except fi.SafetyCheckFailed as exc:
-        fatal = set(exc.failures) - (policy.gpt_nonfatal
-                                     if name == 'gpt' else set())
-        if not fatal:
-            LOG.warning('Non-fatal GPT safety check failures: %s', exc)
-            return
-        first = sorted(fatal)[0]
-        reason = _SAFETY_REASONS.get(
-            first.replace('inner_', ''),
-            'the image failed a safety check')
-        raise errors.ImageRejected(
-            reason, 'safety checks failed for %s: %s'
-            % (name, {k: str(v) for k, v in exc.failures.items()}))
-    except fi.ImageFormatError as exc:
-        raise errors.ImageRejected(
-            'the image is too short or corrupt to inspect',
-            'inspection of %s failed: %s' % (name, exc))
-
-
-def _check_virtual_size(virtual_size: int, policy: Policy) -> None:
-    if virtual_size > policy.max_virtual_size:
-        raise errors.ImageRejected(
-            'its virtual size of %s is above the limit of %s'
-            % (_size(virtual_size), _size(policy.max_virtual_size)))
-
+# ---- 2. and 3. what qemu-img says -------------------------------------------------
 
 def check_info(info: dict, claimed: str, facts: SourceFacts,
                policy: Policy) -> int:
     """Judge ``qemu-img info`` of the upload; return its virtual size."""
-    expected = formats.qemu_driver(claimed)
-    if info.get('format') != expected:
-        raise errors.ImageRejected(
-            'the data is not a %s image' % claimed,
-            'qemu-img info reports format %r' % info.get('format'))
-    if any(k in info for k in ('backing-filename', 'full-backing-filename',
-                               'backing-filename-format')):
-        raise errors.ImageRejected(
-            '%s images with a backing file are not allowed' % claimed,
-            'backing file %r' % info.get('backing-filename'))
+    if info.get('format') != formats.qemu_driver(claimed):
+        reject(MISMATCH % (info.get('format'), claimed), 'qemu-img info')
     specific = (info.get('format-specific') or {}).get('data') or {}
+    if {'backing-filename', 'full-backing-filename'} & set(info):
+        reject(BACKING % claimed, 'backing %r' % info.get('backing-filename'))
     if specific.get('data-file') or specific.get('data-file-raw'):
-        raise errors.ImageRejected(
-            'qcow2 images with an external data file are not allowed',
-            'data-file %r' % specific.get('data-file'))
+        reject(DATA_FILE, 'data-file %r' % specific.get('data-file'))
     if info.get('encrypted') or specific.get('encrypt'):
-        raise errors.ImageRejected('encrypted images are not allowed')
-    if expected == 'vmdk':
-        _check_vmdk_info(info, specific, policy)
+        reject(ENCRYPTED, 'qemu-img info')
+    if specific.get('corrupt'):
+        reject(CORRUPT, 'qemu-img info: corrupt flag')
+    if claimed == 'vmdk':
+        if specific.get('create-type') not in policy.vmdk_allowed_types:
+            reject(CREATE_TYPE % specific.get('create-type'), 'qemu-img')
+        own = os.path.realpath(info.get('filename', ''))
+        for extent in specific.get('extents') or []:
+            if os.path.realpath(extent.get('filename', '')) != own:
+                reject(EXTENTS, 'extent %r' % extent.get('filename'))
     virtual_size = int(info.get('virtual-size') or 0)
-    if facts.virtual_size and virtual_size != facts.virtual_size:
-        raise errors.ImageRejected(
-            'the image headers disagree about its size',
-            'inspector %d bytes, qemu-img %d bytes'
-            % (facts.virtual_size, virtual_size))
-    _check_virtual_size(virtual_size, policy)
+    if virtual_size not in facts.qemu_sizes:
+        reject(DISAGREE, 'qemu-img %d bytes, headers %r'
+               % (virtual_size, facts.qemu_sizes))
+    check_virtual_size(virtual_size, policy)
     return virtual_size
 
 
-def _check_vmdk_info(info: dict, specific: dict, policy: Policy) -> None:
-    create_type = specific.get('create-type')
-    # qemu compares createType with strcmp: exact, case-sensitive.
-    if create_type not in policy.vmdk_allowed_types:
-        raise errors.ImageRejected(
-            'VMDK images of type %s are not allowed' % create_type,
-            'create-type %r not in vmdk_allowed_types %r'
-            % (create_type, policy.vmdk_allowed_types))
-    own = os.path.realpath(info.get('filename', ''))
-    for extent in specific.get('extents') or []:
-        name = extent.get('filename')
-        if name and os.path.realpath(name) != own:
-            raise errors.ImageRejected(
-                'VMDK images that refer to other files are not allowed',
-                'extent %r' % name)
-
-
 def check_consistency(report: dict) -> None:
-    """Judge ``qemu-img check``: refuse corrupt images."""
-    if report.get('exit-code') == 2 or report.get('corruptions'):
-        raise errors.ImageRejected(
-            'the image is corrupt', 'qemu-img check: %r' % report)
+    """Judge ``qemu-img check``: refuse corrupt images (leaks are fine)."""
+    if (report.get('exit-code') == 2 or report.get('corruptions')
+            or report.get('check-errors')):
+        reject(CORRUPT, 'qemu-img check: %r' % report)
 
 
-def verify_output(path: str, target: str, subformat: str | None = None
-                  ) -> None:
-    """The converted file must be exactly the target format and safe."""
+# ---- 4. the output ----------------------------------------------------------------
+
+def verify_output(path: str, target: str, subformat: str | None = None,
+                  policy: Policy | None = None) -> None:
+    """The converted file must be exactly the target format and safe.
+
+    A raw output that reads as another format means the guest data was a
+    disk image itself: handing it on would let the next reader probe it.
+    """
+    policy = policy or Policy()
     try:
-        inspector = fi.detect_file_format(path)
-    except fi.ImageFormatError as exc:
+        name, inspector = _detect(path, target)
+    except errors.ImageRejected as exc:
+        if target == 'raw':
+            reject(HIDDEN % 'several formats', exc.detail)
         raise errors.ConversionFailed(
-            'The converted image failed verification.', str(exc))
-    found = formats.glance_name_for_inspector(str(inspector))
-    if target == 'vhd' and found == 'raw' and _has_fixed_vhd_footer(path):
-        return
+            'The converted image failed verification.', exc.detail)
+    found = formats.glance_name_for_inspector(name)
+    if target == 'vhd' and found == 'raw':
+        header = byteparse.parse(path, 'vhd')
+        if header is not None and header.subformat == 'fixed':
+            check_header(header, target, policy)
+            return
     if found != target:
+        if target == 'raw':
+            reject(HIDDEN % name, 'output of %s detected as %s'
+                   % (target, name))
         raise errors.ConversionFailed(
             'The converted image failed verification.',
             'output of %s conversion detected as %s' % (target, found))
-    try:
-        inspector.safety_check()
-    except (fi.SafetyCheckFailed, fi.ImageFormatError) as exc:
-        raise errors.ConversionFailed(
-            'The converted image failed verification.', str(exc))
-
-
-def _has_fixed_vhd_footer(path: str) -> bool:
-    """True if the last sector is a VHD footer of a fixed disk."""
-    with open(path, 'rb') as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() < 512:
-            return False
-        f.seek(-512, os.SEEK_END)
-        footer = f.read(512)
-    disk_type = int.from_bytes(footer[60:64], 'big')
-    return footer[:8] == b'conectix' and disk_type == 2
+    _safety_checks(inspector, name, policy)
+    header = byteparse.parse(path, target)
+    if header is not None:
+        check_header(header, target, policy)

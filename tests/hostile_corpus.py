@@ -447,7 +447,7 @@ def build_corpus(directory):
             CREATE_TYPE)
     add('vmdk_monolithic_flat_descriptor',
         _vmdk(p('monoflat.vmdk'), 'monolithicFlat'), 'vmdk', 'reject',
-        CREATE_TYPE)
+        EXTENTS)
     # A second extent in an otherwise valid sparse file.
     c = _canary(d, 'vmdk-second-extent')
     path = _vmdk(p('second-extent.vmdk'), 'monolithicSparse', src=plain)
@@ -529,7 +529,7 @@ def build_corpus(directory):
     add('vhd_footer_copies_disagree', path, 'vhd', 'reject', DISAGREE)
     path = _vdi(p('vdi-size.vdi'), False, src=plain)
     (disk,) = struct.unpack('<Q', _read(path, 0x170, 8))
-    _patch(path, 0x170, struct.pack('<Q', disk // 2))
+    _patch(path, 0x170, struct.pack('<Q', disk * 4))
     add('vdi_size_disagrees_with_blocks', path, 'vdi', 'reject', DISAGREE)
 
     # ---------------- corruption (qemu-img check and header sanity) ------
