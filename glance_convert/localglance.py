@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -602,34 +603,51 @@ class GlanceClient:
 
 def postgres_bindir():
     """The directory holding initdb and pg_ctl, or None."""
+    needed = ('initdb', 'postgres', 'pg_isready', 'createdb')
+
+    def complete(d):
+        return all(os.access(os.path.join(d, n), os.X_OK) for n in needed)
+
     found = shutil.which('initdb')
-    if found and shutil.which('pg_ctl'):
-        return os.path.dirname(found)
+    if found and complete(os.path.dirname(os.path.realpath(found))):
+        return os.path.dirname(os.path.realpath(found))
+    # Debian keeps the server binaries out of PATH.
     candidates = sorted(
-        glob.glob('/usr/lib/postgresql/*/bin/initdb'),
+        glob.glob('/usr/lib/postgresql/*/bin'),
         key=lambda p: [int(x) if x.isdigit() else 0
                        for x in p.split('/')[4].split('.')])
-    if candidates:
-        return os.path.dirname(candidates[-1])
+    for d in reversed(candidates):
+        if complete(d):
+            return d
     return None
 
 
 class PostgresCluster:
     """A private PostgreSQL cluster on a unix socket, for one test run.
 
-    ``initdb -A trust``, ``fsync=off``, no TCP (``listen_addresses=''``);
-    the socket lives in ``base_dir/socket``.  Running as root, the server
-    runs as the ``postgres`` user when it exists (PostgreSQL refuses root).
+    ``initdb -A trust``, ``fsync=off``, no TCP (``listen_addresses=''``).
+    The log goes to ``base_dir/postgres.log``; the data directory and the
+    socket live in a short-named private directory under the system temp
+    dir (a unix socket path must stay under 108 bytes, and when running as
+    root the server runs as the ``postgres`` user, which must be able to
+    reach them), removed by :meth:`stop`.
     """
 
     def __init__(self, base_dir, database='glance'):
         self.base_dir = os.path.abspath(base_dir)
         self.database = database
-        self.data_dir = os.path.join(self.base_dir, 'data')
-        self.socket_dir = os.path.join(self.base_dir, 'socket')
+        self.run_dir = None
         self.log_file = os.path.join(self.base_dir, 'postgres.log')
         self.bindir = postgres_bindir()
         self.process = None
+
+    @property
+    def data_dir(self):
+        return self.run_dir and os.path.join(self.run_dir, 'data')
+
+    @property
+    def socket_dir(self):
+        return self.run_dir and os.path.join(self.run_dir, 'socket')
 
     @property
     def url(self):
@@ -675,9 +693,11 @@ class PostgresCluster:
             raise LocalGlanceError(
                 'PostgreSQL server binaries (initdb, pg_ctl) not found; '
                 'install them, e.g. "apt-get install postgresql"')
-        for d in (self.base_dir, self.socket_dir):
-            os.makedirs(d, exist_ok=True)
-            self._chown(d)
+        os.makedirs(self.base_dir, exist_ok=True)
+        self.run_dir = tempfile.mkdtemp(prefix='lg-pg-')
+        self._chown(self.run_dir)
+        os.mkdir(self.socket_dir, 0o700)
+        self._chown(self.socket_dir)
         self._cmd('initdb', '-D', self.data_dir, '-A', 'trust',
                   '-U', 'postgres', '--no-sync', '-E', 'UTF8')
         with open(self.log_file, 'ab') as log:
@@ -718,20 +738,22 @@ class PostgresCluster:
         return self
 
     def stop(self):
+        """Fast shutdown (SIGINT), SIGKILL if it hangs; remove the data."""
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown.
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
 
     def __enter__(self):
         return self.start()
