@@ -78,29 +78,53 @@ class Settings:
 
 
 def output_options(group, target: str) -> tuple[dict, bool]:
-    """qemu-img ``-o`` options and the ``-c`` flag for a target format."""
+    """qemu-img ``-o`` options and the ``-c`` flag for a target format.
+
+    Only options that apply to ``target`` are returned; combinations that
+    qemu-img would refuse are caught earlier, at start-up, by
+    :func:`glance_convert.config_check.validate_options`.
+    """
     opts: dict = {}
     compressed = False
+    preallocation = group.preallocation
     if target == 'qcow2':
         opts['compat'] = group.qcow2_compat
         if group.qcow2_cluster_size != 65536:
             opts['cluster_size'] = group.qcow2_cluster_size
         if group.qcow2_compression != 'none':
             compressed = True
+            # zlib is qemu's default; zstd needs compat 1.1.
             if group.qcow2_compression == 'zstd':
                 opts['compression_type'] = 'zstd'
-        if group.preallocation != 'off':
-            opts['preallocation'] = group.preallocation
+        if preallocation != 'off':
+            opts['preallocation'] = preallocation
     elif target == 'raw':
-        if group.preallocation in ('falloc', 'full'):
-            opts['preallocation'] = group.preallocation
+        if preallocation in ('falloc', 'full'):
+            opts['preallocation'] = preallocation
     elif target == 'vmdk':
         opts['subformat'] = group.vmdk_subformat
     elif target == 'vhd':
         opts['subformat'] = group.vhd_subformat
         if group.vhd_force_size:
+            # Exact size instead of qemu's CHS-geometry rounding; the
+            # pipeline creates the output at a whole number of MiB first
+            # (see presized_output).
             opts['force_size'] = True
     return opts, compressed
+
+
+def presized_output(target: str, out_options: dict, virtual_size: int
+                    ) -> int | None:
+    """Virtual size to create the output with before converting into it.
+
+    ``qemu-img convert`` cannot resize.  For VHD with ``force_size`` the
+    output is created first (``qemu-img create``) with the virtual size
+    rounded up to a whole MiB, then converted into with ``-n
+    --target-is-zero``.  None: let ``qemu-img convert`` create it.
+    """
+    if target == 'vhd' and out_options.get('force_size'):
+        return -(-virtual_size // MiB) * MiB
+    return None
 
 
 @dataclasses.dataclass
@@ -151,9 +175,28 @@ def plan(claimed: str | None, settings: Settings) -> str | None:
 
 
 def rewrite_same_format(settings: Settings) -> bool:
-    """True when output options ask to re-write a same-format image."""
-    return settings.compressed or bool(
-        settings.out_options.get('preallocation'))
+    """True when output options ask to re-write a same-format image.
+
+    Decided from the options, not from the upload, so the rule is
+    predictable: an upload that already has the requested shape is
+    re-written too (same guest data).  Re-written:
+
+    * qcow2 when compressing, preallocating or with a non-default cluster
+      size (``qcow2_compat`` alone is no reason: 1.1 reads everywhere);
+    * vhd when ``vhd_subformat = fixed`` or ``vhd_force_size`` is on;
+    * vmdk when ``vmdk_subformat = streamOptimized``;
+    * raw never: a raw copy has the same bytes, preallocated or not.
+    """
+    opts = settings.out_options
+    if settings.target == 'qcow2':
+        return (settings.compressed or bool(opts.get('preallocation'))
+                or 'cluster_size' in opts)
+    if settings.target == 'vhd':
+        return opts.get('subformat') == 'fixed' or bool(
+            opts.get('force_size'))
+    if settings.target == 'vmdk':
+        return opts.get('subformat') == 'streamOptimized'
+    return False
 
 
 def work_paths(work_dir: str, image_id: str, target: str
@@ -303,14 +346,19 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
     if should_cancel is not None and should_cancel():
         raise errors.ConversionCancelled(
             'The import was cancelled before conversion.')
+    presize = presized_output(target, settings.out_options, virtual_size)
     try:
+        if presize is not None:
+            qemu_img.create(tmp, formats.qemu_driver(target), presize,
+                            settings.out_options, limits)
         qemu_img.convert(
             src, formats.qemu_driver(claimed), tmp,
             formats.qemu_driver(target), out_options=settings.out_options,
             tuning=settings.tuning, compressed=settings.compressed,
             limits=limits, on_progress=on_progress,
             progress_interval=settings.progress_interval,
-            should_cancel=should_cancel, on_start=on_start)
+            should_cancel=should_cancel, on_start=on_start,
+            existing_target=presize is not None)
     except qemu_img.QemuImgCancelled as exc:
         raise errors.ConversionCancelled(
             'The import was cancelled during conversion.', str(exc))

@@ -274,9 +274,16 @@ def compare(a: str, a_fmt: str, b: str, b_fmt: str,
 
 def convert_args(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
                  out_options: Mapping[str, object], tuning: Tuning,
-                 compressed: bool = False) -> list[str]:
-    """The argument list of ``qemu-img convert`` (without ``qemu-img``)."""
+                 compressed: bool = False,
+                 existing_target: bool = False) -> list[str]:
+    """The argument list of ``qemu-img convert`` (without ``qemu-img``).
+
+    ``existing_target``: ``dst`` was just made by :func:`create` (so it
+    reads as zeros); convert into it (``-n --target-is-zero``, no ``-o``).
+    """
     args = ['convert', '-f', src_fmt, '-O', dst_fmt]
+    if existing_target:
+        args += ['-n', '--target-is-zero']
     if compressed:
         args.append('-c')
     if tuning.coroutines:
@@ -287,9 +294,17 @@ def convert_args(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
         args += ['-T', tuning.source_cache]
     if tuning.target_cache:
         args += ['-t', tuning.target_cache]
-    args += _options_arg(out_options)
+    if not existing_target:
+        args += _options_arg(out_options)
     args += [src, dst]
     return args
+
+
+def create(path: str, fmt: str, size: int,
+           options: Mapping[str, object], limits: Limits) -> None:
+    """``qemu-img create -f FMT -o OPTIONS PATH SIZE``: a new, empty image."""
+    _run(['create', '-q', '-f', fmt] + _options_arg(options)
+         + [path, str(size)], limits)
 
 
 def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
@@ -299,7 +314,8 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
             on_progress: Callable[[int], None] | None = None,
             progress_interval: float = 5.0,
             should_cancel: Callable[[], bool] | None = None,
-            on_start: Callable[[int], None] | None = None) -> None:
+            on_start: Callable[[int], None] | None = None,
+            existing_target: bool = False) -> None:
     """``qemu-img convert`` the image ``src`` into a new file ``dst``.
 
     ``on_progress`` is called every ``progress_interval`` seconds with the
@@ -308,7 +324,8 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
     """
     args = convert_args(src, src_fmt, dst, dst_fmt,
                         out_options=out_options or {}, tuning=tuning,
-                        compressed=compressed)
+                        compressed=compressed,
+                        existing_target=existing_target)
 
     def tick(pid: int) -> None:
         read = bytes_read(pid)
