@@ -430,12 +430,14 @@ class GlanceClient:
 
     It sends the headers keystonemiddleware would set after validating a
     token; the server's paste pipeline (``context`` filter) trusts them.
-    With ``roles`` admin, member and reader it may do anything.
+    With ``roles`` admin, member and reader it may do anything.  Given a
+    real keystone ``token``, it sends only that (for a Glance behind
+    keystonemiddleware, which drops identity headers it did not set).
     """
 
     def __init__(self, url, *, project_id=None, user_id=None,
                  roles=('admin', 'member', 'reader'), log_tail=None,
-                 timeout=60):
+                 timeout=60, token=None):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ('http', 'https') or not parsed.hostname:
             raise LocalGlanceError('not an http(s) URL: %r' % url)
@@ -446,8 +448,11 @@ class GlanceClient:
         self.roles = list(roles)
         self._log_tail = log_tail
         self.timeout = timeout
+        self.token = token
 
     def headers(self):
+        if self.token:
+            return {'X-Auth-Token': self.token}
         return {
             'X-Identity-Status': 'Confirmed',
             'X-Roles': ','.join(self.roles),
