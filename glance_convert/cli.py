@@ -1,0 +1,410 @@
+"""``glance-convert``: the operator's command.
+
+    glance-convert inspect FILE [--disk-format FMT] [--json]
+    glance-convert convert FILE --disk-format FMT [--to FMT] [-o OUT]
+    glance-convert check-config [--config-dir /etc/glance]
+
+``inspect`` and ``convert`` run the plugin's own checks, options and limits
+(:mod:`glance_convert.conversion`), read from Glance's configuration
+directory (``--config-dir``, default ``$OS_GLANCE_CONFIG_DIR`` or
+``/etc/glance`` when it exists) and any ``--config-file``.
+
+Exit codes: 0 success (``inspect``: the image would be accepted), 1 any
+other failure (conversion failed, bad configuration, ``check-config``
+found an error), 2 the image is refused by the safety checks (the message
+is the one Glance users see), 64 bad command line, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+
+from oslo_config import cfg
+from oslo_utils.imageutils import format_inspector as fi
+
+from glance_convert import config_check
+from glance_convert import conversion
+from glance_convert import errors
+from glance_convert import formats
+from glance_convert import options
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REJECTED = 2
+EXIT_USAGE = 64
+EXIT_INTERRUPTED = 130
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class UsageError(Exception):
+    """The command line cannot be acted on."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 64 for usage errors (2 means refused)."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, '%s: error: %s\n' % (self.prog, message))
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return 'unknown'
+    if n >= GiB:
+        return '%.2f GiB (%d bytes)' % (n / GiB, n)
+    return '%.1f MiB (%d bytes)' % (n / MiB, n)
+
+
+def _default_config_dir() -> str | None:
+    path = os.environ.get('OS_GLANCE_CONFIG_DIR') or '/etc/glance'
+    return path if os.path.isdir(path) else None
+
+
+def _load_conf(args) -> cfg.ConfigOpts:
+    config_dir = args.config_dir or _default_config_dir()
+    try:
+        return config_check.load(config_dir, args.config_file or [])
+    except (cfg.Error, ValueError) as exc:
+        raise UsageError('cannot read the configuration: %s' % exc)
+
+
+def _settings(conf, target: str | None = None) -> conversion.Settings:
+    """The plugin's settings, ``target`` overriding output_format."""
+    if target:
+        conf.set_override('output_format', target, group=options.GROUP)
+    try:
+        config_check.ensure_valid(conf)
+        return conversion.Settings.from_conf(conf)
+    except config_check.InvalidConfiguration as exc:
+        raise UsageError(str(exc))
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError('%s: no such file' % path)
+    if not os.path.isfile(path):
+        raise UsageError('%s: not a regular file' % path)
+    if not os.access(path, os.R_OK):
+        raise UsageError('%s: not readable' % path)
+
+
+def _detect(path: str) -> str:
+    """Glance's name for the format the bytes show (no qemu-img)."""
+    try:
+        return formats.glance_name_for_inspector(
+            str(fi.detect_file_format(path)))
+    except fi.ImageFormatError as exc:
+        return 'ambiguous (%s)' % exc
+
+
+def _allocated(path: str) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+# --- inspect -----------------------------------------------------------------
+
+def _target_settings(settings, conf, target):
+    opts, compressed = conversion.output_options(conf[options.GROUP],
+                                                 target)
+    return dataclasses.replace(settings, target=target, out_options=opts,
+                               compressed=compressed)
+
+
+def inspect_file(path: str, claimed: str | None, conf) -> dict:
+    """The report of ``glance-convert inspect`` as a dict."""
+    settings = _settings(conf)
+    detected = _detect(path)
+    claimed = claimed or detected
+    report = {
+        'file': path,
+        'claimed_format': claimed,
+        'detected_format': detected,
+        'file_size': os.path.getsize(path),
+        'allocated_size': _allocated(path),
+        'virtual_size': None,
+        'verdict': None,
+        'reasons': [],
+        'detail': None,
+        'plugin_action': None,
+        'space_needed': {},
+    }
+    if detected.startswith('ambiguous') and claimed == detected:
+        report['verdict'] = 'rejected'
+        report['reasons'] = ['Image rejected: the image contains more than '
+                             'one disk format']
+        report['plugin_action'] = 'refuse the import'
+        return report
+    if not formats.is_convertible(claimed):
+        report['verdict'] = 'not-checked'
+        report['reasons'] = ['%s is not a format the plugin converts; it '
+                             'passes through unchecked' % claimed]
+        report['plugin_action'] = 'pass through'
+        return report
+    try:
+        facts, info = conversion.inspect_source(path, claimed, settings)
+    except errors.ImageRejected as exc:
+        report['verdict'] = 'rejected'
+        report['reasons'] = [str(exc)]
+        report['detail'] = exc.detail
+        report['plugin_action'] = 'refuse the import'
+        return report
+    virtual_size = int(info.get('virtual-size') or facts.virtual_size)
+    report['virtual_size'] = virtual_size
+    report['verdict'] = 'accepted'
+    report['reasons'] = [
+        'the data is a %s image, as claimed' % claimed,
+        'no backing file, external data file or other host file',
+        'not encrypted',
+        'qemu-img check found no corruption',
+        'virtual size within the limit of %s'
+        % _human(settings.policy.max_virtual_size),
+    ]
+    target = conversion.plan(claimed, settings)
+    report['plugin_action'] = ('convert to %s' % target if target
+                               else 'pass through (not converted)')
+    for fmt in formats.CONVERTIBLE:
+        try:
+            report['space_needed'][fmt] = conversion.estimate_output_bytes(
+                path, claimed, fmt, virtual_size,
+                _target_settings(settings, conf, fmt))
+        except errors.ConversionError as exc:  # pragma: no cover
+            report['space_needed'][fmt] = None
+            report['detail'] = exc.detail
+    return report
+
+
+def _print_inspect(report: dict) -> None:
+    print('File:             %s' % report['file'])
+    print('Claimed format:   %s' % report['claimed_format'])
+    print('Detected format:  %s' % report['detected_format'])
+    print('Virtual size:     %s' % _human(report['virtual_size']))
+    print('File size:        %s' % _human(report['file_size']))
+    print('Allocated:        %s' % _human(report['allocated_size']))
+    print('Verdict:          %s' % report['verdict'])
+    for reason in report['reasons']:
+        print('  - %s' % reason)
+    if report['detail'] and report['verdict'] == 'rejected':
+        print('  detail: %s' % report['detail'])
+    print('Plugin would:     %s' % report['plugin_action'])
+    if report['space_needed']:
+        print('Space needed to convert to:')
+        for fmt, n in report['space_needed'].items():
+            print('  %-6s %s' % (fmt, _human(n)))
+
+
+def cmd_inspect(args) -> int:
+    _check_file(args.file)
+    conf = _load_conf(args)
+    report = inspect_file(args.file, args.disk_format, conf)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write('\n')
+    else:
+        _print_inspect(report)
+    return EXIT_REJECTED if report['verdict'] == 'rejected' else EXIT_OK
+
+
+# --- convert -----------------------------------------------------------------
+
+class ProgressBar:
+    """A one-line progress bar on a terminal."""
+
+    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
+        self.total = max(total, 1)
+        self.stream = stream
+        self.width = width
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        fraction = min(done / self.total, 1.0)
+        filled = int(fraction * self.width)
+        self.stream.write('\r[%s%s] %3d%%  %.1f / %.1f MiB read' % (
+            '#' * filled, '-' * (self.width - filled), fraction * 100,
+            min(done, self.total) / MiB, self.total / MiB))
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+def _output_path(args, target: str) -> str:
+    if args.output:
+        out = args.output
+    else:
+        base = os.path.basename(args.file)
+        stem, ext = os.path.splitext(base)
+        out = '%s.%s' % (stem if ext else base, target)
+    out = os.path.abspath(out)
+    if os.path.exists(out) and os.path.samefile(out, args.file):
+        raise UsageError('the output %s is the input file' % out)
+    if os.path.isdir(out):
+        raise UsageError('the output %s is a directory' % out)
+    if os.path.exists(out) and not args.force:
+        raise UsageError('%s exists; use --force to replace it' % out)
+    if not os.path.isdir(os.path.dirname(out)):
+        raise UsageError('the directory of %s does not exist' % out)
+    return out
+
+
+def cmd_convert(args) -> int:
+    _check_file(args.file)
+    if not formats.is_convertible(args.disk_format):
+        raise UsageError('--disk-format %s: the plugin converts only %s'
+                         % (args.disk_format, ', '.join(formats.CONVERTIBLE)))
+    conf = _load_conf(args)
+    target = args.to or conf[options.GROUP].output_format
+    settings = _settings(conf, target)
+    out = _output_path(args, target)
+    if conversion.plan(args.disk_format, settings) is None:
+        print('The plugin would not convert this %s image to %s (same '
+              'format without output options that ask for a re-write, or '
+              'not in source_formats/in keep_formats); nothing written.'
+              % (args.disk_format, target))
+        return EXIT_OK
+    bar = None
+    on_progress = None
+    if sys.stderr.isatty() and not args.quiet:
+        bar = ProgressBar(_allocated(args.file))
+        on_progress = bar.update
+        settings = dataclasses.replace(settings, progress_interval=0.5)
+    try:
+        result = conversion.convert_image(
+            args.file, args.disk_format,
+            image_id='cli-%s' % uuid.uuid4().hex,
+            work_dir=os.path.dirname(out), settings=settings,
+            on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.finish()
+    os.replace(result.path, out)
+    if not args.quiet:
+        print('Converted %s (%s) to %s (%s): virtual size %s, file size %s, '
+              '%.1f s.' % (args.file, args.disk_format, out, target,
+                           _human(result.virtual_size), _human(result.size),
+                           result.duration))
+    return EXIT_OK
+
+
+# --- check-config --------------------------------------------------------------
+
+_MARK = {config_check.OK: ' OK ', config_check.WARNING: 'WARN',
+         config_check.ERROR: 'FAIL'}
+
+
+def cmd_check_config(args) -> int:
+    config_dir = args.config_dir or _default_config_dir() or '/etc/glance'
+    found = config_check.check_host(config_dir, args.config_file or [])
+    if args.json:
+        json.dump([f.as_dict() for f in found], sys.stdout, indent=2)
+        sys.stdout.write('\n')
+    else:
+        for f in found:
+            print('[%s] %s: %s' % (_MARK[f.severity], f.check, f.message))
+            if f.fix:
+                print('       fix: %s' % f.fix)
+        errors_ = sum(f.severity == config_check.ERROR for f in found)
+        warnings = sum(f.severity == config_check.WARNING for f in found)
+        print('%d error(s), %d warning(s).' % (errors_, warnings))
+    return EXIT_FAILED if config_check.has_errors(found) else EXIT_OK
+
+
+# --- main ------------------------------------------------------------------------
+
+def _config_args(p) -> None:
+    p.add_argument('--config-dir', metavar='DIR',
+                   help='Glance configuration directory: glance-api.conf '
+                        'and glance-image-import.conf are read from it '
+                        '(default: $OS_GLANCE_CONFIG_DIR or /etc/glance if '
+                        'it exists).')
+    p.add_argument('--config-file', metavar='FILE', action='append',
+                   help='A further configuration file, read after those of '
+                        '--config-dir (repeatable).')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog='glance-convert',
+        description='Inspect, convert and check images and configuration '
+                    'the way the glance_convert import plugin does.',
+        epilog='Exit codes: 0 success; 1 failure; 2 image refused by the '
+               'safety checks; 64 usage error; 130 interrupted.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser('inspect', help='Report the format, sizes and '
+                       'safety verdict of an image file.')
+    p.add_argument('file', metavar='FILE')
+    p.add_argument('--disk-format', metavar='FMT',
+                   help='The disk format the image claims, in Glance\'s '
+                        'names (default: the detected format).')
+    p.add_argument('--json', action='store_true',
+                   help='Print the report as JSON.')
+    _config_args(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser('convert', help='Check and convert an image file as '
+                       'the plugin would.')
+    p.add_argument('file', metavar='FILE')
+    p.add_argument('--disk-format', metavar='FMT', required=True,
+                   help='The disk format the image claims (Glance names).')
+    p.add_argument('--to', metavar='FMT', choices=formats.CONVERTIBLE,
+                   help='Target format (default: [glance_convert] '
+                        'output_format).')
+    p.add_argument('-o', '--output', metavar='OUT',
+                   help='Output file (default: FILE\'s name with the target '
+                        'format as extension, in the current directory).')
+    p.add_argument('--force', action='store_true',
+                   help='Replace OUT if it exists.')
+    p.add_argument('-q', '--quiet', action='store_true',
+                   help='No progress bar and no summary.')
+    _config_args(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser('check-config', help='Check Glance\'s configuration '
+                       'and this host for the plugin.')
+    p.add_argument('--json', action='store_true',
+                   help='Print the findings as JSON.')
+    _config_args(p)
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print('glance-convert: error: %s' % exc, file=sys.stderr)
+        return EXIT_FAILED
+    except errors.ImageRejected as exc:
+        print('glance-convert: %s' % exc, file=sys.stderr)
+        print('  detail: %s' % exc.detail, file=sys.stderr)
+        return EXIT_REJECTED
+    except errors.ConversionError as exc:
+        print('glance-convert: %s' % exc, file=sys.stderr)
+        print('  detail: %s' % exc.detail, file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print('glance-convert: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        print('glance-convert: error: %s' % exc, file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == '__main__':
+    sys.exit(main())
