@@ -306,34 +306,69 @@ class Workspace:
         self._prepare_dirs()
         deadline = time.monotonic() + timeout
         delay = _POLL_MIN
-        waited = False
-        while True:
-            fd = self._try_slots(owner)
-            if fd is not None:
-                break
-            if not waited:
-                waited = True
-                LOG.info('Conversion of %s waits for one of %d conversion '
-                         'slots', owner, self.max_concurrent)
-                if on_wait:
-                    on_wait()
-            if should_cancel and should_cancel():
-                raise errors.ConversionCancelled(
-                    'The import was cancelled while it waited for a '
-                    'conversion slot')
-            now = time.monotonic()
-            if now >= deadline:
-                raise errors.WorkspaceError(
-                    'No conversion slot became free within %d seconds; try '
-                    'the import again later' % timeout,
-                    'all %d conversion slots in %s stayed busy for %d s'
-                    % (self.max_concurrent, self.lock_dir, timeout))
-            time.sleep(min(delay, deadline - now) * random.uniform(0.8, 1.2))
-            delay = min(delay * 1.5, _POLL_MAX)
+        ticket = None
+        try:
+            while True:
+                fd = None
+                if self._my_turn(ticket):
+                    fd = self._try_slots(owner)
+                if fd is not None:
+                    break
+                if ticket is None:
+                    ticket = self._join_queue(owner)
+                    LOG.info('Conversion of %s waits for one of %d '
+                             'conversion slots', owner, self.max_concurrent)
+                    if on_wait:
+                        on_wait()
+                if should_cancel and should_cancel():
+                    raise errors.ConversionCancelled(
+                        'The import was cancelled while it waited for a '
+                        'conversion slot')
+                now = time.monotonic()
+                if now >= deadline:
+                    raise errors.WorkspaceError(
+                        'No conversion slot became free within %d seconds; '
+                        'try the import again later' % timeout,
+                        'all %d conversion slots in %s stayed busy for %d s'
+                        % (self.max_concurrent, self.lock_dir, timeout))
+                time.sleep(min(delay, deadline - now)
+                           * random.uniform(0.8, 1.2))
+                delay = min(delay * 1.5, _POLL_MAX)
+        finally:
+            if ticket is not None:
+                self._leave_queue(ticket)
         try:
             yield
         finally:
             os.close(fd)  # closing the only descriptor drops the flock
+
+    # Waiters queue in the ledger, oldest first.  Only the first
+    # ``max_concurrent`` of them (and newcomers while fewer wait) try the
+    # slot files, so a slot that frees up goes to an import that has waited
+    # long, not to whichever poller happens to be awake: without this an
+    # unlucky import could time out behind a stream of later ones.
+
+    def _my_turn(self, ticket: str | None) -> bool:
+        with self._locked_ledger() as ledger:
+            ids = [w['id'] for w in ledger['queue']]
+        ahead = ids.index(ticket) if ticket in ids else len(ids)
+        return ahead < self.max_concurrent
+
+    def _join_queue(self, owner: str) -> str:
+        ticket = uuid.uuid4().hex
+        pid, start = self._holder()
+        with self._locked_ledger() as ledger:
+            ledger['queue'].append({'id': ticket, 'owner': owner, 'pid': pid,
+                                    'start': start, 'since': time.time()})
+        return ticket
+
+    def _leave_queue(self, ticket: str) -> None:
+        try:
+            with self._locked_ledger() as ledger:
+                ledger['queue'] = [w for w in ledger['queue']
+                                   if w['id'] != ticket]
+        except errors.WorkspaceError as e:
+            LOG.error('Cannot leave the conversion queue: %s', e.detail)
 
     # --------------------------------------------------------------- ledger
 
@@ -353,13 +388,15 @@ class Workspace:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             ledger = self._read()
+            before = json.dumps(ledger, sort_keys=True)
             ledger['_removed'] = self._reap_dead(ledger)
             try:
                 yield ledger
             finally:
                 # Also after an error in the body: the reaping is done.
                 del ledger['_removed']
-                self._write(ledger)
+                if json.dumps(ledger, sort_keys=True) != before:
+                    self._write(ledger)
         finally:
             os.close(fd)
 
@@ -381,6 +418,7 @@ class Workspace:
             data = {}
         data.setdefault('entries', {})
         data.setdefault('orphans', [])
+        data.setdefault('queue', [])
         return data
 
     def _write(self, ledger: dict) -> None:
@@ -401,6 +439,8 @@ class Workspace:
         Also drops finished entries (no bytes, every file gone).
         """
         removed = []
+        ledger['queue'] = [w for w in ledger['queue']
+                           if _alive(w['pid'], w['start'])]
         entries = ledger['entries']
         for entry_id, e in list(entries.items()):
             if _alive(e['pid'], e.get('start')):

@@ -329,6 +329,39 @@ def test_slot_wait_can_be_cancelled(tmp_path):
     assert len(calls) == 3
 
 
+def test_waiters_get_slots_in_arrival_order(tmp_path):
+    ws = make_ws(tmp_path, max_concurrent=1)
+    order = []
+    queued = {name: threading.Event() for name in 'ABC'}
+
+    def waiter(name):
+        with ws.slot(name, timeout=120, on_wait=queued[name].set):
+            order.append(name)
+
+    threads = {}
+    with ws.slot('holder', timeout=0):
+        for name in 'ABC':  # each joins the queue before the next starts
+            threads[name] = threading.Thread(target=waiter, args=(name,))
+            threads[name].start()
+            assert queued[name].wait(60)
+    for t in threads.values():
+        t.join(120)
+    assert order == ['A', 'B', 'C']
+    with open(ws.ledger_path) as f:
+        assert json.load(f)['queue'] == []
+
+
+def test_dead_waiters_do_not_block_the_queue(tmp_path):
+    ws = make_ws(tmp_path, max_concurrent=1)
+    os.makedirs(ws.lock_dir)
+    with open(ws.ledger_path, 'w') as f:
+        json.dump({'entries': {}, 'orphans': [], 'queue': [
+            {'id': 'x', 'owner': OTHER, 'pid': 2 ** 22 + 1, 'start': 1,
+             'since': 0}]}, f)
+    with ws.slot(IMAGE, timeout=0):
+        pass
+
+
 def test_zero_means_unlimited_slots(tmp_path):
     ws = make_ws(tmp_path, max_concurrent=0)
     with contextlib.ExitStack() as stack:
@@ -360,8 +393,9 @@ def test_lock_dir_defaults_to_work_dir(tmp_path):
                              reserved_bytes=0, max_bytes=0)
     with ws.slot(IMAGE, timeout=0):
         names = os.listdir(tmp_path)
-    assert names == ['glance-convert-%s-slot-0.lock' % ws.key]
-    # Not an <image-uuid>.* name: Glance's housekeeper leaves it alone.
+    assert 'glance-convert-%s-slot-0.lock' % ws.key in names
+    # Not <image-uuid>.* names: Glance's housekeeper leaves them alone.
+    assert all(n.startswith('glance-convert-%s' % ws.key) for n in names)
 
 
 def _slot_worker(ws, counter_path, limit, results):
@@ -465,12 +499,12 @@ def test_dead_holder_frees_slot_space_and_files(tmp_path):
     finally:
         if holder.is_alive():
             holder.kill()
-    # The kernel dropped the slot's flock.
-    with ws.slot(OTHER, timeout=0):
-        pass
     assert ws.reap_orphans() == [out]
     assert not os.path.exists(out)
     assert ws.reap_orphans() == []
+    # The kernel dropped the slot's flock.
+    with ws.slot(OTHER, timeout=0):
+        pass
     # The qemu-img stand-in the dead holder started was killed.
     wait_for(lambda: workspace.process_start_time(sleep_pid) is None,
              'the orphaned child to die')
