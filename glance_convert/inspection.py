@@ -80,7 +80,7 @@ def reject(reason: str, detail: str | None = None):
     raise errors.ImageRejected(reason, detail)
 
 
-# ---- 1. the bytes -------------------------------------------------------------
+# ---- 1. the bytes -----------------------------------------------------------
 
 def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
     """Judge the upload from its bytes alone, before qemu-img sees it."""
@@ -200,7 +200,7 @@ def _size(n: int) -> str:
     return '%.1f GiB' % (n / GiB) if n >= GiB else '%d MiB' % (n >> 20)
 
 
-# ---- 2. and 3. what qemu-img says -------------------------------------------------
+# ---- 2. and 3. what qemu-img says -------------------------------------------
 
 def check_info(info: dict, claimed: str, facts: SourceFacts,
                policy: Policy) -> int:
@@ -238,7 +238,7 @@ def check_consistency(report: dict) -> None:
         reject(CORRUPT, 'qemu-img check: %r' % report)
 
 
-# ---- 4. the output ----------------------------------------------------------------
+# ---- 4. the output ----------------------------------------------------------
 
 def verify_output(path: str, target: str, subformat: str | None = None,
                   policy: Policy | None = None) -> None:

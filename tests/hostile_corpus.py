@@ -64,9 +64,34 @@ class Case:
         return self.name
 
 
-def _run(*cmd):
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)
+def pipeline_settings(target, **policy):
+    """conversion.Settings for running a case through the real pipeline."""
+    from glance_convert import conversion, formats, inspection, qemu_img
+    return conversion.Settings(
+        target=target,
+        source_formats=formats.CONVERTIBLE,
+        keep_formats=(),
+        policy=inspection.Policy(**policy),
+        inspect_limits=qemu_img.Limits(address_space=1024 * MiB,
+                                       cpu_time=30, timeout=60),
+        convert_limits=qemu_img.Limits(address_space=2048 * MiB,
+                                       timeout=120),
+        tuning=qemu_img.Tuning(),
+        out_options={},
+        compressed=False,
+        progress_interval=5.0)
+
+
+def _run(*cmd, attempts=1):
+    for attempt in range(attempts):
+        try:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+            return
+        except subprocess.CalledProcessError as exc:
+            if attempt == attempts - 1:
+                raise RuntimeError('%s failed: %s' % (
+                    ' '.join(cmd), exc.stderr.decode(errors='replace')))
 
 
 def _qemu_io(path, fmt, *commands):
@@ -105,7 +130,7 @@ def canary_bytes(path):
     return _read(path)[:64]
 
 
-# --- qcow2 -----------------------------------------------------------------
+# --- qcow2 -------------------------------------------------------------------
 
 def _qcow2(path, size='1M', *opts, data=True, fmt_opts=None):
     args = ['qemu-img', 'create', '-q', '-f', 'qcow2']
@@ -147,7 +172,7 @@ def _first_l2_offset(path):
     return l1e & 0x00fffffffffffe00, 1 << h['cluster_bits']
 
 
-# --- vmdk ------------------------------------------------------------------
+# --- vmdk --------------------------------------------------------------------
 
 def _vmdk(path, subformat, size='1M', src=None):
     if src:
@@ -292,7 +317,7 @@ def _iso(path, blocks=32):
     return path
 
 
-# --- the corpus ----------------------------------------------------------------
+# --- the corpus --------------------------------------------------------------
 
 def build_corpus(directory):
     """Write every case into ``directory``; return the list of Cases."""
@@ -495,16 +520,16 @@ def build_corpus(directory):
     path = p('luks-qcow2.qcow2')
     _run('qemu-img', 'create', '-q', '-f', 'qcow2', '--object',
          'secret,id=s0,data=hunter2', '-o',
-         'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
-         path, '1M')
+         'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100',
+         path, '1M', attempts=3)
     add('qcow2_luks_encrypted', path, 'qcow2', 'reject', ENCRYPTED)
     path = _qcow2(p('aes.qcow2'), data=False)
     _patch(path, 32, struct.pack('>I', 1))  # crypt_method = AES
     add('qcow2_aes_encrypted', path, 'qcow2', 'reject', ENCRYPTED)
     path = p('plain.luks')
     _run('qemu-img', 'create', '-q', '-f', 'luks', '--object',
-         'secret,id=s0,data=hunter2', '-o', 'key-secret=s0,iter-time=10',
-         path, '1M')
+         'secret,id=s0,data=hunter2', '-o', 'key-secret=s0,iter-time=100',
+         path, '1M', attempts=3)
     add('luks_claimed_raw', path, 'raw', 'reject', ENCRYPTED)
 
     # ---------------- sizes ----------------
@@ -616,8 +641,8 @@ def main(argv):
     cases = build_corpus(directory)
     for case in cases:
         print('%-45s %-6s %-7s %s' % (case.name, case.claimed_format,
-                                       case.expected,
-                                       case.reason_substring or ''))
+                                      case.expected,
+                                      case.reason_substring or ''))
     print('%d hostile, %d benign' % (
         sum(c.hostile for c in cases), sum(not c.hostile for c in cases)))
 
