@@ -279,12 +279,15 @@ def cmd_convert(args) -> int:
         bar = ProgressBar(_allocated(args.file))
         on_progress = bar.update
         settings = dataclasses.replace(settings, progress_interval=0.5)
+        bar.update(0)
     try:
         result = conversion.convert_image(
             args.file, args.disk_format,
             image_id='cli-%s' % uuid.uuid4().hex,
             work_dir=os.path.dirname(out), settings=settings,
             on_progress=on_progress)
+        if bar is not None:
+            bar.update(bar.total)
     finally:
         if bar is not None:
             bar.finish()
