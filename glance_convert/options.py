@@ -23,7 +23,15 @@ _format_opts = [
     cfg.StrOpt(
         'output_format',
         default='raw',
-        choices=formats.CONVERTIBLE,
+        choices=[
+            ('raw', 'Plain disk bytes; what Ceph RBD and thin-provisioned '
+                    'stores want.'),
+            ('qcow2', 'QEMU copy-on-write; see the qcow2_* options.'),
+            ('vmdk', 'VMware; see vmdk_subformat.'),
+            ('vdi', 'VirtualBox.'),
+            ('vhd', 'Microsoft VHD (qemu-img "vpc"); see vhd_subformat and '
+                    'vhd_force_size.'),
+        ],
         deprecated_opts=[cfg.DeprecatedOpt('output_format',
                                            group='image_conversion')],
         help='Disk format, in Glance\'s names, that imported images are '
@@ -55,13 +63,21 @@ _output_opts = [
     cfg.StrOpt(
         'vmdk_subformat',
         default='monolithicSparse',
-        choices=('monolithicSparse', 'streamOptimized'),
+        choices=[
+            ('monolithicSparse', 'One sparse file, writable in place.'),
+            ('streamOptimized', 'Compressed, read sequentially; the '
+                                'subformat of VMware OVF/OVA packages.'),
+        ],
         help='Subformat of VMDK output. streamOptimized is what VMware '
              'imports; both are in Glance\'s default vmdk_allowed_types.'),
     cfg.StrOpt(
         'vhd_subformat',
         default='dynamic',
-        choices=('dynamic', 'fixed'),
+        choices=[
+            ('dynamic', 'Grows as data is written; smaller files.'),
+            ('fixed', 'The whole disk followed by a 512-byte footer; what '
+                      'clouds such as Azure require.'),
+        ],
         help='Subformat of VHD output.'),
     cfg.BoolOpt(
         'vhd_force_size',
@@ -72,7 +88,10 @@ _output_opts = [
     cfg.StrOpt(
         'qcow2_compat',
         default='1.1',
-        choices=('0.10', '1.1'),
+        choices=[
+            ('0.10', 'qcow2 version 2, for QEMU older than 1.1.'),
+            ('1.1', 'qcow2 version 3 (zstd compression, lazy refcounts).'),
+        ],
         help='qcow2 version of qcow2 output.'),
     cfg.IntOpt(
         'qcow2_cluster_size',
@@ -82,14 +101,24 @@ _output_opts = [
     cfg.StrOpt(
         'qcow2_compression',
         default='none',
-        choices=('none', 'zlib', 'zstd'),
+        choices=[
+            ('none', 'Not compressed.'),
+            ('zlib', 'Readable by every QEMU; slow to write.'),
+            ('zstd', 'Needs qcow2_compat = 1.1 and QEMU 5.1 or later to '
+                     'read.'),
+        ],
         help='Compress qcow2 output. zstd is several times faster than zlib '
              'for the same size. Compressed output is never written out of '
              'order.'),
     cfg.StrOpt(
         'preallocation',
         default='off',
-        choices=('off', 'metadata', 'falloc', 'full'),
+        choices=[
+            ('off', 'No preallocation.'),
+            ('metadata', 'qcow2 only: write all metadata up front.'),
+            ('falloc', 'Reserve the space with fallocate().'),
+            ('full', 'Write zeros over the whole disk.'),
+        ],
         help='Preallocation of raw and qcow2 output ("metadata" is qcow2 '
              'only).'),
 ]
