@@ -40,7 +40,7 @@ def rejected(func, *args, **kwargs):
     return exc_info.value.reason
 
 
-# ---- check_info --------------------------------------------------------------
+# ---- check_info -------------------------------------------------------------
 
 def test_check_info_accepts_a_plain_image_and_returns_its_size():
     assert inspection.check_info(qcow2_info(), 'qcow2', facts(),
@@ -85,8 +85,8 @@ def test_check_info_accepts_allowed_vmdk_types(create_type):
                           POLICY)
 
 
-@pytest.mark.parametrize('create_type', ['streamoptimized', 'STREAMOPTIMIZED',
-                                         'monolithicFlat', 'vmfs', None])
+@pytest.mark.parametrize('create_type', [
+    'streamoptimized', 'STREAMOPTIMIZED', 'monolithicFlat', 'vmfs', None])
 def test_check_info_compares_vmdk_types_exactly(create_type):
     assert 'VMDK create type' in rejected(
         inspection.check_info, vmdk_info(create_type), 'vmdk',
@@ -107,7 +107,7 @@ def test_check_info_honours_the_operators_vmdk_types():
         facts('vmdk'), policy)
 
 
-# ---- check_consistency --------------------------------------------------------
+# ---- check_consistency ------------------------------------------------------
 
 @pytest.mark.parametrize('report', [
     {'exit-code': 0}, {'exit-code': 3, 'leaks': 4},
@@ -124,7 +124,7 @@ def test_check_consistency_refuses_corruption(report):
         'the image is corrupt'
 
 
-# ---- check_header (facts from the bytes) ---------------------------------------
+# ---- check_header (facts from the bytes) ------------------------------------
 
 def header(**kw):
     values = dict(format='qcow2', virtual_size=MiB, sizes={'header': MiB})
@@ -174,7 +174,7 @@ def test_check_header_reports_encryption_before_anything_else():
         inspection.ENCRYPTED
 
 
-# ---- the VMDK descriptor, read as qemu reads it --------------------------------
+# ---- the VMDK descriptor, read as qemu reads it -----------------------------
 
 def test_descriptor_value_is_the_first_occurrence_even_in_a_comment():
     text = ('# createType="monolithicFlat"\n'
@@ -210,7 +210,7 @@ def test_a_descriptor_with_two_create_types_is_not_trusted(tmp_path):
         inspection.check_header(h, 'vmdk', POLICY)
 
 
-# ---- inspect_bytes on tiny hand-made files --------------------------------------
+# ---- inspect_bytes on tiny hand-made files ----------------------------------
 
 def mbr_disk(path, boot_flag):
     data = bytearray(MiB)
