@@ -271,3 +271,34 @@ def template_from(argv):
     """A captured ``qemu-img convert`` argv with {SRC}/{DST} for its two
     positional file names (always the last two arguments)."""
     return list(argv[:-2]) + ['{SRC}', '{DST}']
+
+
+def parallel_step(src, claimed, target, work_dir, image_id, workers):
+    """The plugin's step with the conversion done by glance_convert.parallel:
+    the same source checks, N qemu-img processes over disjoint ranges, the
+    same output verification."""
+    import dataclasses
+    from oslo_config import cfg
+    from glance_convert import conversion
+    from glance_convert import inspection
+    from glance_convert import options
+    from glance_convert import parallel
+    from glance_convert import qemu_img
+    if target != 'raw':
+        raise ValueError('the parallel prototype writes raw only')
+    cfg.CONF.set_override('output_format', target, group=options.GROUP)
+    settings = conversion.Settings.from_conf()
+    facts, info = conversion.inspect_source(src, claimed, settings)
+    virtual_size = int(info.get('virtual-size') or facts.virtual_size)
+    dst = os.path.join(work_dir, '%s.parallel.raw' % image_id)
+    limits = dataclasses.replace(settings.convert_limits,
+                                 file_size=virtual_size + 64 * 1024 * 1024)
+    parallel.convert_to_raw(src, formats.qemu_driver(claimed), dst,
+                            virtual_size, workers=workers,
+                            tuning=settings.tuning, limits=limits,
+                            map_limits=settings.inspect_limits)
+    inspection.verify_output(dst, target)
+    out_info = qemu_img.info(dst, 'raw', settings.inspect_limits)
+    if int(out_info['virtual-size']) < virtual_size:
+        raise RuntimeError('parallel output is too short')
+    return dst
