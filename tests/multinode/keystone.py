@@ -1,0 +1,368 @@
+"""A real, private Keystone for the multi-node tests.
+
+Keystone pins other oslo releases than Glance, so it lives in a virtual
+environment of its own (``keystone`` and ``gunicorn`` from the registry),
+created once and reused: by default under
+``$XDG_CACHE_HOME/glance-convert/keystone-venv`` (``~/.cache`` when unset),
+or wherever ``GLANCE_CONVERT_KEYSTONE_VENV`` points.  A marker file written
+after a successful install tells a complete venv from a half-built one; a
+``flock`` keeps two test runs from building it at once.
+
+:class:`KeystoneServer` writes a ``keystone.conf`` (sqlite, fernet tokens,
+cheap password hashing) into a directory of its own, runs ``keystone-manage``
+``db_sync``, ``fernet_setup``, ``credential_setup`` and ``bootstrap``, serves
+``keystone.wsgi.api:application`` with gunicorn on 127.0.0.1 and waits for
+``GET /v3``.  :class:`KeystoneAdmin` is the few identity calls the tests
+need (projects, users, role assignments, tokens), over plain HTTP.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import grp
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from glance_convert import localglance
+
+#: What is installed into the Keystone venv (overridable for pinning).
+DEFAULT_REQUIREMENTS = ('keystone', 'gunicorn')
+_MARKER = '.glance-convert-complete'
+_APP_MODULE = 'keystone_wsgi_app'
+_APP_SOURCE = '''\
+import sys
+sys.argv[1:] = []
+from keystone.wsgi.api import application  # noqa: E402,F401
+'''
+
+
+class KeystoneError(localglance.LocalGlanceError):
+    """Keystone could not be installed, set up or asked."""
+
+
+def default_venv_dir():
+    explicit = os.environ.get('GLANCE_CONVERT_KEYSTONE_VENV')
+    if explicit:
+        return os.path.abspath(explicit)
+    cache = (os.environ.get('XDG_CACHE_HOME')
+             or os.path.join(os.path.expanduser('~'), '.cache'))
+    return os.path.join(cache, 'glance-convert', 'keystone-venv')
+
+
+def _base_python():
+    """A Python that can create a venv (not the venv's own symlink)."""
+    return getattr(sys, '_base_executable', None) or sys.executable
+
+
+def _run(cmd, *, env=None, cwd=None, timeout=600, what=None):
+    result = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=timeout)
+    if result.returncode != 0:
+        raise KeystoneError(
+            '%s failed (exit %d):\n%s'
+            % (what or ' '.join(cmd[:3]), result.returncode,
+               result.stdout.decode('utf-8', 'replace')[-4000:]))
+    return result.stdout.decode('utf-8', 'replace')
+
+
+def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
+    """Return the path of a venv with Keystone installed; build it if needed.
+
+    Safe to call from several processes at once: the build runs under an
+    exclusive ``flock`` and a marker file is written only at its end, so a
+    venv whose build was interrupted is thrown away and built again.
+    """
+    venv_dir = os.path.abspath(venv_dir or default_venv_dir())
+    requirements = list(requirements or os.environ.get(
+        'GLANCE_CONVERT_KEYSTONE_REQUIREMENTS', '').split()
+        or DEFAULT_REQUIREMENTS)
+    marker = os.path.join(venv_dir, _MARKER)
+    wanted = '\n'.join(requirements) + '\n'
+    os.makedirs(os.path.dirname(venv_dir), exist_ok=True)
+    lock_fd = os.open(venv_dir + '.lock', os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                      0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            with open(marker) as f:
+                if f.read() == wanted:
+                    return venv_dir
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(venv_dir, ignore_errors=True)
+        _run([_base_python(), '-m', 'venv', venv_dir], timeout=300,
+             what='creating the Keystone venv %s' % venv_dir)
+        _run([os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
+              'install', '--quiet'] + requirements, timeout=timeout,
+             what='pip install %s into %s' % (' '.join(requirements),
+                                               venv_dir))
+        _run([os.path.join(venv_dir, 'bin', 'python'), '-c',
+              'import keystone.server.wsgi, gunicorn'],
+             what='importing keystone in %s' % venv_dir)
+        with open(marker, 'w') as f:
+            f.write(wanted)
+        return venv_dir
+    finally:
+        os.close(lock_fd)
+
+
+class KeystoneServer:
+    """A private Keystone (gunicorn) with a sqlite database.
+
+    :param base_dir: everything this server writes: ``etc/keystone.conf``,
+        the sqlite database, the fernet and credential key repositories and
+        the logs (``keystone.log``, ``gunicorn.log``).
+    :param venv_dir: the Keystone venv; built by :func:`ensure_venv`.
+    :param admin_password: the bootstrap admin's password.
+    """
+
+    region = 'RegionOne'
+
+    def __init__(self, base_dir, *, venv_dir=None, port=None,
+                 admin_password='admin-secret', workers=2,
+                 start_timeout=120):
+        self.base_dir = os.path.abspath(base_dir)
+        self.venv_dir = venv_dir
+        self.port = port
+        self.admin_password = admin_password
+        self.workers = workers
+        self.start_timeout = start_timeout
+        self.conf_dir = os.path.join(self.base_dir, 'etc')
+        self.conf_file = os.path.join(self.conf_dir, 'keystone.conf')
+        self.fernet_dir = os.path.join(self.base_dir, 'fernet-keys')
+        self.credential_dir = os.path.join(self.base_dir, 'credential-keys')
+        self.log_file = os.path.join(self.base_dir, 'keystone.log')
+        self.gunicorn_log = os.path.join(self.base_dir, 'gunicorn.log')
+        self.process = None
+
+    @property
+    def url(self):
+        """The identity endpoint, ``http://127.0.0.1:PORT/v3``."""
+        return 'http://127.0.0.1:%d/v3' % self.port
+
+    def _bin(self, name):
+        return os.path.join(self.venv_dir, 'bin', name)
+
+    @property
+    def env(self):
+        env = dict(os.environ)
+        for key in list(env):
+            if key.startswith('OS_'):
+                del env[key]
+        env['OS_KEYSTONE_CONFIG_DIR'] = self.conf_dir
+        env.pop('PYTHONPATH', None)
+        return env
+
+    def write_config(self):
+        for d in (self.conf_dir, self.fernet_dir, self.credential_dir):
+            os.makedirs(d, exist_ok=True)
+        if self.port is None:
+            self.port = localglance.free_port()
+        localglance.write_ini(self.conf_file, {
+            'DEFAULT': {'debug': False, 'log_file': self.log_file,
+                        'use_stderr': False},
+            'database': {'connection': 'sqlite:///%s' % os.path.join(
+                self.base_dir, 'keystone.sqlite')},
+            'token': {'provider': 'fernet'},
+            'fernet_tokens': {'key_repository': self.fernet_dir},
+            'fernet_receipts': {'key_repository': self.fernet_dir},
+            'credential': {'key_repository': self.credential_dir},
+            'cache': {'enabled': False},
+            # Test passwords: the cheapest bcrypt keeps token requests fast.
+            'identity': {'password_hash_rounds': 4},
+        })
+
+    def _manage(self, *args):
+        return _run([self._bin('keystone-manage'), '--config-file',
+                     self.conf_file] + list(args), env=self.env,
+                    cwd=self.base_dir, timeout=300,
+                    what='keystone-manage %s' % args[0])
+
+    def setup(self):
+        """Install (if needed), configure and bootstrap; do not serve."""
+        self.venv_dir = ensure_venv(self.venv_dir)
+        self.write_config()
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        self._manage('db_sync')
+        self._manage('fernet_setup', '--keystone-user', user,
+                     '--keystone-group', group)
+        self._manage('credential_setup', '--keystone-user', user,
+                     '--keystone-group', group)
+        self._manage('bootstrap',
+                     '--bootstrap-password', self.admin_password,
+                     '--bootstrap-admin-url', self.url,
+                     '--bootstrap-public-url', self.url,
+                     '--bootstrap-internal-url', self.url,
+                     '--bootstrap-region-id', self.region)
+
+    def start(self):
+        if self.process is not None:
+            raise KeystoneError('keystone is already running')
+        self.setup()
+        # keystone parses sys.argv with oslo.config, which rejects
+        # gunicorn's arguments: a two-line module empties argv first.
+        with open(os.path.join(self.base_dir, _APP_MODULE + '.py'),
+                  'w') as f:
+            f.write(_APP_SOURCE)
+        cmd = [self._bin('gunicorn'), '--workers', str(self.workers),
+               '--threads', '4', '--timeout', '120',
+               '--bind', '127.0.0.1:%d' % self.port,
+               '--no-control-socket',
+               '--chdir', self.base_dir, '%s:application' % _APP_MODULE]
+        with open(self.gunicorn_log, 'ab') as log:
+            self.process = subprocess.Popen(
+                cmd, env=self.env, cwd=self.base_dir,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + self.start_timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise KeystoneError(
+                    'keystone (gunicorn) exited with status %s while '
+                    'starting; log tail:\n%s'
+                    % (self.process.returncode, self.log_tail()))
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError) as e:
+                last = e
+            time.sleep(0.25)
+        raise KeystoneError('keystone did not answer GET %s within %ss '
+                            '(last error: %s); log tail:\n%s'
+                            % (self.url, self.start_timeout, last,
+                               self.log_tail()))
+
+    def stop(self):
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def log_tail(self, lines=40):
+        parts = []
+        for path in (self.gunicorn_log, self.log_file):
+            text = localglance._tail(path, lines)
+            if text:
+                parts.append('--- %s ---\n%s' % (path, text))
+        return '\n'.join(parts) or '(no log yet)'
+
+    def admin(self):
+        """A :class:`KeystoneAdmin` logged in as the bootstrap admin."""
+        return KeystoneAdmin(self.url, 'admin', self.admin_password, 'admin')
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _http(method, url, body=None, token=None, timeout=30):
+    """(status, headers, decoded JSON or None) of one request."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header('Accept', 'application/json')
+    if data is not None:
+        req.add_header('Content-Type', 'application/json')
+    if token:
+        req.add_header('X-Auth-Token', token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, resp.headers, (json.loads(raw) if raw
+                                               else None)
+    except urllib.error.HTTPError as e:
+        raise KeystoneError('%s %s: HTTP %s: %s'
+                            % (method, url, e.code,
+                               e.read().decode('utf-8', 'replace')[:500]))
+
+
+def issue_token(url, username, password, project, domain='default'):
+    """A project-scoped token for a user: ``(token, body)``."""
+    _, headers, body = _http('POST', url + '/auth/tokens', {
+        'auth': {
+            'identity': {'methods': ['password'], 'password': {'user': {
+                'name': username, 'domain': {'id': domain},
+                'password': password}}},
+            'scope': {'project': {'name': project,
+                                  'domain': {'id': domain}}},
+        }})
+    return headers['X-Subject-Token'], body['token']
+
+
+class KeystoneAdmin:
+    """Identity calls as the bootstrap admin, over plain HTTP."""
+
+    def __init__(self, url, username, password, project):
+        self.url = url
+        self.token, _ = issue_token(url, username, password, project)
+
+    def _get_or_create(self, collection, key, name, extra=None):
+        _, _, found = _http('GET', '%s/%s?name=%s' % (self.url, collection,
+                                                       name),
+                            token=self.token)
+        if found[collection]:
+            return found[collection][0]['id']
+        body = {'name': name, 'domain_id': 'default'}
+        body.update(extra or {})
+        if collection == 'roles':
+            body.pop('domain_id')
+        _, _, created = _http('POST', '%s/%s' % (self.url, collection),
+                              {key: body}, token=self.token)
+        return created[key]['id']
+
+    def project(self, name):
+        return self._get_or_create('projects', 'project', name)
+
+    def role(self, name):
+        return self._get_or_create('roles', 'role', name)
+
+    def user(self, name, password, project_id=None):
+        extra = {'password': password, 'enabled': True}
+        if project_id:
+            extra['default_project_id'] = project_id
+        return self._get_or_create('users', 'user', name, extra)
+
+    def grant(self, project_id, user_id, role_name):
+        role_id = self.role(role_name)
+        _http('PUT', '%s/projects/%s/users/%s/roles/%s'
+              % (self.url, project_id, user_id, role_id), token=self.token)
+
+    def account(self, username, password, project, roles):
+        """Create (or reuse) a project and a user holding ``roles`` on it.
+
+        Returns ``(project_id, user_id)``.
+        """
+        project_id = self.project(project)
+        user_id = self.user(username, password, project_id)
+        for role in roles:
+            self.grant(project_id, user_id, role)
+        return project_id, user_id
