@@ -549,7 +549,9 @@ def test_reused_pid_is_not_mistaken_for_the_holder(tmp_path):
 def test_process_start_time_parses_odd_command_names(tmp_path):
     # A command name with spaces and parentheses must not shift fields.
     script = tmp_path / 'x) (y z'
-    script.write_text('#!/bin/sh\nsleep 600\n')
+    # No child processes: killing it must leave nothing behind.
+    script.write_text('#!%s\nimport time\ntime.sleep(600)\n'
+                      % sys.executable)
     script.chmod(0o755)
     p = subprocess.Popen([str(script)])
     try:
