@@ -179,9 +179,11 @@ _workspace_opts = [
              'glance-api processes. 0 means no limit.'),
     cfg.IntOpt(
         'slot_wait_timeout',
-        default=600, min=0,
-        help='Seconds an import waits for a conversion slot before it '
-             'fails.'),
+        default=600, min=0, max=3000,
+        help='Seconds an import waits for a conversion slot (and for work '
+             'space) before it fails. At most 3000: Glance lets a new '
+             'import take over an import lock whose task has not been '
+             'updated for an hour.'),
     cfg.IntOpt(
         'progress_interval',
         default=5, min=1,

@@ -13,6 +13,7 @@ see :mod:`glance_convert.formats`.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -81,6 +82,21 @@ class QemuImgLimitExceeded(QemuImgError):
 
 
 _ENV = {'LC_ALL': 'C', 'MALLOC_ARENA_MAX': '2'}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the thread that started us dies.
+
+    A glance-api killed mid-conversion then takes its qemu-img with it
+    instead of leaving it writing into a work file.  The setting survives
+    the exec of prlimit's wrapper into qemu-img.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
 
 
 class _Watchdog:
@@ -171,6 +187,7 @@ def _run(args: Sequence[str], limits: Limits, *,
         stdout, stderr = processutils.execute(
             *cmd, env_variables=env, check_exit_code=list(check_exit_code),
             on_execute=watchdog.start, on_completion=watchdog.stop,
+            preexec_fn=_die_with_parent,
             log_errors=processutils.LOG_FINAL_ERROR, **kwargs)
         return 0, stdout, stderr
     except processutils.ProcessExecutionError as exc:

@@ -32,11 +32,20 @@ def _qemu_img_pids():
     return pids
 
 
+def _ppid(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return int(f.read().rsplit(')', 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def test_timeout_kills_qemu_img(fifo):
-    before = _qemu_img_pids()
+    started = []
     with pytest.raises(qemu_img.QemuImgTimeout):
-        qemu_img.info(fifo, 'raw', qemu_img.Limits(timeout=1))
-    assert _qemu_img_pids() - before == set()
+        qemu_img._run(['info', '-f', 'raw', fifo],
+                      qemu_img.Limits(timeout=1), on_start=started.append)
+    assert started and started[0] not in _qemu_img_pids()
 
 
 def test_cancel_kills_qemu_img(fifo, tmp_path):
@@ -115,3 +124,31 @@ def test_convert_args_never_combine_compression_and_out_of_order():
         'in', 'raw', 'out', 'raw', out_options={},
         tuning=qemu_img.Tuning(out_of_order=True))
     assert '-W' in plain and '-c' not in plain and '-o' not in plain
+
+
+def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
+    """A SIGKILLed glance-api must not leave qemu-img running."""
+    import subprocess
+    import sys
+    script = tmp_path / 'parent.py'
+    script.write_text(
+        'import os, sys, threading, time\n'
+        'from glance_convert import qemu_img\n'
+        'def run():\n'
+        '    qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
+        '        timeout=120, cpu_time=60, python=sys.executable))\n'
+        'threading.Thread(target=run, daemon=True).start()\n'
+        'time.sleep(120)\n')
+    parent = subprocess.Popen([sys.executable, str(script), fifo])
+    deadline = time.monotonic() + 30
+    child = set()
+    while not child and time.monotonic() < deadline:
+        time.sleep(0.1)
+        child = {p for p in _qemu_img_pids() if _ppid(p) == parent.pid}
+    assert child, 'qemu-img did not start'
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _qemu_img_pids() & child and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _qemu_img_pids() & child
