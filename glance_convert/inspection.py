@@ -37,7 +37,7 @@ GiB = 1024 ** 3
 
 EMPTY = 'the image file is empty'
 UNREADABLE = 'the image is too short or damaged to inspect'
-MISMATCH = 'the data is a %s image, not %s as claimed'
+MISMATCH = 'the data is in %s format, not %s as claimed'
 MULTIPLE = 'the data matches more than one format (%s)'
 BACKING = '%s images with a backing file are not allowed'
 DATA_FILE = 'qcow2 images with an external data file are not allowed'
@@ -83,7 +83,11 @@ def reject(reason: str, detail: str | None = None):
 # ---- 1. the bytes -----------------------------------------------------------
 
 def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
-    """Judge the upload from its bytes alone, before qemu-img sees it."""
+    """Judge the upload from its bytes alone, before qemu-img sees it.
+
+    Also for uploads that are not converted (same format, ``iso``, ...):
+    they reach the store, and the next reader, unchanged.
+    """
     file_size = os.path.getsize(path)
     if file_size == 0:
         reject(EMPTY)
@@ -92,11 +96,15 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
         check_header(header, claimed, policy)
     name, inspector = _detect(path, claimed)
     detected = formats.glance_name_for_inspector(name)
+    # Formats the inspector does not know (ami, aki, ari, ploop) must at
+    # least not be a disk format it knows.
+    expected = claimed if (formats.is_convertible(claimed)
+                           or claimed in fi.ALL_FORMATS) else 'raw'
     if name == 'luks':
         reject(ENCRYPTED, 'LUKS header found')
     if claimed == 'vhd' and detected == 'raw' and header is not None:
         detected = 'vhd'  # a fixed VHD has only a footer, at the end
-    elif detected != claimed:
+    elif detected != expected:
         if header is None and byteparse.has_magic(path, claimed):
             reject(UNREADABLE, 'format_inspector found %s' % name)
         reject(MISMATCH % (detected, claimed), 'format_inspector: %s' % name)

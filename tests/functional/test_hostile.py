@@ -248,3 +248,23 @@ def test_no_process_opens_a_host_file(tmp_path, qemu_tools):
         assert name not in trace, '%s: %s was opened' % (case.name, name)
         assert case.canary_path not in trace
     assert _files(str(work)) == []
+
+
+# Uploads already in the output format are not converted, but they reach the
+# store (and Nova) unchanged: they need the same checks.
+PASSTHROUGH = [c for c in HOSTILE
+               if c.name != 'qcow2_hiding_qcow2_with_backing_file']
+
+
+@pytest.mark.xfail(strict=True, reason='conversion.convert_image returns '
+                   'pass-through uploads before inspect_source runs')
+@pytest.mark.parametrize('case', PASSTHROUGH, ids=str)
+def test_hostile_image_is_refused_when_no_conversion_is_needed(
+        case, work_dir):
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        conversion.convert_image(
+            case.path, case.claimed_format, image_id='img-%s' % case.name,
+            work_dir=work_dir,
+            settings=settings(case.claimed_format, **case.policy))
+    assert case.reason_substring in exc_info.value.reason
+    assert _files(work_dir) == []

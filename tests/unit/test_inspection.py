@@ -292,3 +292,26 @@ def test_fixed_vhd_with_a_bad_checksum_is_corrupt(tmp_path):
     path.write_bytes(b'\0' * MiB + bytes(footer))
     assert rejected(inspection.inspect_bytes, str(path), 'vhd', POLICY) == \
         inspection.CORRUPT
+
+
+def iso(path):
+    data = bytearray(64 * 2048)
+    data[16 * 2048:16 * 2048 + 7] = b'\x01CD001\x01'
+    data[16 * 2048 + 80:16 * 2048 + 84] = struct.pack('<I', 64)
+    data[16 * 2048 + 128:16 * 2048 + 130] = struct.pack('<H', 2048)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_formats_that_are_not_converted_are_inspected_too(tmp_path):
+    disc = iso(tmp_path / 'disc.iso')
+    assert inspection.inspect_bytes(disc, 'iso', POLICY).detected == 'iso'
+    assert 'iso format, not raw as claimed' in rejected(
+        inspection.inspect_bytes, disc, 'raw', POLICY)
+    # Formats the inspector does not know must look like plain data.
+    assert 'not aki as claimed' in rejected(inspection.inspect_bytes, disc,
+                                            'aki', POLICY)
+    kernel = tmp_path / 'vmlinuz'
+    kernel.write_bytes(b'MZ' + bytes(4094))
+    assert inspection.inspect_bytes(str(kernel), 'aki', POLICY).detected \
+        == 'raw'
