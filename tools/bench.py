@@ -246,8 +246,11 @@ class Bench:
                 entry = {'source': src_v, 'target': target,
                          'cache': cache_mode, 'runs': {}}
                 names = [r for r in self.args.runners]
+                warmup = sorted(names, key=lambda r: r != 'plugin')
+                if 'qemu' in names and 'plugin' not in names:
+                    warmup.insert(0, 'plugin')  # to capture its argv
                 # Warm-up: the plugin first, traced, to capture its argv.
-                for runner in sorted(names, key=lambda r: r != 'plugin'):
+                for runner in warmup:
                     if not self.runner_ok(runner, src_v, target):
                         continue
                     res = self.one(runner, imgs, src_v, target, cache_mode,
@@ -294,9 +297,8 @@ class Bench:
             for cache_mode in caches:
                 entry = {'source': src_v, 'target': target,
                          'cache': cache_mode, 'runs': {}}
-                for name, flags in SWEEP:   # warm-up
-                    self.one('qemu', imgs, src_v, target, cache_mode,
-                             tuning=flags)
+                self.one('qemu', imgs, src_v, target, cache_mode,
+                         tuning=[])   # warm-up
                 variants = list(SWEEP)
                 for rnd in range(self.args.sweep_rounds):
                     k = rnd % len(variants)
