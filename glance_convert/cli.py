@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 import uuid
 
 from oslo_config import cfg
@@ -300,7 +299,7 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
-# --- check-config --------------------------------------------------------------
+# --- check-config ------------------------------------------------------------
 
 _MARK = {config_check.OK: ' OK ', config_check.WARNING: 'WARN',
          config_check.ERROR: 'FAIL'}
@@ -323,7 +322,7 @@ def cmd_check_config(args) -> int:
     return EXIT_FAILED if config_check.has_errors(found) else EXIT_OK
 
 
-# --- main ------------------------------------------------------------------------
+# --- main --------------------------------------------------------------------
 
 def _config_args(p) -> None:
     p.add_argument('--config-dir', metavar='DIR',

@@ -180,7 +180,7 @@ def ensure_valid(conf=None) -> list[Finding]:
     return found
 
 
-# --- Reading a Glance configuration directory -----------------------------
+# --- Reading a Glance configuration directory --------------------------------
 
 #: Glance's options that the checks read, registered in a private
 #: ConfigOpts with Glance's types and defaults (Glance need not be
@@ -260,7 +260,7 @@ def load(config_dir: str | None = None,
     return conf
 
 
-# --- check-config -----------------------------------------------------------
+# --- check-config ------------------------------------------------------------
 
 def _size(n: int) -> str:
     return '%.1f GiB' % (n / GiB) if n >= GiB else '%d MiB' % (n // MiB)
@@ -376,7 +376,6 @@ def check_work_dir(conf) -> list[Finding]:
 
 
 def check_lock_path(conf) -> list[Finding]:
-    group = conf[options.GROUP]
     lock_path = conf.oslo_concurrency.lock_path
     if lock_path:
         problem = _writable(lock_path)

@@ -284,8 +284,8 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert tty_text.startswith('\r[')
     assert '  0%' in tty_text
     assert tty_text.rstrip('\r\n').endswith(
-        '[%s] 100%%  %.1f / %.1f MiB read' % ('#' * 30, allocated / MiB,
-                                            allocated / MiB))
+        '[%s] 100%%  %.1f / %.1f MiB read'
+        % ('#' * 30, allocated / MiB, allocated / MiB))
     assert tty_text.endswith('\n')
     assert 'Traceback' not in tty_text
 
@@ -311,7 +311,7 @@ def test_progress_bar_rendering():
     assert stream.text.endswith('\n')
 
 
-# --- check-config --------------------------------------------------------------
+# --- check-config ------------------------------------------------------------
 
 def test_check_config_good(tmp_path):
     staging = tmp_path / 'staging'

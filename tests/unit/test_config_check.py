@@ -131,7 +131,7 @@ def test_validation_reads_the_global_conf_without_glance_options():
     assert config_check.validate_options(conf) == []
 
 
-# --- check_host ----------------------------------------------------------------
+# --- check_host --------------------------------------------------------------
 
 def write_conf(directory, api, image_import='[image_import_opts]\n'
                'image_import_plugins = [glance_convert]\n'):
