@@ -16,6 +16,7 @@ from typing import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from glance_convert import config_check
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import inspection
@@ -46,6 +47,13 @@ class Settings:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
         conf = conf or cfg.CONF
+        try:
+            config_check.ensure_valid(conf)
+        except config_check.InvalidConfiguration as exc:
+            LOG.error('%s', exc)
+            raise errors.ConversionError(
+                'Image conversion is misconfigured on this cloud; please '
+                'contact the cloud operator.', str(exc))
         group = conf[options.GROUP]
         python = options.python_interpreter(conf)
         target = group.output_format

@@ -229,3 +229,29 @@ def test_workspace_tracks_the_output_until_glance_removes_it(staging,
     usage = spaces[0].usage()
     assert usage['reserved_bytes'] == 0, 'bytes are released after success'
     assert out in usage['paths'], 'the output stays known for crash reaping'
+
+
+def test_misconfiguration_reaches_the_user_as_one_sentence(staging,
+                                                           tmp_path):
+    from oslo_config import cfg
+
+    from glance_convert import conversion
+    from glance_convert import options
+    conf = cfg.ConfigOpts()
+    conf.register_opts(options.ALL_OPTS, group=options.GROUP)
+    path = tmp_path / 'bad.conf'
+    path.write_text('[glance_convert]\noutput_format = raw\n'
+                    'preallocation = metadata\n')
+    conf(['--config-file', str(path)])
+    image = fakes.FakeImage('qcow2')
+    src = stage(staging, image, 'qcow2')
+    wrapper = fakes.FakeActionWrapper(image)
+    task = tasks.ConvertImage(
+        't', 'api_image_import', wrapper, ['fs'],
+        settings_factory=lambda: conversion.Settings.from_conf(conf))
+    with pytest.raises(errors.ConversionError) as exc_info:
+        task.execute('file://' + src)
+    assert str(exc_info.value) == (
+        'Image conversion is misconfigured on this cloud; please contact '
+        'the cloud operator.')
+    assert 'preallocation' in exc_info.value.detail
