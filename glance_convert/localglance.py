@@ -17,6 +17,7 @@ Nothing here needs root, and everything is stopped and removed by its
 owner: use the classes as context managers.
 """
 
+import atexit
 import contextlib
 import glob
 import http.client
@@ -166,6 +167,21 @@ def _bin_script(name):
     return [found] if found else None
 
 
+def _gunicorn_quiet_args():
+    """Arguments that keep gunicorn from touching anything shared.
+
+    gunicorn 24+ opens a control socket in ``~/.gunicorn`` by default,
+    shared by every instance of the user; turn it off where it exists.
+    """
+    try:
+        from gunicorn import config
+    except ImportError:
+        return []
+    names = {s.name for s in config.KNOWN_SETTINGS}
+    return ['--no-control-socket'] if 'control_socket_disable' in names \
+        else []
+
+
 def _stop_process(proc, term_timeout, group=True):
     """SIGTERM ``proc`` (then SIGKILL it and its process group)."""
     if proc is None:
@@ -185,6 +201,17 @@ def _stop_process(proc, term_timeout, group=True):
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     proc.wait()
+
+
+#: Servers started and not stopped yet; killed if the interpreter exits
+#: without stopping them (their processes run in sessions of their own).
+_RUNNING = set()
+
+
+@atexit.register
+def _kill_leftover_servers():
+    for server in list(_RUNNING):
+        server.kill()
 
 
 class GlanceServer:
@@ -343,13 +370,15 @@ class GlanceServer:
                '--timeout', '600',
                '--graceful-timeout', str(self.graceful_timeout),
                '--bind', '127.0.0.1:%d' % self.port,
-               '--chdir', self.base_dir,
-               'glance.wsgi.api:application']
+               '--chdir', self.base_dir]
+        cmd += _gunicorn_quiet_args()
+        cmd.append('glance.wsgi.api:application')
         with open(self.gunicorn_log, 'ab') as log:
             self.process = subprocess.Popen(
                 cmd, env=self.env, cwd=self.base_dir,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True)
+        _RUNNING.add(self)
         try:
             self.wait_ready(self.start_timeout)
         except BaseException:
@@ -382,11 +411,13 @@ class GlanceServer:
     def stop(self):
         """SIGTERM gunicorn, SIGKILL what is left after a grace period."""
         proc, self.process = self.process, None
+        _RUNNING.discard(self)
         _stop_process(proc, self.graceful_timeout + 5)
 
     def kill(self):
         """SIGKILL gunicorn, its workers and their children at once."""
         proc, self.process = self.process, None
+        _RUNNING.discard(self)
         if proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -23,6 +23,7 @@ creates are deleted at the end.
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,8 +207,14 @@ def parse_args(argv):
     return args
 
 
+def _exit_on_sigterm(signum, frame):
+    # Unwind through the finally blocks: stop Glance, remove the temp dir.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     for tool in ('qemu-img', 'qemu-io'):
         if not shutil.which(tool):
             print('error: %s not found: install qemu-utils (or run '
@@ -248,7 +255,8 @@ def main(argv=None):
         if server is not None:
             server.stop()
         if args.keep:
-            print('Kept %s' % work_dir)
+            print('Kept %s (samples, Glance config and logs)' % work_dir,
+                  file=sys.stderr)
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     print()
