@@ -1,0 +1,153 @@
+"""The plugin on a multi-node Glance (issue 7).
+
+Two glance-api nodes on 127.0.0.1, 2 gunicorn workers each, with their own
+ports, staging, store and work directories, one shared lock directory, one
+PostgreSQL database and a real Keystone; Glance's distributed import
+(``worker_self_reference_url``) forwards an import to the node that holds
+the staged data with the user's token.
+
+The tests run in file order: the SIGKILL test comes last because it
+restarts a node.
+"""
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests import imagefactory
+from tests.multinode import conftest
+from tests.multinode import nodes
+
+pytestmark = pytest.mark.postgres
+
+#: For one batch of imports: a failure, not a measured limit.
+TIMEOUT = 300
+N_CONCURRENT = 12
+NOT_HERE = 'The staged image data was not found on this node.'
+
+
+def _converted_on(node, image_id):
+    return 'Converted image %s from raw to qcow2' % image_id in node.log_text()
+
+
+def _stage(client, path):
+    image = client.create_image('raw')
+    client.stage(image['id'], path)
+    return image['id']
+
+
+def _check_identical(client, image_id, source, tmp_path):
+    out = str(tmp_path / ('%s.qcow2' % image_id))
+    client.download(image_id, out)
+    try:
+        assert imagefactory.info(out, 'qcow2')['format'] == 'qcow2'
+        assert imagefactory.compare(source, 'raw', out, 'qcow2'), (
+            'image %s differs from its source' % image_id)
+    finally:
+        os.unlink(out)
+
+
+def _wait_all(clients_and_ids):
+    """wait_for_import for every (client, image id) at once."""
+    results, errors = {}, {}
+
+    def wait(client, image_id):
+        try:
+            results[image_id] = client.wait_for_import(image_id, TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors[image_id] = e
+
+    threads = [threading.Thread(target=wait, args=ci)
+               for ci in clients_and_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def _wait_for(predicate, what, node=None, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail('timed out after %ss waiting for %s%s'
+                        % (timeout, what,
+                           '\n' + node.log_tail() if node else ''))
+        time.sleep(0.02)
+
+
+def test_import_through_other_node_converts_where_staged(
+        node_a, node_b, token, images, tmp_path):
+    a, b = node_a.client(), node_b.client()
+    image_id = _stage(a, images['small'])
+    assert node_a.files_of(image_id) == [image_id]
+    assert node_b.files_of(image_id) == []
+
+    b.import_image(image_id, 'glance-direct')
+    image, task = b.wait_for_import(image_id, TIMEOUT)
+
+    assert task['status'] == 'success', task['message']
+    assert image['status'] == 'active'
+    assert image['disk_format'] == 'qcow2'
+    # Node B forwarded the call; node A, which has the data, converted.
+    assert 'Proxying POST request to host %s' % node_a.url in (
+        node_b.log_text())
+    assert _converted_on(node_a, image_id)
+    assert not _converted_on(node_b, image_id)
+    assert node_a.files_of(image_id) == []
+    assert node_b.files_of(image_id) == []
+    _check_identical(b, image_id, images['small'], tmp_path)
+
+
+def test_concurrent_imports_on_both_nodes(node_a, node_b, token, images,
+                                          tmp_path):
+    clients = {node_a.name: node_a.client(),
+               node_b.name: node_b.client()}
+    pair = (node_a, node_b)
+    staged_on = {}
+    for i in range(N_CONCURRENT):
+        node = pair[i % 2]
+        staged_on[_stage(clients[node.name], images['small'])] = node
+    # Half of the imports go through the node without the data.
+    via = {image_id: pair[(i // 2) % 2]
+           for i, image_id in enumerate(staged_on)}
+
+    with nodes.ConvertSampler(pair) as sampler:
+        for image_id, node in via.items():
+            clients[node.name].import_image(image_id, 'glance-direct')
+        results = _wait_all([(clients[node.name], image_id)
+                             for image_id, node in via.items()])
+
+    print('qemu-img convert peaks %s (total %d) over %d samples; seen %s'
+          % (sampler.peak, sampler.peak_total, sampler.samples,
+             {k: len(v) for k, v in sampler.seen.items()}))
+    for node in pair:
+        assert sampler.peak[node.name] <= conftest.SLOTS, (
+            '%s ran %d conversions at once'
+            % (node.name, sampler.peak[node.name]))
+        # Every conversion ran on the node holding its data.
+        mine = {i for i, n in staged_on.items() if n is node}
+        assert sampler.seen[node.name] <= mine
+        for image_id in mine:
+            assert _converted_on(node, image_id)
+    # The sampler saw conversions overlap: the bound above was tested.
+    assert max(sampler.peak.values()) == conftest.SLOTS
+    # The nodes share a lock directory but not their slots.
+    assert sampler.peak_total > conftest.SLOTS
+
+    for image_id, (image, task) in results.items():
+        assert task['status'] == 'success', task['message']
+        assert image['status'] == 'active'
+        assert image['disk_format'] == 'qcow2'
+    for image_id in list(results)[:2]:
+        _check_identical(clients[node_a.name], image_id, images['small'],
+                         tmp_path)
+    for node in pair:
+        assert node.staging_files() == [], node.name
+        assert node.work_files() == [], node.name
