@@ -8,6 +8,7 @@ in no output, and (with strace) no process of the pipeline may open it.
 
 import atexit
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -195,31 +196,50 @@ def _strace_works():
 
 
 RUNNER = r'''
-import sys
+import json, os, shutil, sys
 from glance_convert import conversion, errors, qemu_img
 from tests.hostile_corpus import pipeline_settings as settings
-control, work_dir, *cases = sys.argv[1:]
+control, work_dir, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 # Control: qemu-img info on a VMDK descriptor opens the extent it names;
 # the trace must show that, or the trace proves nothing.
 qemu_img.info(control, 'vmdk', qemu_img.Limits(timeout=60))
-for spec in cases:
-    path, claimed = spec.rsplit(':', 1)
+for path, claimed, policy in cases:
     target = 'qcow2' if claimed == 'raw' else 'raw'
     try:
-        conversion.convert_image(path, claimed, image_id='x',
-                                 work_dir=work_dir,
-                                 settings=settings(target))
+        result = conversion.convert_image(path, claimed, image_id='x',
+                                          work_dir=work_dir,
+                                          settings=settings(target, **policy))
     except errors.ImageRejected as exc:
         print('REJECTED', path, exc.reason)
+    except Exception as exc:
+        print('FAILED', path, repr(exc))
     else:
         print('ACCEPTED', path)
+        if result.converted:
+            os.unlink(result.path)
 '''
+
+
+def _opened_paths(trace, directory):
+    """Paths under ``directory`` that any traced process opened."""
+    opened = set()
+    for line in trace.splitlines():
+        if 'open' not in line.split('(', 1)[0]:
+            continue
+        for part in line.split('"')[1::2]:
+            if part.startswith(directory):
+                opened.add(part)
+    return opened
 
 
 @pytest.mark.skipif(not _strace_works(), reason='strace missing or ptrace '
                     'not permitted')
 def test_no_process_opens_a_host_file(tmp_path, qemu_tools):
-    """strace the whole pipeline over every case that names a host file."""
+    """strace the whole pipeline over the whole corpus.
+
+    Nothing may open a file of the corpus directory except the uploads
+    themselves: no canary, no neighbour, during checks or conversion.
+    """
     control_canary = str(tmp_path / 'control-extent.bin')
     with open(control_canary, 'wb') as f:
         f.write(b'\0' * 4096)
@@ -231,22 +251,26 @@ def test_no_process_opens_a_host_file(tmp_path, qemu_tools):
     work = tmp_path / 'work'
     work.mkdir()
     log = str(tmp_path / 'strace.log')
-    specs = ['%s:%s' % (c.path, c.claimed_format) for c in CANARIED]
+    specs = json.dumps([(c.path, c.claimed_format, c.policy) for c in CASES])
     proc = subprocess.run(
         ['strace', '-f', '-qq', '-s', '4096', '-e',
          'trace=open,openat,openat2,creat,execve', '-o', log,
-         sys.executable, '-c', RUNNER, control, str(work)] + specs,
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+         sys.executable, '-c', RUNNER, control, str(work), specs],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count('REJECTED') == len(CANARIED), proc.stdout
     with open(log) as f:
         trace = f.read()
     assert 'qemu-img' in trace           # the trace saw qemu-img run
-    assert control_canary in trace       # and would see a host file
+    # The control shows the trace would see a host file being opened.
+    assert _opened_paths(trace, str(tmp_path)) >= {control, control_canary}
+    opened = _opened_paths(trace, CORPUS_DIR)
+    assert {c.path for c in BENIGN} <= opened  # the uploads were read
+    assert opened <= {c.path for c in CASES}, sorted(
+        opened - {c.path for c in CASES})
     for case in CANARIED:
-        name = os.path.basename(case.canary_path)
-        assert name not in trace, '%s: %s was opened' % (case.name, name)
-        assert case.canary_path not in trace
+        assert case.canary_path not in trace, case.name
+    assert proc.stdout.count('REJECTED') == len(HOSTILE), proc.stdout
+    assert proc.stdout.count('ACCEPTED') == len(BENIGN), proc.stdout
     assert _files(str(work)) == []
 
 
