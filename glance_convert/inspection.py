@@ -43,7 +43,7 @@ BACKING = '%s images with a backing file are not allowed'
 DATA_FILE = 'qcow2 images with an external data file are not allowed'
 DIFFERENCING = 'differencing disks (images with a parent) are not allowed'
 ENCRYPTED = 'encrypted images are not allowed'
-CREATE_TYPE = 'VMDK create type %r is not allowed'
+CREATE_TYPE = 'VMDK create type "%s" is not allowed'
 EXTENTS = 'VMDK images that refer to other files are not allowed'
 FEATURES = 'the image uses unsupported qcow2 features'
 CORRUPT = 'the image is corrupt'
@@ -78,6 +78,13 @@ class SourceFacts:
 
 def reject(reason: str, detail: str | None = None):
     raise errors.ImageRejected(reason, detail)
+
+
+def _shown(value) -> str:
+    """A value from the upload, fit for the user's sentence (or not)."""
+    value = str(value)
+    ok = value.isascii() and value.isalnum() and len(value) <= 32
+    return value if ok else 'unrecognised'
 
 
 # ---- 1. the bytes -----------------------------------------------------------
@@ -148,8 +155,8 @@ def _check_vmdk(h: byteparse.Header, policy: Policy) -> None:
     if h.subformat == 'descriptor':  # a text file naming other files
         reject(EXTENTS, 'descriptor-only VMDK')
     if h.create_type not in policy.vmdk_allowed_types:  # exact, as qemu
-        reject(CREATE_TYPE % h.create_type,
-               'allowed: %r' % (policy.vmdk_allowed_types,))
+        reject(CREATE_TYPE % _shown(h.create_type), 'createType %r, allowed'
+               ' %r' % (h.create_type, policy.vmdk_allowed_types))
     if h.descriptor_file or len(h.extents) != 1:
         reject(EXTENTS, 'extents %r' % [e[-1] for e in h.extents])
     _access, sectors, kind, name, line = h.extents[0]
@@ -226,7 +233,8 @@ def check_info(info: dict, claimed: str, facts: SourceFacts,
         reject(CORRUPT, 'qemu-img info: corrupt flag')
     if claimed == 'vmdk':
         if specific.get('create-type') not in policy.vmdk_allowed_types:
-            reject(CREATE_TYPE % specific.get('create-type'), 'qemu-img')
+            reject(CREATE_TYPE % _shown(specific.get('create-type')),
+                   'qemu-img create-type %r' % specific.get('create-type'))
         own = os.path.realpath(info.get('filename', ''))
         for extent in specific.get('extents') or []:
             if os.path.realpath(extent.get('filename', '')) != own:

@@ -315,3 +315,13 @@ def test_formats_that_are_not_converted_are_inspected_too(tmp_path):
     kernel.write_bytes(b'MZ' + bytes(4094))
     assert inspection.inspect_bytes(str(kernel), 'aki', POLICY).detected \
         == 'raw'
+
+
+@pytest.mark.parametrize('value,shown', [
+    ('monolithicFlat', 'monolithicFlat'), ('/etc/passwd', 'unrecognised'),
+    ('a\nb', 'unrecognised'), ('x' * 33, 'unrecognised'), (None, 'None')])
+def test_values_from_the_upload_reach_the_user_only_when_harmless(value,
+                                                                  shown):
+    h = vmdk_header(value)
+    assert rejected(inspection.check_header, h, 'vmdk', POLICY) == \
+        'VMDK create type "%s" is not allowed' % shown
