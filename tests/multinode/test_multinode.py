@@ -151,3 +151,90 @@ def test_concurrent_imports_on_both_nodes(node_a, node_b, token, images,
     for node in pair:
         assert node.staging_files() == [], node.name
         assert node.work_files() == [], node.name
+
+
+def test_staged_data_not_on_this_node_fails_clearly(
+        cluster, node_a, images):
+    # A node that wrongly believes it is node A (the same
+    # worker_self_reference_url, as when every node is given the load
+    # balancer's URL) runs imports of data staged on A itself.
+    stray = cluster.start_node('node-stray', self_url=node_a.url,
+                               workers=1)
+    try:
+        client = stray.client()
+        image_id = _stage(node_a.client(), images['small'])
+        client.import_image(image_id, 'glance-direct')
+        image, task = client.wait_for_import(image_id, TIMEOUT)
+        assert task['status'] == 'failure'
+        assert task['message'] == NOT_HERE
+        assert image['status'] == 'queued'
+        assert 'os_glance_import_task' not in image
+        assert stray.files_of(image_id) == []
+        # The data is still where Glance put it, untouched.
+        assert node_a.files_of(image_id) == [image_id]
+    finally:
+        stray.stop()
+    # Deleting the image through the node that has the data removes it.
+    node_a.client().delete_image(image_id)
+    assert node_a.files_of(image_id) == []
+
+
+def test_sigkill_of_one_node_mid_conversion(node_a, node_b, images,
+                                            tmp_path):
+    a, b = node_a.client(), node_b.client()
+    victim = _stage(a, images['slow'])
+    others = [_stage(b, images['small']) for _ in range(3)]
+
+    with nodes.ConvertSampler((node_a, node_b)) as sampler:
+        for image_id in others:
+            b.import_image(image_id, 'glance-direct')
+        a.import_image(victim, 'glance-direct')
+        _wait_for(lambda: victim in sampler.current()[node_a.name].values(),
+                  'the conversion of %s on node A' % victim, node_a)
+        node_a.kill()
+        results = _wait_all([(b, image_id) for image_id in others])
+
+    # Node B's imports did not notice.
+    for image_id in others:
+        image, task = results[image_id]
+        assert task['status'] == 'success', task['message']
+        assert image['status'] == 'active'
+        assert _converted_on(node_b, image_id)
+    _check_identical(b, others[0], images['small'], tmp_path)
+    assert node_b.staging_files() == []
+    assert node_b.work_files() == []
+
+    # The killed import left its staged data and work files, and the
+    # image is stuck in 'importing' under the dead task's import lock.
+    assert victim in node_a.files_of(victim)
+    assert any(n.startswith(victim + '.glance-convert.')
+               for n in node_a.files_of(victim))
+    stuck = b.get_image(victim)
+    assert stuck['status'] == 'importing'
+    assert 'os_glance_import_task' in stuck
+
+    node_a.start()
+    # The next import on the restarted node recovers the dead one.
+    fresh = _stage(a, images['small'])
+    a.import_image(fresh, 'glance-direct')
+    image, task = a.wait_for_import(fresh, TIMEOUT)
+    assert task['status'] == 'success', task['message']
+
+    image = a.get_image(victim)
+    assert image['status'] == 'queued'
+    assert 'os_glance_import_task' not in image
+    assert node_a.files_of(victim) == []
+    dead_task = a.get_tasks(victim)[-1]
+    assert dead_task['status'] == 'failure'
+    assert 'interrupted' in dead_task['message'].lower(), dead_task
+
+    # ... and the image can be imported again, through either node.
+    a.stage(victim, images['slow'])
+    b.import_image(victim, 'glance-direct')
+    image, task = b.wait_for_import(victim, TIMEOUT)
+    assert task['status'] == 'success', task['message']
+    assert image['status'] == 'active'
+    _check_identical(a, victim, images['slow'], tmp_path)
+    for node in (node_a, node_b):
+        assert node.staging_files() == [], node.name
+        assert node.work_files() == [], node.name
