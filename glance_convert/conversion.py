@@ -282,6 +282,11 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     bytes_in = os.path.getsize(src)
     target = plan(claimed, settings)
     if target is None:
+        # Stored as uploaded, so checked as strictly as a conversion.
+        if formats.is_convertible(claimed):
+            inspect_source(src, claimed, settings)
+        elif claimed:
+            inspection.inspect_bytes(src, claimed, settings.policy)
         return Result(src, False, claimed, claimed, 0, bytes_in, bytes_in,
                       0.0)
     facts, info = inspect_source(src, claimed, settings)

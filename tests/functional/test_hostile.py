@@ -280,8 +280,6 @@ PASSTHROUGH = [c for c in HOSTILE
                if c.name != 'qcow2_hiding_qcow2_with_backing_file']
 
 
-@pytest.mark.xfail(strict=True, reason='conversion.convert_image returns '
-                   'pass-through uploads before inspect_source runs')
 @pytest.mark.parametrize('case', PASSTHROUGH, ids=str)
 def test_hostile_image_is_refused_when_no_conversion_is_needed(
         case, work_dir):
