@@ -20,14 +20,15 @@ import contextlib
 import fcntl
 import json
 import os
-import pwd
 import grp
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from glance_convert import localglance
@@ -87,8 +88,8 @@ def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
     marker = os.path.join(venv_dir, _MARKER)
     wanted = '\n'.join(requirements) + '\n'
     os.makedirs(os.path.dirname(venv_dir), exist_ok=True)
-    lock_fd = os.open(venv_dir + '.lock', os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                      0o644)
+    lock_fd = os.open(venv_dir + '.lock',
+                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
@@ -102,8 +103,8 @@ def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
              what='creating the Keystone venv %s' % venv_dir)
         _run([os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
               'install', '--quiet'] + requirements, timeout=timeout,
-             what='pip install %s into %s' % (' '.join(requirements),
-                                               venv_dir))
+             what='pip install %s into %s'
+             % (' '.join(requirements), venv_dir))
         _run([os.path.join(venv_dir, 'bin', 'python'), '-c',
               'import keystone.server.wsgi, gunicorn'],
              what='importing keystone in %s' % venv_dir)
@@ -326,9 +327,9 @@ class KeystoneAdmin:
         self.token, _ = issue_token(url, username, password, project)
 
     def _get_or_create(self, collection, key, name, extra=None):
-        _, _, found = _http('GET', '%s/%s?name=%s' % (self.url, collection,
-                                                       name),
-                            token=self.token)
+        url = '%s/%s?name=%s' % (self.url, collection,
+                                 urllib.parse.quote(name))
+        _, _, found = _http('GET', url, token=self.token)
         if found[collection]:
             return found[collection][0]['id']
         body = {'name': name, 'domain_id': 'default'}

@@ -189,8 +189,14 @@ def test_sigkill_of_one_node_mid_conversion(node_a, node_b, images,
         for image_id in others:
             b.import_image(image_id, 'glance-direct')
         a.import_image(victim, 'glance-direct')
-        _wait_for(lambda: victim in sampler.current()[node_a.name].values(),
-                  'the conversion of %s on node A' % victim, node_a)
+
+        def converting():
+            return (victim in sampler.current()[node_a.name].values()
+                    and any(n.startswith(victim + '.glance-convert.')
+                            for n in node_a.work_files()))
+
+        _wait_for(converting, 'the conversion of %s on node A' % victim,
+                  node_a)
         node_a.kill()
         results = _wait_all([(b, image_id) for image_id in others])
 
