@@ -329,7 +329,7 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
 def _verify_output(final: str, target: str, virtual_size: int,
                    settings: Settings) -> int:
     """Inspect the converted file; return its virtual size."""
-    inspection.verify_output(final, target)
+    inspection.verify_output(final, target, policy=settings.policy)
     try:
         out_info = qemu_img.info(final, formats.qemu_driver(target),
                                  settings.inspect_limits)
