@@ -26,6 +26,9 @@ from glance_convert import qemu_img
 LOG = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+# qemu-img drivers that implement "qemu-img check" (7.2); raw and vpc
+# answer "does not support checks".
+CHECKABLE = ('qcow2', 'vmdk', 'vdi')
 WORK_TAG = 'glance-convert'
 
 
@@ -55,7 +58,6 @@ class Settings:
                 'Image conversion is misconfigured on this cloud; please '
                 'contact the cloud operator.', str(exc))
         group = conf[options.GROUP]
-        python = options.python_interpreter(conf)
         target = group.output_format
         out_options, compressed = output_options(group, target)
         return cls(
@@ -71,10 +73,10 @@ class Settings:
             inspect_limits=qemu_img.Limits(
                 address_space=group.inspect_address_space_mb * MiB,
                 cpu_time=group.inspect_cpu_time,
-                timeout=group.inspect_timeout, python=python),
+                timeout=group.inspect_timeout),
             convert_limits=qemu_img.Limits(
                 address_space=group.convert_address_space_mb * MiB,
-                timeout=group.convert_timeout or None, python=python),
+                timeout=group.convert_timeout or None),
             tuning=qemu_img.Tuning(
                 coroutines=group.convert_coroutines,
                 out_of_order=group.convert_out_of_order,
@@ -247,6 +249,8 @@ def inspect_source(src: str, claimed: str, settings: Settings
         raise errors.ImageRejected(
             'qemu-img cannot read it as a %s image' % claimed, str(exc))
     inspection.check_info(info, claimed, facts, settings.policy)
+    if fmt not in CHECKABLE:
+        return facts, info
     try:
         report = qemu_img.check(src, fmt, settings.inspect_limits)
     except qemu_img.QemuImgError as exc:

@@ -9,8 +9,6 @@ python_interpreter``) are read through :func:`glance_setting`, so the plugin
 also works where Glance's options are not registered (the CLI, unit tests).
 """
 
-import sys
-
 from oslo_config import cfg
 
 from glance_convert import formats
@@ -250,15 +248,6 @@ def glance_setting(group, name, conf=None):
             AttributeError):
         return _GLANCE_DEFAULTS[(group, name)]
     return value
-
-
-def python_interpreter(conf=None):
-    """The Python that runs ``oslo_concurrency.prlimit``.
-
-    Under a WSGI server ``sys.executable`` may not be Python, which is why
-    Glance has ``[wsgi] python_interpreter``.
-    """
-    return glance_setting('wsgi', 'python_interpreter', conf) or sys.executable
 
 
 def max_virtual_size(conf=None):

@@ -1,11 +1,17 @@
 """A typed, thin wrapper around the ``qemu-img`` command.
 
 Every call goes through :func:`oslo_concurrency.processutils.execute` with
-the source format forced (``-f``), resource limits (``ProcessLimits``,
-applied by ``python -m oslo_concurrency.prlimit``, which then execs
-qemu-img) and a watchdog thread that kills qemu-img on a wall-clock timeout
-or when the caller cancels: processutils' own timeout stops waiting but
-leaves the child running.
+the source format forced (``-f``), resource limits and a watchdog thread
+that kills qemu-img on a wall-clock timeout or when the caller cancels:
+processutils' own timeout stops waiting but leaves the child running.
+
+The limits (address space, CPU time, output file size) are the ones
+``processutils.ProcessLimits`` offers, but they are set with ``setrlimit``
+in the child between fork and exec instead of through ``python -m
+oslo_concurrency.prlimit``: the kernel enforces the same limits, and a
+conversion no longer pays for starting a Python interpreter five times
+(30 ms idle, up to 170 ms on a loaded host, per qemu-img call).  It also
+removes the dependency on ``[wsgi] python_interpreter``.
 
 Format arguments are qemu-img driver names (``vpc``, not Glance's ``vhd``);
 see :mod:`glance_convert.formats`.
@@ -17,6 +23,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import resource
 import signal
 import threading
 import time
@@ -38,14 +45,13 @@ class Limits:
     cpu_time: int | None = None        # seconds
     file_size: int | None = None       # bytes, largest file it may write
     timeout: float | None = None       # wall-clock seconds, then SIGKILL
-    python: str | None = None          # interpreter that runs prlimit
 
-    def process_limits(self) -> processutils.ProcessLimits | None:
-        if not (self.address_space or self.cpu_time or self.file_size):
-            return None
-        return processutils.ProcessLimits(address_space=self.address_space,
-                                          cpu_time=self.cpu_time,
-                                          file_size=self.file_size)
+    def rlimits(self) -> list[tuple[int, int]]:
+        """(resource, value) pairs to set in the child."""
+        pairs = [(resource.RLIMIT_AS, self.address_space),
+                 (resource.RLIMIT_CPU, self.cpu_time),
+                 (resource.RLIMIT_FSIZE, self.file_size)]
+        return [(res, int(value)) for res, value in pairs if value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,18 +91,27 @@ _ENV = {'LC_ALL': 'C', 'MALLOC_ARENA_MAX': '2'}
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the thread that started us dies.
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
 
-    A glance-api killed mid-conversion then takes its qemu-img with it
-    instead of leaving it writing into a work file.  The setting survives
-    the exec of prlimit's wrapper into qemu-img.
+
+def _child_setup(rlimits: list[tuple[int, int]]) -> Callable[[], None]:
+    """What the child does between fork and exec.
+
+    It applies the resource limits, and asks for SIGKILL when the thread
+    that started it dies, so a glance-api killed mid-conversion takes its
+    qemu-img with it instead of leaving it writing into a work file.
+    It is kept minimal (the limits are prepared before the fork), as a
+    child of a threaded process should do as little as it can before exec.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
+    def setup() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        for res, value in rlimits:
+            resource.setrlimit(res, (value, value))
+    return setup
 
 
 class _Watchdog:
@@ -177,18 +192,13 @@ def _run(args: Sequence[str], limits: Limits, *,
                          tick_interval, on_start)
     env = dict(os.environ)
     env.update(_ENV)
-    kwargs = {}
-    prlimit = limits.process_limits()
-    if prlimit is not None:
-        kwargs['prlimit'] = prlimit
-        kwargs['python_exec'] = limits.python
     printable = ' '.join(cmd)
     try:
         stdout, stderr = processutils.execute(
             *cmd, env_variables=env, check_exit_code=list(check_exit_code),
             on_execute=watchdog.start, on_completion=watchdog.stop,
-            preexec_fn=_die_with_parent,
-            log_errors=processutils.LOG_FINAL_ERROR, **kwargs)
+            preexec_fn=_child_setup(limits.rlimits()),
+            log_errors=processutils.LOG_FINAL_ERROR)
         return 0, stdout, stderr
     except processutils.ProcessExecutionError as exc:
         code = exc.exit_code

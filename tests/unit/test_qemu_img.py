@@ -59,7 +59,35 @@ def test_cancel_kills_qemu_img(fifo, tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_limits_run_through_prlimit(tmp_path):
+def test_limits_apply_to_qemu_img_itself(fifo):
+    """The kernel enforces the limits on the qemu-img process."""
+    seen = {}
+    flag = threading.Event()
+
+    def on_start(pid):
+        def read():
+            time.sleep(0.3)
+            with open('/proc/%d/limits' % pid) as f:
+                seen['limits'] = f.read()
+            with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                seen['cmd'] = f.read().split(b'\0')
+            flag.set()
+        threading.Thread(target=read).start()
+
+    with pytest.raises(qemu_img.QemuImgCancelled):
+        qemu_img._run(['info', '-f', 'raw', fifo],
+                      qemu_img.Limits(address_space=1 << 30, cpu_time=7,
+                                      file_size=12345 * 512, timeout=60),
+                      should_cancel=flag.is_set, on_start=on_start)
+    rows = {line[:26].strip(): line[26:].split()
+            for line in seen['limits'].splitlines()[1:]}
+    assert rows['Max address space'][:2] == [str(1 << 30)] * 2
+    assert rows['Max cpu time'][:2] == ['7', '7']
+    assert rows['Max file size'][:2] == [str(12345 * 512)] * 2
+    assert os.path.basename(seen['cmd'][0]) == b'qemu-img'
+
+
+def test_limits_allow_normal_work(tmp_path):
     img = tmp_path / 'a.raw'
     img.write_bytes(b'\0' * 1024 * 1024)
     info = qemu_img.info(str(img), 'raw',
@@ -136,7 +164,7 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
         'from glance_convert import qemu_img\n'
         'def run():\n'
         '    qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
-        '        timeout=120, cpu_time=60, python=sys.executable))\n'
+        '        timeout=120, cpu_time=60))\n'
         'threading.Thread(target=run, daemon=True).start()\n'
         'time.sleep(120)\n')
     parent = subprocess.Popen([sys.executable, str(script), fifo])
