@@ -191,6 +191,15 @@ _workspace_opts = [
 
 _tuning_opts = [
     cfg.IntOpt(
+        'parallel_workers',
+        default=2, min=1, max=8,
+        help='qemu-img processes that convert one streamOptimized VMDK to '
+             'raw, each over its own part of the disk. Decompression is '
+             'single-threaded in qemu-img, so this puts more cores to '
+             'work on the slowest common input; such a conversion then '
+             'uses this many cores within its one conversion slot. 1 '
+             'turns it off.'),
+    cfg.IntOpt(
         'convert_coroutines',
         default=8, min=1, max=16,
         help='Parallel coroutines of qemu-img convert ("-m").'),

@@ -1,4 +1,4 @@
-"""Prototype: convert one image to raw with several qemu-img processes.
+"""Convert one image to raw with several qemu-img processes.
 
 A compressed source (streamOptimized VMDK, compressed qcow2) converts at the
 speed of one core: qemu-img decompresses in its single main thread, and
@@ -102,11 +102,15 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
                    tuning: qemu_img.Tuning = qemu_img.Tuning(),
                    limits: qemu_img.Limits = qemu_img.Limits(),
                    map_limits: qemu_img.Limits | None = None,
-                   should_cancel=None) -> list[tuple[int, int]]:
+                   should_cancel=None, on_start=None, on_progress=None,
+                   progress_interval: float = 5.0
+                   ) -> list[tuple[int, int]]:
     """Convert ``src`` (qemu driver ``fmt``) into a new raw file ``dst``.
 
-    Returns the ranges used.  Raises :class:`qemu_img.QemuImgError` (or a
-    subclass) if any process fails; ``dst`` is removed then.
+    ``on_start`` gets each qemu-img's pid; ``on_progress`` the bytes all of
+    them have read so far.  Returns the ranges used.  Raises
+    :class:`qemu_img.QemuImgError` (or a subclass) if any process fails;
+    ``dst`` is removed then.
     """
     extents = None
     if workers > 1:
@@ -122,6 +126,14 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
         limits, file_size=max(limits.file_size or 0, virtual_size + MiB))
     failed = threading.Event()
     errors: list[BaseException] = []
+    read_by_pid: dict[int, int] = {}
+
+    def tick(pid: int) -> None:
+        read = qemu_img.bytes_read(pid)
+        if read is not None:
+            read_by_pid[pid] = read
+            if on_progress is not None:
+                on_progress(sum(read_by_pid.values()))
 
     def cancelled() -> bool:
         if failed.is_set():
@@ -142,7 +154,10 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
                  '--target-image-opts',
                  window('raw', dst, offset, length)]
         try:
-            qemu_img._run(args, limits, should_cancel=cancelled)
+            qemu_img._run(args, limits, should_cancel=cancelled,
+                          on_start=on_start,
+                          on_tick=tick if on_progress else None,
+                          tick_interval=progress_interval)
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
             failed.set()
