@@ -16,7 +16,6 @@ import configparser
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -203,9 +202,6 @@ _GLANCE_OPTS = {
                     default=['streamOptimized', 'monolithicSparse']),
         cfg.ListOpt('gpt_safety_checks_nonfatal', default=[]),
         cfg.BoolOpt('require_image_format_match', default=True),
-    ],
-    'wsgi': [
-        cfg.StrOpt('python_interpreter'),
     ],
     'oslo_concurrency': [
         cfg.StrOpt('lock_path'),
@@ -400,46 +396,6 @@ def check_lock_path(conf) -> list[Finding]:
         'glance-api (e.g. /var/lib/glance/lock).')]
 
 
-def check_python(conf) -> list[Finding]:
-    configured = conf.wsgi.python_interpreter
-    python = configured or sys.executable
-    found = []
-    if not configured:
-        found.append(Finding(
-            WARNING, 'python_interpreter', '[wsgi] python_interpreter is '
-            'unset: Glance uses its own sys.executable, which under uWSGI '
-            'or some WSGI servers is not a Python interpreter; qemu-img '
-            'then cannot run under resource limits.',
-            'set [wsgi] python_interpreter to the python of the '
-            'environment glance-api runs in (checked here: %s).' % python))
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        found.append(Finding(
-            ERROR, 'python_interpreter', 'Python interpreter %s does not '
-            'exist or is not executable.' % python,
-            'point [wsgi] python_interpreter at the python of the '
-            'glance-api environment.'))
-        return found
-    try:
-        result = subprocess.run(
-            [python, '-c', 'import oslo_concurrency.prlimit'],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, timeout=60)
-        problem = result.stderr.decode('utf-8', 'replace').strip(
-            ).splitlines()[-1:] if result.returncode else None
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        problem = [str(exc)]
-    if problem is not None:
-        found.append(Finding(
-            ERROR, 'python_interpreter', '%s cannot import '
-            'oslo_concurrency.prlimit: %s' % (python, ' '.join(problem)),
-            'point [wsgi] python_interpreter at the python of the '
-            'glance-api environment (it has oslo.concurrency).'))
-    else:
-        found.append(Finding(OK, 'python_interpreter', '%s can run '
-                             'oslo_concurrency.prlimit.' % python))
-    return found
-
-
 def check_deprecated(files: list[str]) -> list[Finding]:
     """The in-tree plugin's ``[image_conversion] output_format``."""
     found = []
@@ -486,7 +442,6 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     found += check_plugin_enabled(conf)
     found += check_work_dir(conf)
     found += check_lock_path(conf)
-    found += check_python(conf)
     found += check_deprecated(files + list(extra_files))
     option_findings = validate_options(conf)
     found += option_findings or [Finding(

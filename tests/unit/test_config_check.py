@@ -163,7 +163,7 @@ def test_good_config_has_no_errors_or_warnings(tmp_path):
     found = config_check.check_host(config_dir)
     assert errors_of(found) == [] and warnings_of(found) == [], found
     for check in ('config', 'qemu-img', 'plugin', 'work_dir', 'lock_path',
-                  'python_interpreter', 'options'):
+                  'options'):
         assert by_check(found, check), check
     work = by_check(found, 'work_dir')[0].message
     assert str(tmp_path / 'staging') in work and 'free' in work
@@ -242,29 +242,6 @@ def test_lock_path_unset_warns_and_bad_lock_path_fails(tmp_path):
     errs = errors_of(config_check.check_host(write_conf(tmp_path / 'c',
                                                         bad)))
     assert [e.check for e in errs] == ['lock_path']
-
-
-def test_python_interpreter_checks(tmp_path):
-    api = good_api_conf(tmp_path)
-    missing = api.replace(sys.executable, str(tmp_path / 'no-python'))
-    errs = errors_of(config_check.check_host(write_conf(tmp_path / 'a',
-                                                        missing)))
-    assert [e.check for e in errs] == ['python_interpreter']
-    assert 'does not exist' in errs[0].message
-
-    # A Python without oslo.concurrency.
-    fake = tmp_path / 'python-without-oslo'
-    fake.write_text('#!/bin/sh\nexec /usr/bin/python3 -I -S "$@"\n')
-    fake.chmod(0o755)
-    no_oslo = api.replace(sys.executable, str(fake))
-    errs = errors_of(config_check.check_host(write_conf(tmp_path / 'b',
-                                                        no_oslo)))
-    assert [e.check for e in errs] == ['python_interpreter']
-    assert 'oslo_concurrency' in errs[0].message
-
-    unset = api.replace('python_interpreter = ', '# python_interpreter = ')
-    found = config_check.check_host(write_conf(tmp_path / 'c', unset))
-    assert [w.check for w in warnings_of(found)] == ['python_interpreter']
 
 
 def test_invalid_options_are_reported(tmp_path):
