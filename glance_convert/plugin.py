@@ -84,6 +84,37 @@ INTERRUPTED = ('Import interrupted: the image service stopped during the '
                'conversion; please import the image again.')
 
 
+def _not_found_errors() -> tuple:
+    try:
+        from glance.common import exception
+    except ImportError:  # pragma: no cover - outside Glance
+        return (LookupError,)
+    return (exception.NotFound, LookupError)
+
+
+def orphan_target(orphan, image_repo):
+    """Decide what recovery does with one orphan record.
+
+    Returns ``(image_id, task_id, image, reason)``: ``image`` is the image
+    to release, or None with ``reason`` saying why it is left alone.
+    Errors other than "not found" (the database is down) propagate.
+    """
+    image_id = orphan.get('owner')
+    task_id = (orphan.get('info') or {}).get('task_id')
+    if not image_id or not task_id:
+        return image_id, task_id, None, 'the record names no import task'
+    try:
+        image = image_repo.get(image_id)
+    except _not_found_errors():
+        return image_id, task_id, None, 'the image no longer exists'
+    holder = image.extra_properties.get('os_glance_import_task')
+    if holder != task_id:
+        return image_id, task_id, None, (
+            'another import (task %s) holds the image' % holder if holder
+            else 'the image is not locked by this import any more')
+    return image_id, task_id, image, None
+
+
 def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
     """Release the images of conversions whose glance-api process died.
 
@@ -96,16 +127,14 @@ def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
     """
     released = []
     for orphan in orphans:
-        image_id = orphan.get('owner')
-        task_id = (orphan.get('info') or {}).get('task_id')
-        if not image_id or not task_id:
-            continue
         try:
-            image = image_repo.get(image_id)
-        except Exception:  # noqa: BLE001 - image deleted meanwhile
+            image_id, task_id, image, _ = orphan_target(orphan, image_repo)
+        except Exception as exc:  # noqa: BLE001 - best effort, go on
+            LOG.warning('Cannot look up the image of interrupted import '
+                        '%s: %s', orphan.get('owner'), exc)
             continue
-        if image.extra_properties.get('os_glance_import_task') != task_id:
-            continue  # another import took over; not ours to touch
+        if image is None:
+            continue  # deleted, or another import took over: not ours
         try:
             task = task_repo.get(task_id)
             if task.status in ('pending', 'processing'):
@@ -136,17 +165,25 @@ def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
     return released
 
 
+def admin_repos(context):
+    """Glance's image and task repositories for an admin ``context``.
+
+    Shared by the plugin (the importing user's context, elevated) and
+    ``glance-convert recover`` (Glance's admin context).
+    """
+    from glance import gateway
+    gw = gateway.Gateway()
+    return gw.get_repo(context), gw.get_task_repo(context)
+
+
 def _recover(context, workspace):
     """Best effort: never let recovery break the import that runs it."""
     try:
         orphans = workspace.take_orphans()
         if not orphans:
             return
-        from glance import gateway
-        admin = context.elevated()
-        gw = gateway.Gateway()
-        recover_interrupted(orphans, gw.get_repo(admin),
-                            gw.get_task_repo(admin),
+        image_repo, task_repo = admin_repos(context.elevated())
+        recover_interrupted(orphans, image_repo, task_repo,
                             staging_dir=workspace_module().staging_dir())
     except Exception:  # noqa: BLE001
         LOG.exception('Recovery of interrupted conversions failed')
