@@ -13,14 +13,13 @@ run qemu-img on the same machine at the same time).
 """
 
 import os
-import re
 import threading
-import time
 
 import pytest
 
 from glance_convert import localglance
 from glance_convert import workspace
+from tests import proctools
 
 pytestmark = pytest.mark.postgres
 
@@ -78,65 +77,14 @@ def server(tmp_path_factory, qemu_tools):
             srv.stop()
 
 
-class ConvertSampler:
-    """Counts this server's ``qemu-img convert`` processes, continuously."""
-
-    def __init__(self, base_dir, interval=0.05):
-        self.base_dir = base_dir
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self.seen = set()          # image ids seen converting
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def current(self):
-        """{pid: image id} of the conversions running now."""
-        found = {}
-        for pid in os.listdir('/proc'):
-            if not pid.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                    argv = f.read().split(b'\0')
-            except OSError:
-                continue
-            args = [a.decode('utf-8', 'replace') for a in argv if a]
-            if (len(args) > 2 and os.path.basename(args[0]) == 'qemu-img'
-                    and args[1] == 'convert'
-                    and any(a.startswith(self.base_dir) for a in args)):
-                m = re.search(r'/([0-9a-f-]{36})\.glance-convert\.',
-                              ' '.join(args))
-                found[int(pid)] = m.group(1) if m else '?'
-        return found
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            now = self.current()
-            self.samples += 1
-            self.peak = max(self.peak, len(now))
-            self.seen.update(now.values())
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+def ConvertSampler(base_dir):
+    """Samples this server's conversions (one group named 'host')."""
+    return proctools.ConversionSampler({'host': base_dir})
 
 
 def _wait(predicate, what, timeout=TIMEOUT, server=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail('timed out after %ss waiting for %s%s'
-                        % (timeout, what, '\n' + server.log_tail()
-                           if server else ''))
-        time.sleep(0.05)
+    return proctools.wait_for(predicate, what, timeout,
+                              server.log_tail if server else None)
 
 
 def _files_of(server, image_id):
@@ -182,10 +130,10 @@ def test_concurrent_imports_respect_slots_and_space(server, images):
     assert len(results) == N_SMALL + 1, 'some wait_for_import raised'
 
     print('qemu-img convert: peak %d concurrent over %d samples; seen %d '
-          'of %d conversions' % (sampler.peak, sampler.samples,
-                                 len(sampler.seen), N_SMALL))
-    assert 1 <= sampler.peak <= SLOTS
-    assert big not in sampler.seen
+          'of %d conversions' % (sampler.peak['host'], sampler.samples,
+                                 len(sampler.seen['host']), N_SMALL))
+    assert 1 <= sampler.peak['host'] <= SLOTS
+    assert big not in sampler.seen['host']
 
     for image_id in small:
         image, task = results[image_id]
@@ -213,7 +161,7 @@ def test_deleting_the_image_stops_its_conversion(server, images):
     sampler = ConvertSampler(server.base_dir)
     image_id = _staged_image(client, images['slow'])
     client.import_image(image_id, 'glance-direct')
-    pids = _wait(lambda: [p for p, i in sampler.current().items()
+    pids = _wait(lambda: [p for p, i in sampler.current()['host'].items()
                           if i == image_id],
                  'the conversion to start', server=server)
     client.delete_image(image_id)
@@ -227,7 +175,9 @@ def test_deleting_the_image_stops_its_conversion(server, images):
     with pytest.raises(localglance.GlanceHTTPError) as exc:
         client.get_image(image_id)
     assert exc.value.status == 404
-    assert _ledger(server)['paths'] == []
+    # The files go first, then the ledger entry: wait for both.
+    _wait(lambda: _ledger(server)['paths'] == [],
+          'the reservation to be released', timeout=30, server=server)
 
 
 def test_sigkill_mid_conversion_leaves_nothing_after_restart(server, images):
@@ -235,7 +185,8 @@ def test_sigkill_mid_conversion_leaves_nothing_after_restart(server, images):
     sampler = ConvertSampler(server.base_dir)
     image_id = _staged_image(client, images['slow'])
     client.import_image(image_id, 'glance-direct')
-    _wait(lambda: [p for p, i in sampler.current().items() if i == image_id],
+    _wait(lambda: [p for p, i in sampler.current()['host'].items()
+                   if i == image_id],
           'the conversion to start', server=server)
     work_file = _wait(lambda: [n for n in _files_of(server, image_id)
                                if '.glance-convert.' in n],

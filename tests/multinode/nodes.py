@@ -9,11 +9,10 @@ through PostgreSQL.  Clients authenticate with real Keystone tokens.
 
 import glob
 import os
-import re
 import sys
-import threading
 
 from glance_convert import localglance
+from tests import proctools
 
 SERVICE_USER = 'glance'
 SERVICE_PASSWORD = 'glance-service-secret'
@@ -21,8 +20,6 @@ SERVICE_PROJECT = 'service'
 DEMO_USER = 'demo'
 DEMO_PASSWORD = 'demo-secret'
 DEMO_PROJECT = 'demo'
-
-_WORK_FILE = re.compile(r'/([0-9a-f-]{36})\.glance-convert\.')
 
 
 def stock_paste_ini():
@@ -135,62 +132,11 @@ class TokenClient(localglance.GlanceClient):
         return {'X-Auth-Token': self.token}
 
 
-class ConvertSampler:
-    """Counts ``qemu-img convert`` processes per node by sampling /proc.
+def ConvertSampler(nodes, interval=0.02):
+    """Samples ``qemu-img convert`` per node, by the node's work directory.
 
-    A conversion belongs to the node whose work directory holds one of its
-    arguments (the output path).  Other tests may run qemu-img on this
-    machine at the same time; their processes match no node.
+    Other tests may run qemu-img on this machine at the same time; their
+    processes match no node.
     """
-
-    def __init__(self, nodes, interval=0.02):
-        self.nodes = list(nodes)
-        self.interval = interval
-        self.peak = {n.name: 0 for n in self.nodes}
-        self.peak_total = 0
-        self.samples = 0
-        self.seen = {n.name: set() for n in self.nodes}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name='convert-sampler')
-
-    def current(self):
-        """{node name: {pid: image id}} of the conversions running now."""
-        found = {n.name: {} for n in self.nodes}
-        for pid in os.listdir('/proc'):
-            if not pid.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                    argv = f.read().split(b'\0')
-            except OSError:
-                continue
-            args = [a.decode('utf-8', 'replace') for a in argv if a]
-            if (len(args) < 3 or os.path.basename(args[0]) != 'qemu-img'
-                    or args[1] != 'convert'):
-                continue
-            for node in self.nodes:
-                prefix = node.work_dir.rstrip('/') + '/'
-                if any(a.startswith(prefix) for a in args):
-                    m = _WORK_FILE.search(' '.join(args))
-                    found[node.name][int(pid)] = m.group(1) if m else '?'
-        return found
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            now = self.current()
-            self.samples += 1
-            total = 0
-            for name, procs in now.items():
-                self.peak[name] = max(self.peak[name], len(procs))
-                self.seen[name].update(procs.values())
-                total += len(procs)
-            self.peak_total = max(self.peak_total, total)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    return proctools.ConversionSampler(
+        {n.name: n.work_dir for n in nodes}, interval)

@@ -12,11 +12,11 @@ restarts a node.
 
 import os
 import threading
-import time
 
 import pytest
 
 from tests import imagefactory
+from tests import proctools
 from tests.multinode import conftest
 from tests.multinode import nodes
 
@@ -70,16 +70,9 @@ def _wait_all(clients_and_ids):
 
 
 def _wait_for(predicate, what, node=None, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail('timed out after %ss waiting for %s%s'
-                        % (timeout, what,
-                           '\n' + node.log_tail() if node else ''))
-        time.sleep(0.02)
+    return proctools.wait_for(predicate, what, timeout,
+                              node.log_tail if node else None,
+                              interval=0.02)
 
 
 def test_import_through_other_node_converts_where_staged(

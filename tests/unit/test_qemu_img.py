@@ -7,6 +7,7 @@ import time
 import pytest
 
 from glance_convert import qemu_img
+from tests import proctools
 
 
 @pytest.fixture
@@ -18,18 +19,7 @@ def fifo(tmp_path):
 
 
 def _qemu_img_pids():
-    pids = set()
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                cmd = f.read().split(b'\0')
-        except OSError:
-            continue
-        if cmd and os.path.basename(cmd[0]) == b'qemu-img':
-            pids.add(int(pid))
-    return pids
+    return set(proctools.qemu_img_processes())
 
 
 def _ppid(pid):
