@@ -222,22 +222,39 @@ def work_paths(work_dir: str, image_id: str, target: str
     return base + '.part', '%s.%s' % (base, target)
 
 
+def output_upper_bound(target: str, virtual_size: int) -> int:
+    """Bytes the output can take at most, whatever the data: no qemu-img.
+
+    Raw output is at most its virtual size (less where sparse); every other
+    format adds metadata below ``virtual_size // 64 + 16 MiB`` (qcow2 with
+    64 KiB clusters: 1/8192 for L2 tables plus refcounts and header).
+    """
+    if target == 'raw':
+        return virtual_size
+    return virtual_size + virtual_size // 64 + 16 * MiB
+
+
 def estimate_output_bytes(src: str, claimed: str, target: str,
                           virtual_size: int, settings: Settings) -> int:
-    """Bytes the output needs on disk (an upper bound)."""
-    overhead = virtual_size // 64 + 16 * MiB  # metadata of any format
-    if target in ('qcow2', 'raw'):
-        try:
-            measured = qemu_img.measure(
-                src, formats.qemu_driver(claimed), formats.qemu_driver(target),
-                settings.out_options, settings.inspect_limits)
-        except qemu_img.QemuImgError as exc:
-            LOG.warning('qemu-img measure failed, assuming the whole '
-                        'virtual size: %s', exc)
-            measured = None
-        if measured is not None:
-            return measured
-    return virtual_size + overhead
+    """Bytes the output needs on disk (an upper bound).
+
+    ``qemu-img measure`` where it knows better than the upper bound: qcow2
+    output, whose size follows the allocated data.  For raw output it
+    answers the virtual size whatever the data (qemu 7.2), so it is not
+    asked; vmdk, vdi and vpc it cannot measure.
+    """
+    bound = output_upper_bound(target, virtual_size)
+    if target != 'qcow2':
+        return bound
+    try:
+        measured = qemu_img.measure(
+            src, formats.qemu_driver(claimed), formats.qemu_driver(target),
+            settings.out_options, settings.inspect_limits)
+    except qemu_img.QemuImgError as exc:
+        LOG.warning('qemu-img measure failed, assuming the whole '
+                    'virtual size: %s', exc)
+        measured = None
+    return bound if measured is None else min(measured, bound)
 
 
 def inspect_source(src: str, claimed: str, settings: Settings
@@ -274,7 +291,9 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   on_wait: Callable[[], None] | None = None,
                   should_cancel: Callable[[], bool] | None = None,
                   slot_timeout: float = 600,
-                  info_for_ledger: dict | None = None) -> Result:
+                  info_for_ledger: dict | None = None,
+                  on_wait_space: Callable[[], None] | None = None
+                  ) -> Result:
     """Check and convert ``src``; return the result.
 
     The source is never modified or removed here.  On failure no work file
@@ -306,7 +325,7 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
         with workspace.slot(owner, slot_timeout, on_wait=on_wait,
                             should_cancel=should_cancel), \
                 workspace.reservation(owner, estimate, timeout=slot_timeout,
-                                      on_wait=on_wait,
+                                      on_wait=on_wait_space,
                                       should_cancel=should_cancel,
                                       info=info_for_ledger or {}) as res:
             # Recorded before they exist: a crash leaves nothing unknown.

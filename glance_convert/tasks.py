@@ -114,6 +114,8 @@ class ConvertImage(task.Task):
             on_progress=progress.update,
             on_wait=lambda: self.status.set_message(
                 'Waiting for a conversion slot'),
+            on_wait_space=lambda: self.status.set_message(
+                'Waiting for work space to convert the image'),
             should_cancel=self.status.is_aborted,
             slot_timeout=self.slot_timeout,
             info_for_ledger={'task_id': self.task_id})

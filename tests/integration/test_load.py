@@ -217,3 +217,51 @@ def test_sigkill_mid_conversion_leaves_nothing_after_restart(server, images):
     assert task['status'] == 'success', task['message']
     assert image['status'] == 'active'
     assert server.staging_files() == []
+
+
+def _collect_messages(client, image_ids, stop, seen):
+    """Poll the images' task messages until ``stop`` is set."""
+    while not stop.is_set():
+        for image_id in image_ids:
+            try:
+                for task in client.get_tasks(image_id):
+                    seen.setdefault(image_id, []).append(task['message'])
+            except localglance.GlanceHTTPError:
+                pass
+        stop.wait(0.1)
+
+
+def test_task_messages_show_waiting_and_progress(server, images):
+    """What an end user reads in GET /v2/images/{id}/tasks meanwhile."""
+    client = server.client()
+    slow = _staged_image(client, images['slow'])
+    small = [_staged_image(client, images['small']) for _ in range(3)]
+    seen, stop = {}, threading.Event()
+    watcher = threading.Thread(target=_collect_messages,
+                               args=(client, [slow] + small, stop, seen))
+    watcher.start()
+    try:
+        client.import_image(slow, 'glance-direct')
+        _wait(lambda: any(m.startswith('Converting: ')
+                          for m in seen.get(slow, [])),
+              'a progress message for the slow import', server=server)
+        for image_id in small:
+            client.import_image(image_id, 'glance-direct')
+        results = {i: client.wait_for_import(i, TIMEOUT)
+                   for i in [slow] + small}
+    finally:
+        stop.set()
+        watcher.join()
+
+    percents = [int(m.split()[1].rstrip('%')) for m in seen[slow]
+                if m.startswith('Converting: ')]
+    assert percents and all(0 <= p < 100 for p in percents), seen[slow]
+    assert percents == sorted(percents), 'progress went backwards'
+    waited = [m for i in small for m in seen.get(i, [])
+              if m.startswith('Waiting for ')]
+    # Two slots, one held by the slow image: at least one of the three
+    # small imports had to wait, for a slot or for work space.
+    assert waited, seen
+    for image_id, (image, task) in results.items():
+        assert task['status'] == 'success', task['message']
+        assert image['status'] == 'active'
