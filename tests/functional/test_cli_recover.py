@@ -41,11 +41,16 @@ def write_conf(directory, text):
     return directory
 
 
-@pytest.fixture(scope='module')
-def glance(tmp_path_factory):
+@pytest.fixture(scope='module', params=['multi-store', 'single-store'])
+def glance(request, tmp_path_factory):
     """A Glance configuration and synced database; glance-api not running.
+
+    Both ways of configuring the staging area: the reserved
+    os_glance_staging_store and the older node_staging_uri.
     """
-    server = localglance.GlanceServer(str(tmp_path_factory.mktemp('glance')))
+    server = localglance.GlanceServer(
+        str(tmp_path_factory.mktemp('glance')),
+        multi_store=request.param == 'multi-store')
     server.write_config()
     server.db_sync()
     return server

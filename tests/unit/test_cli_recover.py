@@ -167,3 +167,17 @@ def test_root_refuses_a_ledger_of_another_user(host):
         cli.recover(ws, Repo(), Repo(), staging)
     assert 'run recover as the user glance-api runs as' in str(exc.value)
     assert os.path.exists(work)  # nothing was touched
+
+
+def test_text_report_names_what_was_done(host, capsys):
+    ws, staging = host
+    image, work, staged = interrupted(ws, staging)
+    reports = cli.recover(ws, Repo({image.image_id: image}),
+                          Repo({'t1': FakeTask()}), staging)
+    cli._print_recover(reports, ws, dry_run=False)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith('Released image %s (import task t1, '
+                             'glance-api pid ' % image.image_id)
+    assert out[2:] == ['  removed work file %s' % work,
+                       '  removed staged data %s' % staged,
+                       '1 released, 0 skipped, 0 failed.']
