@@ -177,9 +177,86 @@ def _parse_header(path: str, claimed: str) -> byteparse.Header | None:
         reject(UNREADABLE, 'header of %s: %s' % (claimed, exc))
 
 
+class _TailSkippingReader:
+    """The file, as format_inspector reads it, minus what nobody wants.
+
+    ``format_inspector`` reads a file until every inspector has decided.
+    One of them, the VMDK inspector of a streamOptimized image whose grain
+    directory is at the end (as VMware writes them), wants the footer in
+    the last 1536 bytes; it can only say so with an ``EndCaptureRegion``,
+    which completes at end of file, so the whole image was read, 4 KiB at
+    a time through ten inspectors (5 s for a 600 MiB image).
+
+    Once every inspector's only unfinished regions are end regions, the
+    bytes before the tail cannot change any verdict: finished regions no
+    longer capture, and an end region keeps only the last N bytes it was
+    given.  This reader then seeks to the tail, so those inspectors still
+    see exactly the bytes they would have kept.  If it cannot tell, it
+    reads on, as ``detect_file_format`` does.
+    """
+
+    def __init__(self, f, size: int):
+        self._f = f
+        self._size = size
+        self.inspectors: list = []
+        self.skipped = 0
+
+    def read(self, n: int) -> bytes:
+        if not self.skipped:
+            tail = self._tail_wanted()
+            pos = self._f.tell()
+            if tail and self._size - tail > pos + 4096:
+                start = (self._size - tail) // 4096 * 4096
+                self._f.seek(start)
+                self.skipped = start - pos
+        return self._f.read(n)
+
+    def _tail_wanted(self) -> int:
+        """Bytes of tail all unfinished regions want; 0: read on."""
+        longest = 0
+        for inspector in self.inspectors:
+            if inspector.NAME == 'raw':
+                continue  # never decides anything (see InspectWrapper)
+            try:
+                names = list(inspector.context_info)
+                for name in names:
+                    region = inspector.region(name)
+                    if isinstance(region, fi.EndCaptureRegion):
+                        longest = max(longest, region.length)
+                    elif not region.complete:
+                        return 0
+            except Exception:  # noqa: BLE001 - unknown shape: read on
+                return 0
+        return longest
+
+
+def _detect_file_format(path: str):
+    """``format_inspector.detect_file_format`` without reading the middle.
+
+    The same wrapper, inspectors and decision; only the bytes no inspector
+    needs are not read (see :class:`_TailSkippingReader`), and they are
+    read 64 KiB at a time.
+    """
+    with open(path, 'rb') as f:
+        reader = _TailSkippingReader(f, os.fstat(f.fileno()).st_size)
+        wrapper = fi.InspectWrapper(reader)
+        # The wrapper's inspectors, to ask which regions they still want;
+        # without them the reader simply reads everything.
+        reader.inspectors = list(getattr(wrapper, '_inspectors', ()))
+        try:
+            # 64 KiB reads, as Glance's own uploads feed the inspectors,
+            # instead of 4 KiB: the same verdicts, a fifth of the time.
+            while wrapper.read(65536):
+                if wrapper.format:
+                    return wrapper.format
+        finally:
+            wrapper.close()
+        return wrapper.format
+
+
 def _detect(path: str, claimed: str) -> tuple:
     try:
-        inspector = fi.detect_file_format(path)
+        inspector = _detect_file_format(path)
     except fi.ImageFormatError as exc:
         if 'Multiple formats' in str(exc):
             reject(MULTIPLE % str(exc).split(': ', 1)[-1], str(exc))
