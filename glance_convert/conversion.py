@@ -357,11 +357,14 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
             stack.enter_context(workspace.slot(
                 owner, slot_timeout, on_wait=on_wait,
                 should_cancel=should_cancel))
+            # The work files are recorded with the reservation, before
+            # they exist: a crash leaves nothing unknown (and one ledger
+            # write does it, not three).
             res, estimate = _reserve(
                 stack, workspace, owner, src, claimed, target, virtual_size,
                 settings, timeout=slot_timeout, on_wait=on_wait_space,
-                should_cancel=should_cancel, info=info_for_ledger or {})
-            # Recorded before they exist: a crash leaves nothing unknown.
+                should_cancel=should_cancel, info=info_for_ledger or {},
+                paths=(tmp, final))
             tmp, final = res.track(tmp), res.track(final)
             _run_convert(src, claimed, tmp, target, virtual_size, estimate,
                          settings, on_progress, should_cancel,
