@@ -188,10 +188,16 @@ class Bench:
                                      os.path.basename(link))
                 if trace:
                     argv = runners.qemu_convert_argv(runners.CAPTURED)
+                    parallel = runners.is_parallel_argv(argv)
+                    if parallel:
+                        template = runners.single_convert_template(
+                            fmt, target)
+                    else:
+                        template = argv and runners.template_from(argv)
                     with open(os.path.join(run_dir, 'argv.json'),
                               'w') as f:
                         json.dump({
-                            'template': argv and runners.template_from(argv),
+                            'template': template, 'parallel': parallel,
                             'steps': runners.timing_breakdown()}, f)
                 return out
         elif runner == 'stock':
@@ -224,6 +230,7 @@ class Bench:
                 if captured['template']:
                     self.templates[(src_v, target)] = captured['template']
                 result['steps'] = captured['steps']
+                result['parallel'] = captured['parallel']
         result.pop('output', None)
         shutil.rmtree(run_dir, ignore_errors=True)
         return result
@@ -269,6 +276,7 @@ class Bench:
                     if runner == 'plugin':
                         entry['py_traced_peak'] = res.get('py_traced_peak')
                         entry['plugin_steps'] = res.get('steps')
+                        entry['plugin_parallel'] = res.get('parallel')
                         entry['plugin_warmup_wall'] = res['wall']
                 if (src_v, target) in self.templates:
                     entry['qemu_argv'] = self.templates[(src_v, target)]
@@ -451,6 +459,9 @@ def print_entry(entry):
         print('  plugin subprocesses (warm-up, %.2fs in all): %s' % (
             entry['plugin_warmup_wall'],
             ', '.join('%s %.3f' % (n, t) for n, t in steps)))
+    if entry.get('plugin_parallel'):
+        print('  plugin ran several qemu-img over ranges; qemu is one '
+              'qemu-img with the same options')
     if entry.get('py_traced_peak') is not None:
         print('  plugin Python allocations peak (tracemalloc): %.1f MiB'
               % (entry['py_traced_peak'] / MiB))

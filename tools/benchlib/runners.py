@@ -273,6 +273,33 @@ def template_from(argv):
     return list(argv[:-2]) + ['{SRC}', '{DST}']
 
 
+def is_parallel_argv(argv):
+    """True for one range of glance_convert.parallel (not a whole image)."""
+    return bool(argv) and '--image-opts' in argv
+
+
+def single_convert_template(claimed, target):
+    """The one-process ``qemu-img convert`` argv the plugin would run.
+
+    Built by the plugin's own code (``qemu_img.convert_args`` with the
+    settings of the [glance_convert] options), for the pairs where the
+    plugin runs several qemu-img over ranges instead: (d) stays "one bare
+    qemu-img with the same options".
+    """
+    from oslo_config import cfg
+    from glance_convert import conversion
+    from glance_convert import options
+    from glance_convert import qemu_img
+    cfg.CONF.set_override('output_format', target, group=options.GROUP)
+    settings = conversion.Settings.from_conf()
+    args = qemu_img.convert_args(
+        '{SRC}', formats.qemu_driver(claimed), '{DST}',
+        formats.qemu_driver(target), out_options=settings.out_options,
+        tuning=settings.tuning,
+        compressed=settings.compressed)
+    return ['qemu-img'] + args
+
+
 def parallel_step(src, claimed, target, work_dir, image_id, workers):
     """The plugin's step with the conversion done by glance_convert.parallel:
     the same source checks, N qemu-img processes over disjoint ranges, the
