@@ -428,6 +428,13 @@ def summarize(runs, data_bytes):
                 summary['plugin']['ratio_cpu_' + other] = (
                     summary['plugin']['cpu_median']
                     / max(summary[other]['cpu_median'], 1e-3))
+                # Runs of one round are taken back to back: the median of
+                # the per-round ratios cancels load that drifts between
+                # rounds.
+                pairs = list(zip(runs['plugin'], runs[other]))
+                summary['plugin']['ratio_paired_' + other] = (
+                    statistics.median(a['wall'] / max(b['wall'], 1e-6)
+                                      for a, b in pairs))
     if 'parallel' in summary and 'stock' in summary:
         summary['parallel']['ratio_stock'] = (
             summary['parallel']['median'] / summary['stock']['median'])
@@ -487,6 +494,11 @@ def print_entry(entry):
             for other, letter in (('stock', 'b'), ('copy', 'c'),
                                   ('qemu', 'd'))
             if 'ratio_min_' + other in p)
+            + ';  paired: ' + ';  '.join(
+            'a/%s %.2f' % (letter, p['ratio_paired_' + other])
+            for other, letter in (('stock', 'b'), ('copy', 'c'),
+                                  ('qemu', 'd'))
+            if 'ratio_paired_' + other in p)
             + ';  CPU s: ' + ';  '.join(
             'a/%s %.2f' % (letter, p['ratio_cpu_' + other])
             for other, letter in (('stock', 'b'), ('copy', 'c'),
