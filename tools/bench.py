@@ -355,7 +355,7 @@ class Bench:
                     d = os.path.join(run_dir, str(i))
                     link = runners.fresh_link(src, d)
                     fns.append(self._plugin_call(link, d))
-                self.cache.warm([src])
+                self.cache.apply('warm', [src])
                 wall, res = measure.run_concurrent(fns)
                 errors = [r['error'] for r in res if 'error' in r]
                 if errors:
@@ -526,8 +526,10 @@ def print_scaling(out):
         out['virtual_sizes'][0] // MiB, out['virtual_sizes'][1] // MiB))
     for runner in ('plugin', 'qemu', 'copy'):
         a, b = s['small/' + runner], s['big/' + runner]
-        print('  %-7s %6.2fs vs %6.2fs  (x%.2f)' % (
-            runner, a['median'], b['median'], b['median'] / a['median']))
+        print('  %-7s median %6.2fs vs %6.2fs (x%.2f);  min %6.2fs vs '
+              '%6.2fs (x%.2f)' % (
+                  runner, a['median'], b['median'], b['median'] / a['median'],
+                  a['min'], b['min'], b['min'] / a['min']))
 
 
 def print_concurrency(out):
