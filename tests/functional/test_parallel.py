@@ -59,7 +59,7 @@ def test_one_worker_uses_the_single_process_path(tmp_path, monkeypatch):
     assert image.disk_format == 'raw'
 
 
-def test_only_stream_optimized_to_plain_raw_is_parallel():
+def test_only_sparse_vmdk_to_plain_raw_is_parallel():
     settings = conversion.Settings.__new__(conversion.Settings)
     object.__setattr__(settings, 'parallel_workers', 2)
     object.__setattr__(settings, 'out_options', {})
@@ -69,6 +69,9 @@ def test_only_stream_optimized_to_plain_raw_is_parallel():
         'create-type': 'monolithicSparse'}}}
     assert conversion.use_parallel('vmdk', 'raw', stream, settings)
     assert not conversion.use_parallel('vmdk', 'qcow2', stream, settings)
-    assert not conversion.use_parallel('vmdk', 'raw', sparse, settings)
+    assert conversion.use_parallel('vmdk', 'raw', sparse, settings)
+    assert not conversion.use_parallel('vdi', 'raw', {}, settings)
+    assert not conversion.use_parallel('qcow2', 'raw', {'format-specific': {
+        'data': {'compat': '1.1'}}}, settings)
     object.__setattr__(settings, 'out_options', {'preallocation': 'full'})
     assert not conversion.use_parallel('vmdk', 'raw', stream, settings)
