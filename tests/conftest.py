@@ -17,3 +17,20 @@ def qemu_tools():
         pytest.fail('%s not found: install qemu-utils (apt-get install '
                     'qemu-utils) or run ./tools/run-tests'
                     % ', '.join(missing), pytrace=False)
+
+
+@pytest.fixture
+def load_conf(tmp_path):
+    """Build a ConfigOpts with the plugin's options from a config text."""
+    from oslo_config import cfg
+
+    from glance_convert import options
+
+    def load(text):
+        path = tmp_path / 'glance-image-import.conf'
+        path.write_text(text)
+        conf = cfg.ConfigOpts()
+        conf.register_opts(options.ALL_OPTS, group=options.GROUP)
+        conf(['--config-file', str(path)], project='glance')
+        return conf
+    return load

@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -25,6 +24,7 @@ from glance_convert import localglance
 from glance_convert import plugin
 from glance_convert import workspace
 from tests import imagefactory
+from tests import proctools
 
 TIMEOUT = 180           # for one step; a failure, not a limit
 
@@ -74,15 +74,8 @@ def source(tmp_path):
 
 
 def _wait(predicate, what, server):
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail('timed out after %ss waiting for %s\n%s'
-                        % (TIMEOUT, what, server.log_tail()))
-        time.sleep(0.1)
+    return proctools.wait_for(predicate, what, TIMEOUT, server.log_tail,
+                              interval=0.1)
 
 
 def recover(server, *args):

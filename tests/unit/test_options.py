@@ -8,15 +8,8 @@ from glance_convert import options
 
 
 @pytest.fixture
-def conf(tmp_path):
-    def load(text):
-        path = tmp_path / 'glance-image-import.conf'
-        path.write_text(text)
-        c = cfg.ConfigOpts()
-        c.register_opts(options.ALL_OPTS, group=options.GROUP)
-        c(['--config-file', str(path)], project='glance')
-        return c
-    return load
+def conf(load_conf):
+    return load_conf
 
 
 def test_default_target_is_raw(conf):

@@ -1,22 +1,15 @@
 """qemu-img tuning chosen from the options, per output format."""
 
 import pytest
-from oslo_config import cfg
 
 from glance_convert import conversion
-from glance_convert import options
 from glance_convert import qemu_img
 
 
 @pytest.fixture
-def settings(tmp_path):
+def settings(load_conf):
     def load(text):
-        path = tmp_path / 'glance-image-import.conf'
-        path.write_text(text)
-        c = cfg.ConfigOpts()
-        c.register_opts(options.ALL_OPTS, group=options.GROUP)
-        c(['--config-file', str(path)], project='glance')
-        return conversion.Settings.from_conf(c)
+        return conversion.Settings.from_conf(load_conf(text))
     return load
 
 
