@@ -144,14 +144,7 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
 
     def work(offset: int, length: int) -> None:
         args = ['convert', '-n', '--target-is-zero']
-        if tuning.coroutines:
-            args += ['-m', str(tuning.coroutines)]
-        if tuning.out_of_order:
-            args.append('-W')
-        if tuning.source_cache:
-            args += ['-T', tuning.source_cache]
-        if tuning.target_cache:
-            args += ['-t', tuning.target_cache]
+        args += qemu_img.tuning_args(tuning)
         args += ['--image-opts', window(fmt, src, offset, length),
                  '--target-image-opts',
                  window('raw', dst, offset, length)]

@@ -299,6 +299,20 @@ def compare(a: str, a_fmt: str, b: str, b_fmt: str,
     return code == 0
 
 
+def tuning_args(tuning: Tuning, compressed: bool = False) -> list[str]:
+    """``-m``, ``-W`` (never with compressed output), ``-T`` and ``-t``."""
+    args = []
+    if tuning.coroutines:
+        args += ['-m', str(tuning.coroutines)]
+    if tuning.out_of_order and not compressed:
+        args.append('-W')
+    if tuning.source_cache:
+        args += ['-T', tuning.source_cache]
+    if tuning.target_cache:
+        args += ['-t', tuning.target_cache]
+    return args
+
+
 def convert_args(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
                  out_options: Mapping[str, object], tuning: Tuning,
                  compressed: bool = False,
@@ -313,14 +327,7 @@ def convert_args(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
         args += ['-n', '--target-is-zero']
     if compressed:
         args.append('-c')
-    if tuning.coroutines:
-        args += ['-m', str(tuning.coroutines)]
-    if tuning.out_of_order and not compressed:
-        args.append('-W')
-    if tuning.source_cache:
-        args += ['-T', tuning.source_cache]
-    if tuning.target_cache:
-        args += ['-t', tuning.target_cache]
+    args += tuning_args(tuning, compressed)
     if not existing_target:
         args += _options_arg(out_options)
     args += [src, dst]

@@ -111,10 +111,6 @@ def parse_args(argv):
                    help='page cache state of the source before each run')
     p.add_argument('--cold-method',
                    choices=('auto', 'drop_caches', 'fadvise'), default='auto')
-    p.add_argument('--plugin-impl', choices=('auto', 'real', 'stub'),
-                   default='auto',
-                   help='real: glance_convert.conversion.convert_image; '
-                        'stub: a stand-in with the same steps')
     p.add_argument('--parallel-workers', type=int, default=2,
                    help='processes of the "parallel" runner')
     p.add_argument('--no-scaling', action='store_true',
@@ -152,15 +148,7 @@ class Bench:
         self.runs_dir = os.path.join(self.work, 'runs')
         self.cache = measure.CacheControl(args.cold_method)
         self.templates = {}   # (src_variant, target) -> qemu argv template
-        if args.plugin_impl == 'auto':
-            self.impl = 'real' if runners.real_plugin_available() else 'stub'
-        else:
-            self.impl = args.plugin_impl
-        if self.impl == 'real' and not runners.real_plugin_available():
-            raise UsageError('glance_convert.conversion.convert_image does '
-                             'not exist yet; use --plugin-impl stub')
-        self.plugin_fn = (runners.plugin_real if self.impl == 'real'
-                          else runners.plugin_stub)
+        self.plugin_fn = runners.plugin_real
         runners.stock_setup()
         self.stock_failures = {}
 
@@ -553,7 +541,6 @@ def environment(bench):
         'cpus': os.cpu_count(),
         'kernel': platform.release(),
         'python': platform.python_version(),
-        'plugin_impl': bench.impl,
         'cold_method': bench.cache.method,
         'loadavg': os.getloadavg(),
     }
@@ -580,8 +567,8 @@ def main(argv=None):
     try:
         imgs.ensure(variants, log=log)
         print('glance-convert benchmark: %d MiB virtual, %d MiB data; '
-              'plugin step: %s; cold cache via %s; %d rounds after warm-up'
-              % (args.size // MiB, imgs.data_bytes() // MiB, bench.impl,
+              'cold cache via %s; %d rounds after warm-up'
+              % (args.size // MiB, imgs.data_bytes() // MiB,
                  bench.cache.method,
                  args.sweep_rounds if args.sweep else args.rounds))
         if args.sweep:

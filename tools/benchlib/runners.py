@@ -2,8 +2,7 @@
 
 (a) ``plugin``: glance-convert's whole conversion step, the task's
     ``execute`` (inspection, checks, conversion, output inspection) with a
-    fake action wrapper, outside Glance.  ``--plugin-impl stub`` runs a
-    stand-in with the same steps (kept for comparing against older trees).
+    fake action wrapper, outside Glance.
 (b) ``stock``: Glance's in-tree ``image_conversion`` task, executed with a
     fake action wrapper.
 (c) ``copy``: ``cp --sparse=always`` of the equivalent raw image.
@@ -14,7 +13,6 @@
     the one-process argv built by the plugin's ``qemu_img.convert_args``.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -108,14 +106,6 @@ def fresh_link(src, run_dir):
 
 # ---------------------------------------------------------------- (a) plugin
 
-def real_plugin_available():
-    try:
-        from glance_convert import tasks  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def plugin_real(src, claimed, target, work_dir, image_id):
     """The plugin's task ``execute``, as Glance's flow calls it.
 
@@ -137,61 +127,6 @@ def plugin_real(src, claimed, target, work_dir, image_id):
         workspace_factory=plugin._workspace_factory(),
         slot_timeout=cfg.CONF[options.GROUP].slot_wait_timeout)
     return task.execute('file://' + src).split('file://')[-1]
-
-
-def _limits(address_space_mb, cpu_time=None):
-    from oslo_concurrency import processutils
-    return processutils.ProcessLimits(address_space=address_space_mb << 20,
-                                      cpu_time=cpu_time)
-
-
-def tuning_args(conf=None):
-    """qemu-img convert tuning flags from the [glance_convert] options."""
-    from glance_convert import options
-    group = (conf or options.CONF)[options.GROUP]
-    args = ['-m', str(group.convert_coroutines)]
-    if group.convert_out_of_order:
-        args.append('-W')
-    if group.convert_target_cache:
-        args += ['-t', group.convert_target_cache]
-    if group.convert_source_cache:
-        args += ['-T', group.convert_source_cache]
-    return args
-
-
-def plugin_stub(src, claimed, target, work_dir, image_id):
-    """Stand-in for convert_image with the plugin's steps, until it exists."""
-    from oslo_concurrency import processutils
-    from oslo_utils.imageutils import format_inspector
-    from glance_convert import options
-    group = options.CONF[options.GROUP]
-    python = options.python_interpreter()
-
-    def inspect(path, expect):
-        insp = format_inspector.detect_file_format(path)
-        insp.safety_check()
-        name = formats.glance_name_for_inspector(str(insp))
-        if name != expect:
-            raise RuntimeError('%s is %s, not %s' % (path, name, expect))
-
-    inspect(src, claimed)
-    out, _err = processutils.execute(
-        'qemu-img', 'info', '-f', formats.qemu_driver(claimed),
-        '--output=json', src, python_exec=python,
-        prlimit=_limits(group.inspect_address_space_mb,
-                        group.inspect_cpu_time))
-    info = json.loads(out)
-    if 'backing-filename' in info or info.get('format-specific', {}).get(
-            'data', {}).get('data-file'):
-        raise RuntimeError('external files are not allowed')
-    dst = os.path.join(work_dir, '%s.%s' % (image_id, target))
-    processutils.execute(
-        'qemu-img', 'convert', '-f', formats.qemu_driver(claimed),
-        '-O', formats.qemu_driver(target), *tuning_args(), src, dst,
-        python_exec=python,
-        prlimit=_limits(group.convert_address_space_mb))
-    inspect(dst, target)
-    return dst
 
 
 # ----------------------------------------------------------------- (b) stock
