@@ -323,11 +323,20 @@ def inspect_source(src: str, claimed: str, settings: Settings
     return facts, info
 
 
-def _remove(path: str) -> None:
+def remove_file(path: str | None) -> None:
+    """Remove ``path`` if it exists; log, never raise.
+
+    Called while another exception propagates: a failed unlink must not
+    replace the reason the user is shown.
+    """
+    if not path:
+        return
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError:
+        LOG.exception('Could not remove %s', path)
 
 
 def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
@@ -387,8 +396,8 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
             out_virtual = _verify_output(final, target, virtual_size,
                                          settings)
     except BaseException:
-        _remove(tmp)
-        _remove(final)
+        remove_file(tmp)
+        remove_file(final)
         raise
     size = os.path.getsize(final)
     duration = time.monotonic() - started
@@ -480,7 +489,7 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
     file_limit = max(virtual_size, estimate) + virtual_size // 64 + 64 * MiB
     limits = dataclasses.replace(settings.convert_limits,
                                  file_size=file_limit)
-    _remove(tmp)
+    remove_file(tmp)
     if should_cancel is not None and should_cancel():
         raise errors.ConversionCancelled(
             'The import was cancelled before conversion.')

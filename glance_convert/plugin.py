@@ -158,7 +158,7 @@ def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
         image_repo.delete_property_atomic(image, 'os_glance_import_task',
                                           task_id)
         if staging_dir:
-            tasks.remove_file(os.path.join(staging_dir, image_id))
+            conversion.remove_file(os.path.join(staging_dir, image_id))
         LOG.warning('Released image %s after its import task %s was '
                     'interrupted by a glance-api restart', image_id, task_id)
         released.append(image_id)

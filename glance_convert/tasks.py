@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Callable, Protocol
 
 from oslo_log import log as logging
@@ -42,18 +41,6 @@ def _local_path(file_path: str) -> str:
             'The staged image data is not in a local file.',
             'unsupported staging URI %r' % file_path)
     return file_path[len(FILE_SCHEME):]
-
-
-def remove_file(path: str | None) -> None:
-    """Remove ``path`` if it exists; never raise."""
-    if not path:
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        LOG.exception('Could not remove %s', path)
 
 
 class ConvertImage(task.Task):
@@ -136,7 +123,7 @@ class ConvertImage(task.Task):
         self.status.set_message('Converted from %s to %s'
                                 % (result.source_format, result.disk_format))
         # Only the converted image is kept: the staged source goes now.
-        remove_file(src)
+        conversion.remove_file(src)
         return FILE_SCHEME + result.path
 
     # -- revert ------------------------------------------------------------
@@ -150,8 +137,8 @@ class ConvertImage(task.Task):
         if isinstance(result, failure.Failure):
             LOG.error('Conversion of image %s failed: %s', self.image_id,
                       _detail(result))
-        remove_file(self._output)
-        remove_file(self._source)
+        conversion.remove_file(self._output)
+        conversion.remove_file(self._source)
         try:
             with self.action_wrapper as action:
                 if self._old_formats is not None:
@@ -190,7 +177,6 @@ class _Progress:
     def __init__(self, status: TaskStatus, total: int):
         self.status = status
         self.total = max(total, 1)
-        self.last = time.monotonic()
 
     def update(self, bytes_read: int) -> None:
         percent = min(99, int(bytes_read * 100 / self.total))
