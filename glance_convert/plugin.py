@@ -17,6 +17,7 @@ from taskflow.patterns import linear_flow as lf
 from glance_convert import conversion
 from glance_convert import options
 from glance_convert import tasks
+from glance_convert import workspace
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -176,30 +177,17 @@ def admin_repos(context):
     return gw.get_repo(context), gw.get_task_repo(context)
 
 
-def _recover(context, workspace):
+def _recover(context, ws):
     """Best effort: never let recovery break the import that runs it."""
     try:
-        orphans = workspace.take_orphans()
+        orphans = ws.take_orphans()
         if not orphans:
             return
         image_repo, task_repo = admin_repos(context.elevated())
         recover_interrupted(orphans, image_repo, task_repo,
-                            staging_dir=workspace_module().staging_dir())
+                            staging_dir=workspace.staging_dir())
     except Exception:  # noqa: BLE001
         LOG.exception('Recovery of interrupted conversions failed')
-
-
-def workspace_module():
-    from glance_convert import workspace
-    return workspace
-
-
-def _workspace_factory():
-    try:
-        from glance_convert import workspace
-    except ImportError:  # pragma: no cover - before the workspace lands
-        return None
-    return getattr(workspace, 'from_conf', None)
 
 
 def get_flow(**kwargs):
@@ -221,7 +209,7 @@ def get_flow(**kwargs):
     context = kwargs.get('context')
     if context is not None:
         try:
-            ws = workspace_module().from_conf(group.work_dir)
+            ws = workspace.from_conf(group.work_dir)
         except Exception:  # noqa: BLE001 - reported when converting
             ws = None
         if ws is not None:
@@ -231,7 +219,7 @@ def get_flow(**kwargs):
         settings_factory=conversion.Settings.from_conf,
         status=status,
         work_dir=group.work_dir,
-        workspace_factory=_workspace_factory(),
+        workspace_factory=workspace.from_conf,
         slot_timeout=group.slot_wait_timeout,
         record_properties=group.record_properties)
     return lf.Flow(task_type).add(task)
