@@ -85,11 +85,6 @@ class ConvertImage(task.Task):
             claimed = action.image_disk_format
             old = (action.image_disk_format, action.image_container_format)
         settings = self.settings_factory()
-        if conversion.plan(claimed, settings) is None:
-            LOG.info('Image %s: disk_format %s is not converted to %s; '
-                     'passing it through', self.image_id, claimed,
-                     settings.target)
-            return file_path
         work_dir = self.work_dir or os.path.dirname(src)
         workspace = (self.workspace_factory(work_dir)
                      if self.workspace_factory else None)
@@ -107,6 +102,10 @@ class ConvertImage(task.Task):
             slot_timeout=self.slot_timeout,
             info_for_ledger={'task_id': self.task_id})
         if not result.converted:
+            # Checked like a conversion, then stored as uploaded.
+            LOG.info('Image %s: disk_format %s is not converted to %s; '
+                     'passing it through', self.image_id, claimed,
+                     settings.target)
             return file_path
         self._output = result.path
         self._old_formats = old

@@ -93,9 +93,14 @@ def test_same_format_passes_through_untouched(staging):
 
 @pytest.mark.parametrize('disk_format', ['iso', 'ami', 'ploop'])
 def test_other_formats_pass_through(staging, disk_format):
+    from tests import hostile_corpus
     image = fakes.FakeImage(disk_format)
     src = staging / image.image_id
-    src.write_bytes(b'\x01' * 4096)
+    if disk_format == 'iso':
+        # Passed-through uploads are inspected too: it must be an ISO.
+        hostile_corpus._iso(str(src))
+    else:
+        src.write_bytes(b'\x01' * 4096)
     task, _ = make_task(image, staging)
     assert task.execute('file://%s' % src) == 'file://%s' % src
     assert image.disk_format == disk_format
@@ -255,3 +260,16 @@ def test_misconfiguration_reaches_the_user_as_one_sentence(staging,
         'Image conversion is misconfigured on this cloud; please contact '
         'the cloud operator.')
     assert 'preallocation' in exc_info.value.detail
+
+
+@pytest.mark.parametrize('disk_format', ['raw', 'iso'])
+def test_passed_through_uploads_are_inspected_too(staging, disk_format):
+    """Stored as uploaded, so refused like a conversion would be."""
+    image = fakes.FakeImage(disk_format)
+    src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
+    task, _ = make_task(image, staging, target='raw')
+    with pytest.raises(errors.ImageRejected):
+        task.execute('file://' + src)
+    task.revert(result=None)
+    assert os.listdir(staging) == []
+    assert image.status == 'queued'
