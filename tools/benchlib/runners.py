@@ -117,14 +117,14 @@ def plugin_real(src, claimed, target, work_dir, image_id):
     from oslo_config import cfg
     from glance_convert import conversion
     from glance_convert import options
-    from glance_convert import plugin
     from glance_convert import tasks
+    from glance_convert import workspace
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     task = tasks.ConvertImage(
         'bench', 'import', _FakeActionWrapper(image_id, claimed), [],
         settings_factory=conversion.Settings.from_conf,
         status=tasks.SilentStatus(), work_dir=work_dir,
-        workspace_factory=plugin._workspace_factory(),
+        workspace_factory=workspace.from_conf,
         slot_timeout=cfg.CONF[options.GROUP].slot_wait_timeout)
     return task.execute('file://' + src).split('file://')[-1]
 

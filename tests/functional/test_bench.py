@@ -1,0 +1,64 @@
+"""The benchmark still runs: a tiny end-to-end run of tools/bench.py.
+
+Only that it works and that its runners agree on the output; the numbers
+themselves are the benchmark's business, not a test's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+RUNNERS = ('plugin', 'stock', 'copy', 'qemu')
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory, qemu_tools):
+    pytest.importorskip('glance.async_.flows.plugins.image_conversion')
+    tmp = tmp_path_factory.mktemp('bench')
+    out = tmp / 'report.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'bench.py'),
+         '--size', '32M', '--rounds', '1', '--no-scaling',
+         '--pairs', 'qcow2:raw,vmdk-stream:raw,raw:qcow2',
+         '--runners', ','.join(RUNNERS),
+         '--work-dir', str(tmp / 'work'), '--json', str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_every_runner_ran_every_pair(report):
+    data, stdout = report
+    pairs = {(e['source'], e['target']) for e in data['table']}
+    assert pairs == {('qcow2', 'raw'), ('vmdk-stream', 'raw'),
+                     ('raw', 'qcow2')}
+    for entry in data['table']:
+        for runner in RUNNERS:
+            runs = entry['runs'][runner]
+            assert len(runs) == 1 and 'error' not in runs[0], entry
+            assert runs[0]['wall'] > 0
+    assert 'a/d' in stdout
+
+
+def test_plugin_output_matches_bare_qemu_img(report):
+    data, _ = report
+    for entry in data['table']:
+        plugin = entry['runs']['plugin'][0]
+        qemu = entry['runs']['qemu'][0]
+        assert plugin['out_apparent'] == qemu['out_apparent'], entry
+        # Same data, so the same allocation, give or take metadata.
+        assert abs(plugin['out_allocated'] - qemu['out_allocated']) \
+            <= 1024 * 1024, entry
+
+
+def test_plugin_steps_are_recorded(report):
+    data, _ = report
+    by_pair = {(e['source'], e['target']): e for e in data['table']}
+    steps = [name for name, _ in by_pair[('qcow2', 'raw')]['plugin_steps']]
+    assert 'qemu-img convert' in steps
+    assert by_pair[('vmdk-stream', 'raw')]['plugin_parallel'] is True
