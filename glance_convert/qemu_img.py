@@ -264,17 +264,34 @@ def measure(path: str, fmt: str, out_fmt: str,
     return int(json.loads(out)['required'])
 
 
-def check(path: str, fmt: str, limits: Limits) -> dict:
-    """``qemu-img check --output=json``.
+def image_spec(path: str, fmt: str, *, backing: bool = True) -> str:
+    """A ``json:`` image name: format ``fmt`` forced, and no backing file.
+
+    ``"backing": null`` tells qemu not to open a backing file at all (what
+    ``qemu-img info`` does by itself); the same as ``-f`` otherwise.
+    """
+    spec = {'driver': fmt, 'file': {'driver': 'file', 'filename': path}}
+    if not backing:
+        spec['backing'] = None
+    return 'json:' + json.dumps(spec)
+
+
+def check(path: str, fmt: str, limits: Limits, *,
+          should_cancel: Callable[[], bool] | None = None) -> dict:
+    """``qemu-img check --output=json``, never opening a backing file.
 
     Returns the report, with ``exit-code`` added: 0 clean, 2 corruptions,
     3 leaked clusters only (harmless).  Formats without a check return
     ``{'exit-code': 0, 'unsupported': True}``; exit code 1 (the check
-    itself could not run) raises :class:`QemuImgError`.
+    itself could not run) raises :class:`QemuImgError`.  Because no
+    backing file is opened, the check may run before ``qemu-img info`` has
+    been judged: it opens nothing that ``info`` would not open too.
     """
     try:
-        code, out, err = _run(['check', '-f', fmt, '--output=json', path],
-                              limits, check_exit_code=(0, 2, 3))
+        code, out, err = _run(['check', '--output=json',
+                               image_spec(path, fmt, backing=False)],
+                              limits, check_exit_code=(0, 2, 3),
+                              should_cancel=should_cancel)
     except QemuImgError as exc:
         if exc.exit_code == 63 or 'does not support checks' in exc.stderr:
             return {'exit-code': 0, 'unsupported': True}

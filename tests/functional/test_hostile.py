@@ -126,8 +126,17 @@ def test_hostile_image_is_refused(case, work_dir, qemu_calls):
     if case.name not in NEEDS_QEMU:
         assert qemu_calls == [], 'qemu-img ran before the refusal'
     for args in qemu_calls:
-        assert args[args.index('-f') + 1] == formats.qemu_driver(
-            case.claimed_format)
+        assert _forced_format(args) == formats.qemu_driver(
+            case.claimed_format), args
+
+
+def _forced_format(args):
+    """The format a qemu-img call forces: ``-f FMT`` or a json: spec."""
+    if '-f' in args:
+        return args[args.index('-f') + 1]
+    spec = json.loads(args[-1][len('json:'):])
+    assert 'backing' in spec and spec['backing'] is None, spec
+    return spec['driver']
 
 
 def _targets(case):

@@ -66,7 +66,9 @@ def test_qemu_img_runs_only_what_the_checks_need(tmp_path, calls, fmt,
                                                  target, expected,
                                                  qemu_tools):
     src, result = _convert(tmp_path, fmt, target)
-    assert calls == expected
+    # info and check of the source run at the same time, in either order.
+    assert sorted(calls[:2]) == sorted(expected[:2])
+    assert calls[2:] == expected[2:]
     # VHD rounds up to its CHS geometry.
     assert 16 * MiB <= result.virtual_size < 17 * MiB
     assert imagefactory.compare(result.path, target, src, fmt)
