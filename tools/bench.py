@@ -9,7 +9,8 @@ a bare ``qemu-img convert`` and a plain sparse copy.
     python tools/bench.py --json results.json
 
 Every measurement of one pair is taken in the same run, runners interleaved
-in each round and their order rotated, so the ratios are meaningful on a
+in each round in a balanced order (every runner follows every other one
+equally often: ``benchlib/order.py``), so the ratios are meaningful on a
 busy machine even when the absolute times are not.  See
 ``tools/benchlib/`` for the image generator, the runners and how the
 measurements are taken.
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import images  # noqa: E402
 from benchlib import measure  # noqa: E402
+from benchlib import order  # noqa: E402
 from benchlib import runners  # noqa: E402
 
 MiB = images.MiB
@@ -271,8 +273,7 @@ class Bench:
                 active = [r for r in names
                           if self.runner_ok(r, src_v, target)]
                 for rnd in range(self.args.rounds):
-                    k = rnd % len(active)
-                    for runner in active[k:] + active[:k]:
+                    for runner in order.round_order(active, rnd):
                         res = self.one(runner, imgs, src_v, target,
                                        cache_mode)
                         if 'error' in res:
@@ -297,8 +298,7 @@ class Bench:
                          tuning=[])   # warm-up
                 variants = list(SWEEP)
                 for rnd in range(self.args.sweep_rounds):
-                    k = rnd % len(variants)
-                    for name, flags in variants[k:] + variants[:k]:
+                    for name, flags in order.round_order(variants, rnd):
                         res = self.one('qemu', imgs, src_v, target,
                                        cache_mode, tuning=flags)
                         if 'error' in res:
@@ -319,9 +319,9 @@ class Bench:
         for label, imgs in sets:   # warm-up, and capture the argv
             self.one('plugin', imgs, 'qcow2', 'raw', 'warm', trace=True)
         for rnd in range(self.args.rounds):
-            order = sets if rnd % 2 == 0 else sets[::-1]
-            for label, imgs in order:
-                for runner in ('plugin', 'qemu', 'copy'):
+            for label, imgs in (sets if rnd % 2 == 0 else sets[::-1]):
+                for runner in order.round_order(('plugin', 'qemu', 'copy'),
+                                                rnd):
                     res = self.one(runner, imgs, 'qcow2', 'raw', 'warm')
                     if 'error' in res:
                         raise RuntimeError('scaling %s: %s'

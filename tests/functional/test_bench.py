@@ -62,3 +62,29 @@ def test_plugin_steps_are_recorded(report):
     steps = [name for name, _ in by_pair[('qcow2', 'raw')]['plugin_steps']]
     assert 'qemu-img convert' in steps
     assert by_pair[('vmdk-stream', 'raw')]['plugin_parallel'] is True
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 5])
+def test_run_order_is_balanced(n):
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        from benchlib import order
+    finally:
+        sys.path.pop(0)
+    rows = [order.round_order(range(n), rnd)
+            for rnd in range(len(order.williams_rows(n)))]
+    assert len(rows) == (n if n % 2 == 0 else 2 * n)
+    for row in rows:
+        assert sorted(row) == list(range(n))
+    # Every item takes every position equally often ...
+    for pos in range(n):
+        counts = [sum(row[pos] == x for row in rows) for x in range(n)]
+        assert len(set(counts)) == 1
+    # ... and follows every other item equally often.
+    follows = {}
+    for row in rows:
+        for a, b in zip(row, row[1:]):
+            follows[a, b] = follows.get((a, b), 0) + 1
+    if n > 1:
+        assert len(follows) == n * (n - 1)
+        assert len(set(follows.values())) == 1
