@@ -255,26 +255,39 @@ def output_upper_bound(target: str, virtual_size: int,
             + 16 * MiB + 8 * cluster)
 
 
+def measurable(target: str, settings: Settings | None = None) -> bool:
+    """Whether ``qemu-img measure`` can tell the output's need.
+
+    qcow2: measured as itself.  Sparse raw: ``measure -O raw`` answers the
+    virtual size whatever the data (qemu 7.2), but ``measure -O qcow2``
+    counts the source's allocated clusters plus qcow2's own metadata, an
+    upper bound of what a sparse raw copy allocates (zero detection only
+    allocates less).  Preallocated raw needs its whole virtual size; vmdk,
+    vdi and vpc cannot be measured.
+    """
+    if target == 'qcow2':
+        return True
+    opts = settings.out_options if settings else {}
+    return target == 'raw' and not opts.get('preallocation')
+
+
 def estimate_output_bytes(src: str, claimed: str, target: str,
                           virtual_size: int, settings: Settings) -> int:
-    """Bytes the output needs on disk (an upper bound).
-
-    ``qemu-img measure`` for qcow2 output, whose size follows the allocated
-    data.  It is not asked for raw output (qemu 7.2 answers the virtual
-    size, whatever the data) and cannot measure vmdk, vdi or vpc.
-    """
+    """Bytes the output needs on disk (an upper bound); see
+    :func:`measurable`."""
     bound = output_upper_bound(target, virtual_size, settings)
-    if target != 'qcow2':
+    if not measurable(target, settings):
         return bound
     try:
         measured = qemu_img.measure(
-            src, formats.qemu_driver(claimed), formats.qemu_driver(target),
-            settings.out_options, settings.inspect_limits)
+            src, formats.qemu_driver(claimed), 'qcow2',
+            settings.out_options if target == 'qcow2' else {},
+            settings.inspect_limits)
     except qemu_img.QemuImgError as exc:
         LOG.warning('qemu-img measure failed, assuming the whole '
                     'virtual size: %s', exc)
         measured = None
-    return bound if measured is None else measured
+    return bound if measured is None else min(bound, measured)
 
 
 def _reserve(stack: contextlib.ExitStack, workspace, owner: str, src: str,
@@ -284,12 +297,12 @@ def _reserve(stack: contextlib.ExitStack, workspace, owner: str, src: str,
 
     The upper bound, computed without qemu-img, is tried first without
     waiting; only if it does not fit now is the output measured
-    (``qemu-img measure``, qcow2 only) and the smaller, exact need
+    (``qemu-img measure``, qcow2 and sparse raw) and the smaller need
     reserved, waiting for space as configured.  Where space is plentiful,
     as usual, a conversion runs one qemu-img process less.
     """
     bound = output_upper_bound(target, virtual_size, settings)
-    if target == 'qcow2':
+    if measurable(target, settings):
         quick = dict(kwargs, timeout=0, on_wait=None)
         try:
             return stack.enter_context(
@@ -505,7 +518,7 @@ def use_parallel(claimed: str, target: str, info: dict,
     and that several processes over disjoint ranges finish sooner
     (streamOptimized 0.49x, monolithicSparse 0.58-0.65x of the stock
     task's time, warm and cold); on the I/O-bound inputs (qcow2, vdi, vhd)
-    they only add a ``qemu-img map`` and processes.
+    they only add processes.
     """
     specific = (info.get('format-specific') or {}).get('data') or {}
     return (settings.parallel_workers > 1 and claimed == 'vmdk'
@@ -519,7 +532,7 @@ def _run_parallel(src, tmp, virtual_size, limits, settings, on_progress,
     parallel.convert_to_raw(
         src, 'vmdk', tmp, virtual_size, workers=settings.parallel_workers,
         tuning=settings.tuning, limits=limits,
-        map_limits=settings.inspect_limits, should_cancel=should_cancel,
+        should_cancel=should_cancel,
         on_start=on_start, on_progress=on_progress,
         progress_interval=settings.progress_interval)
 

@@ -23,8 +23,9 @@ source format is named explicitly (no probing, the format driver is given
 in the options), every process runs under the same resource limits and
 wall-clock watchdog (through :mod:`glance_convert.qemu_img`), and a failure
 or cancellation of one process kills the others and removes the output.
-The ranges are balanced by allocated data (``qemu-img map``), not by
-virtual size, so both processes get about the same amount of work.
+The ranges are balanced by allocated data (the VMDK's grain tables, read
+without qemu: see :func:`allocation_map`), not by virtual size, so both
+processes get about the same amount of work.
 
 Only raw output is supported: other formats cannot be written at an offset.
 """
@@ -32,10 +33,10 @@ Only raw output is supported: other formats cannot be written at an offset.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 
+from glance_convert import byteparse
 from glance_convert import qemu_img
 
 MiB = 1024 * 1024
@@ -57,16 +58,22 @@ def window(driver: str, path: str, offset: int, length: int) -> str:
     return 'driver=raw,offset=%d,size=%d,%s' % (offset, length, file_opts)
 
 
-def allocation_map(src: str, fmt: str, limits: qemu_img.Limits
-                   ) -> list[tuple[int, int]]:
-    """[(offset, length)] of the extents holding data, from qemu-img map."""
-    _code, out, _err = qemu_img._run(
-        ['map', '-f', fmt, '--output=json', src], limits)
-    extents = []
-    for ext in json.loads(out):
-        if ext.get('data') and not ext.get('zero'):
-            extents.append((int(ext['start']), int(ext['length'])))
-    return extents
+def allocation_map(src: str) -> list[tuple[int, int]] | None:
+    """Where a sparse VMDK holds data: [(offset, bytes)], per grain table.
+
+    Read from the grain directory and tables
+    (:func:`glance_convert.byteparse.vmdk_data_by_table`), with memory and
+    reads bounded by the virtual size, however fragmented the image:
+    ``qemu-img map`` prints one JSON entry per run of data, which a
+    deliberately fragmented upload turns into hundreds of MiB for Python
+    to read.  None (split by length instead) if the tables are unusual.
+    """
+    try:
+        with open(src, 'rb') as f:
+            return byteparse.vmdk_data_by_table(f, os.fstat(f.fileno())
+                                                .st_size)
+    except (OSError, byteparse.Malformed):
+        return None
 
 
 def split(virtual_size: int, workers: int,
@@ -103,7 +110,6 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
                    workers: int = 2,
                    tuning: qemu_img.Tuning = qemu_img.Tuning(),
                    limits: qemu_img.Limits = qemu_img.Limits(),
-                   map_limits: qemu_img.Limits | None = None,
                    should_cancel=None, on_start=None, on_progress=None,
                    progress_interval: float = 5.0
                    ) -> list[tuple[int, int]]:
@@ -114,9 +120,7 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
     :class:`qemu_img.QemuImgError` (or a subclass) if any process fails;
     ``dst`` is removed then.
     """
-    extents = None
-    if workers > 1:
-        extents = allocation_map(src, fmt, map_limits or limits)
+    extents = allocation_map(src) if workers > 1 and fmt == 'vmdk' else None
     ranges = split(virtual_size, workers, extents)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

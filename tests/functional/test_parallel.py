@@ -75,3 +75,63 @@ def test_only_sparse_vmdk_to_plain_raw_is_parallel():
         'data': {'compat': '1.1'}}}, settings)
     object.__setattr__(settings, 'out_options', {'preallocation': 'full'})
     assert not conversion.use_parallel('vmdk', 'raw', stream, settings)
+
+
+# ---- balancing: data per grain table, from the VMDK's own metadata --------
+
+def _qemu_map_per_table(path, table_bytes):
+    """Data bytes per grain table according to qemu-img map."""
+    import json
+    import subprocess
+    out = subprocess.run(['qemu-img', 'map', '-f', 'vmdk', '--output=json',
+                          path], check=True, capture_output=True).stdout
+    per_table = {}
+    for ext in json.loads(out):
+        if not ext['data'] or ext.get('zero'):
+            continue
+        start, end = ext['start'], ext['start'] + ext['length']
+        while start < end:
+            table = start // table_bytes
+            stop = min(end, (table + 1) * table_bytes)
+            per_table[table] = per_table.get(table, 0) + stop - start
+            start = stop
+    return [(t * table_bytes, n) for t, n in sorted(per_table.items())]
+
+
+def test_grain_tables_agree_with_qemu_img_map(tmp_path):
+    from glance_convert import parallel
+    # Data in scattered 64 KiB-aligned runs over 96 MiB: three tables.
+    patterns = [(i * 5 * MiB + (i % 3) * 64 * 1024, (i % 4 + 1) * 64 * 1024,
+                 0x20 + i) for i in range(19)]
+    for subformat in ('streamOptimized', 'monolithicSparse'):
+        path = imagefactory.make_image(
+            tmp_path, 'vmdk', size=96 * MiB, pattern_offsets=patterns,
+            name='%s.vmdk' % subformat, options={'subformat': subformat})
+        mine = parallel.allocation_map(path)
+        assert mine == _qemu_map_per_table(path, 32 * MiB), subformat
+        assert len(mine) == 3 and all(n > 0 for _o, n in mine)
+
+
+def test_unusual_tables_are_not_read(tmp_path):
+    import struct
+    from glance_convert import parallel
+    path = imagefactory.make_image(tmp_path, 'vmdk', size=8 * MiB,
+                                   options={'subformat': 'monolithicSparse'})
+    good = open(path, 'rb').read()
+    assert parallel.allocation_map(path)
+
+    def patched(offset, fmt, value):
+        bad = bytearray(good)
+        struct.pack_into(fmt, bad, offset, value)
+        target = tmp_path / 'bad.vmdk'
+        target.write_bytes(bytes(bad))
+        return str(target)
+    # Header offsets: 44 num_gtes_per_gt (uint32), 56 gd_offset (uint64),
+    # 12 capacity (uint64), 20 grain size (uint64).
+    assert parallel.allocation_map(patched(44, '<I', 4096)) is None
+    assert parallel.allocation_map(patched(56, '<Q', 1 << 40)) is None
+    assert parallel.allocation_map(patched(12, '<Q', 1 << 50)) is None
+    assert parallel.allocation_map(patched(20, '<Q', 0)) is None
+    assert parallel.allocation_map(str(tmp_path / 'missing.vmdk')) is None
+    (tmp_path / 'short.vmdk').write_bytes(b'KDMV')
+    assert parallel.allocation_map(str(tmp_path / 'short.vmdk')) is None

@@ -97,6 +97,35 @@ def test_measure_runs_when_the_upper_bound_does_not_fit(tmp_path, calls,
     assert imagefactory.compare(result.path, 'qcow2', src, 'raw')
 
 
+@pytest.mark.parametrize('fmt', ['qcow2', 'vmdk', 'vhd'])
+def test_sparse_raw_output_is_measured_when_its_size_does_not_fit(
+        tmp_path, calls, fmt, qemu_tools):
+    # A 64 MiB disk holding about 1 MiB: the virtual size does not fit in
+    # 32 MiB of work space, the data does.
+    virtual = 64 * MiB
+    ws = _workspace(tmp_path, capacity=virtual // 2)
+    src, result = _convert(tmp_path, fmt, 'raw', ws=ws, size=virtual)
+    assert calls[-2:] == ['measure', 'convert']
+    assert imagefactory.compare(result.path, 'raw', src, fmt)
+    assert os.stat(result.path).st_blocks * 512 < virtual // 2
+
+
+def test_preallocated_raw_output_needs_its_whole_size(tmp_path, calls,
+                                                      qemu_tools):
+    import dataclasses
+    virtual = 64 * MiB
+    ws = _workspace(tmp_path, capacity=virtual // 2)
+    settings = dataclasses.replace(hostile_corpus.pipeline_settings('raw'),
+                                   out_options={'preallocation': 'falloc'})
+    src = imagefactory.make_image(tmp_path, 'qcow2', size=virtual)
+    with pytest.raises(errors.WorkspaceError) as exc_info:
+        conversion.convert_image(src, 'qcow2', image_id=IMAGE,
+                                 work_dir=ws.work_dir, settings=settings,
+                                 workspace=ws, slot_timeout=0)
+    assert 'Not enough space' in str(exc_info.value)
+    assert 'measure' not in calls and 'convert' not in calls
+
+
 def test_measured_need_that_does_not_fit_is_refused(tmp_path, calls,
                                                     qemu_tools):
     ws = _workspace(tmp_path, capacity=64 * 1024)

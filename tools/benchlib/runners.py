@@ -276,8 +276,7 @@ def parallel_step(src, claimed, target, work_dir, image_id, workers):
                                  file_size=virtual_size + 64 * 1024 * 1024)
     parallel.convert_to_raw(src, formats.qemu_driver(claimed), dst,
                             virtual_size, workers=workers,
-                            tuning=settings.tuning, limits=limits,
-                            map_limits=settings.inspect_limits)
+                            tuning=settings.tuning, limits=limits)
     inspection.verify_output(dst, target)
     out_info = qemu_img.info(dst, 'raw', settings.inspect_limits)
     if int(out_info['virtual-size']) < virtual_size:
