@@ -258,7 +258,7 @@ class Bench:
                                 res['error']
                             entry['stock_error'] = res['error']
                             log('  stock task cannot do %s->%s: %s'
-                                % (src_v, target, res['error']))
+                                % (src_v, target, _gist(res['error'])))
                             continue
                         raise RuntimeError('%s %s->%s failed: %s\n%s' % (
                             runner, src_v, target, res['error'],
@@ -462,7 +462,7 @@ def print_entry(entry):
               % (entry['py_traced_peak'] / MiB))
     if 'stock_error' in entry:
         print('  stock    cannot convert it: %s'
-              % entry['stock_error'].splitlines()[0][:100])
+              % _gist(entry['stock_error'])[:100])
     p = s.get('plugin', {})
     ratios = []
     for other, limit in TARGETS.items():
@@ -544,6 +544,16 @@ def environment(bench):
         'cold_method': bench.cache.method,
         'loadavg': os.getloadavg(),
     }
+
+
+def _gist(error):
+    """The telling line of a multi-line error (qemu-img's stderr)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith('Stderr:'):
+            text = line[len('Stderr:'):].strip().strip('"\'')
+            return text.replace('\\n', ' ').strip()
+    return lines[0] if lines else ''
 
 
 def main(argv=None):
