@@ -152,6 +152,7 @@ class Bench:
         self.templates = {}   # (src_variant, target) -> qemu argv template
         self.plugin_fn = runners.plugin_real
         runners.stock_setup()
+        runners.plugin_setup()
         self.stock_failures = {}
 
     # ------------------------------------------------------------ plumbing
