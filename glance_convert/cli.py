@@ -523,6 +523,20 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
         raise UsageError('conversion work area %s: %s'
                          % (ws.work_dir, exc.detail))
     reports = []
+    retry = []
+    try:
+        _recover_each(orphans, reports, retry, image_repo, task_repo,
+                      staging_dir, dry_run)
+    finally:
+        if retry and not dry_run:
+            ws.return_orphans(retry)
+    return reports
+
+
+def _recover_each(orphans, reports, retry, image_repo, task_repo,
+                  staging_dir, dry_run) -> None:
+    """Release each orphan; what failed and may succeed later to ``retry``.
+    """
     for orphan in orphans:
         report = {'image_id': orphan.get('owner'),
                   'task_id': (orphan.get('info') or {}).get('task_id'),
@@ -535,6 +549,7 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
         except Exception as exc:  # noqa: BLE001 - reported, exit 1
             report['result'] = 'failed'
             report['reason'] = 'cannot read the image: %s' % _one_line(exc)
+            retry.append(orphan)
             continue
         if image is None:
             report['result'] = 'skipped'
@@ -553,6 +568,7 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
         except Exception as exc:  # noqa: BLE001 - reported, exit 1
             report['result'] = 'failed'
             report['reason'] = _one_line(exc)
+            retry.append(orphan)
             continue
         if released:
             report['result'] = 'released'
@@ -563,7 +579,6 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
         else:  # taken over between the look-up and the release
             report['result'] = 'skipped'
             report['reason'] = 'the image changed during recovery'
-    return reports
 
 
 def _print_recover(reports, ws, dry_run: bool) -> None:
@@ -583,6 +598,8 @@ def _print_recover(reports, ws, dry_run: bool) -> None:
                      'to queued and can be imported again')
         elif r['reason']:
             line += ': %s' % r['reason']
+        if r['result'] == 'failed' and not dry_run:
+            line += ' (kept: the next recover, or import here, retries it)'
         print(line)
         verb = 'would remove' if dry_run else 'removed'
         for path in r['removed']:

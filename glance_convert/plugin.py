@@ -116,7 +116,8 @@ def orphan_target(orphan, image_repo):
     return image_id, task_id, image, None
 
 
-def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
+def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None,
+                        failed=None):
     """Release the images of conversions whose glance-api process died.
 
     The workspace has already removed their work files and killed their
@@ -125,6 +126,10 @@ def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
     import lock is dropped so the image can be imported again at once
     (Glance would otherwise refuse for an hour), and the staged data is
     deleted.  Returns the ids of the images released.
+
+    ``failed``: a list to which the records whose release failed (the
+    database is down, say) are appended, the others going on; without it,
+    a failure to save the image propagates.
     """
     released = []
     for orphan in orphans:
@@ -133,37 +138,52 @@ def recover_interrupted(orphans, image_repo, task_repo, staging_dir=None):
         except Exception as exc:  # noqa: BLE001 - best effort, go on
             LOG.warning('Cannot look up the image of interrupted import '
                         '%s: %s', orphan.get('owner'), exc)
+            if failed is not None:
+                failed.append(orphan)
             continue
         if image is None:
             continue  # deleted, or another import took over: not ours
         try:
-            task = task_repo.get(task_id)
-            if task.status in ('pending', 'processing'):
-                task.fail(INTERRUPTED)
-                task_repo.save(task)
-        except Exception as exc:  # noqa: BLE001 - task culled
-            LOG.debug('Task %s of image %s not failed: %s', task_id,
-                      image_id, exc)
-        props = image.extra_properties
-        stores = [s for s in props.get('os_glance_importing_to_stores',
-                                       '').split(',') if s]
-        if stores:
-            failed = set(filter(None, props.get('os_glance_failed_import',
-                                                '').split(',')))
-            props['os_glance_failed_import'] = ','.join(
-                sorted(failed | set(stores)))
-            props['os_glance_importing_to_stores'] = ''
-        if image.status == 'importing':
-            image.status = 'queued'
-        image_repo.save(image)
-        image_repo.delete_property_atomic(image, 'os_glance_import_task',
-                                          task_id)
+            _release(image, image_id, task_id, image_repo, task_repo)
+        except Exception as exc:  # noqa: BLE001
+            if failed is None:
+                raise
+            LOG.warning('Cannot release image %s of interrupted import '
+                        '%s: %s', image_id, task_id, exc)
+            failed.append(orphan)
+            continue
         if staging_dir:
             conversion.remove_file(os.path.join(staging_dir, image_id))
         LOG.warning('Released image %s after its import task %s was '
                     'interrupted by a glance-api restart', image_id, task_id)
         released.append(image_id)
     return released
+
+
+def _release(image, image_id, task_id, image_repo, task_repo):
+    """Fail the dead task, put the image back to queued, drop the lock."""
+    try:
+        task = task_repo.get(task_id)
+        if task.status in ('pending', 'processing'):
+            task.fail(INTERRUPTED)
+            task_repo.save(task)
+    except Exception as exc:  # noqa: BLE001 - task culled
+        LOG.debug('Task %s of image %s not failed: %s', task_id,
+                  image_id, exc)
+    props = image.extra_properties
+    stores = [s for s in props.get('os_glance_importing_to_stores',
+                                   '').split(',') if s]
+    if stores:
+        failed = set(filter(None, props.get('os_glance_failed_import',
+                                            '').split(',')))
+        props['os_glance_failed_import'] = ','.join(
+            sorted(failed | set(stores)))
+        props['os_glance_importing_to_stores'] = ''
+    if image.status == 'importing':
+        image.status = 'queued'
+    image_repo.save(image)
+    image_repo.delete_property_atomic(image, 'os_glance_import_task',
+                                      task_id)
 
 
 def admin_repos(context):
@@ -178,16 +198,33 @@ def admin_repos(context):
 
 
 def _recover(context, ws):
-    """Best effort: never let recovery break the import that runs it."""
+    """Best effort: never let recovery break the import that runs it.
+
+    Records whose release failed go back to the ledger, for the next
+    import on this host to retry.
+    """
     try:
         orphans = ws.take_orphans()
-        if not orphans:
-            return
+    except Exception:  # noqa: BLE001
+        LOG.exception('Cannot read the records of interrupted conversions')
+        return
+    if not orphans:
+        return
+    failed = []
+    try:
         image_repo, task_repo = admin_repos(context.elevated())
         recover_interrupted(orphans, image_repo, task_repo,
-                            staging_dir=workspace.staging_dir())
+                            staging_dir=workspace.staging_dir(),
+                            failed=failed)
     except Exception:  # noqa: BLE001
         LOG.exception('Recovery of interrupted conversions failed')
+        failed = orphans
+    if failed:
+        try:
+            ws.return_orphans(failed)
+        except Exception:  # noqa: BLE001
+            LOG.exception('Cannot keep the records of %d interrupted '
+                          'conversions for a later try', len(failed))
 
 
 def get_flow(**kwargs):

@@ -63,6 +63,8 @@ _SAFE_SUFFIX = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 _POLL_MIN = 0.1
 _POLL_MAX = 1.0
 _MAX_ORPHAN_RECORDS = 100
+#: Failed releases of one interrupted import before recovery gives up.
+MAX_RECOVERY_ATTEMPTS = 5
 
 
 def _size(nbytes: int) -> str:
@@ -654,6 +656,35 @@ class Workspace:
             ledger['orphans'] = []
         return orphans
 
+    def return_orphans(self, records: list[dict]) -> list[dict]:
+        """Put back orphan records whose release failed, for a later try.
+
+        The next import on this host (or ``glance-convert recover``) takes
+        them again.  A record is given up after
+        ``MAX_RECOVERY_ATTEMPTS`` failed releases, with an error in the
+        log.  Returns the records given up.
+        """
+        given_up = []
+        if not records:
+            return given_up
+        with self._locked_ledger() as ledger:
+            known = {_orphan_key(o) for o in ledger['orphans']}
+            for record in records:
+                record = dict(record,
+                              attempts=int(record.get('attempts') or 0) + 1)
+                if record['attempts'] >= MAX_RECOVERY_ATTEMPTS:
+                    given_up.append(record)
+                elif _orphan_key(record) not in known:
+                    ledger['orphans'].append(record)
+                    known.add(_orphan_key(record))
+        for record in given_up:
+            LOG.error('Giving up releasing image %s of interrupted import '
+                      'task %s after %d attempts; release it by hand',
+                      record.get('owner'),
+                      (record.get('info') or {}).get('task_id'),
+                      record['attempts'])
+        return given_up
+
     def usage(self) -> dict:
         """What the ledger holds now: for logs, the CLI and tests."""
         with self._locked_ledger() as ledger:
@@ -662,6 +693,10 @@ class Workspace:
                                      if e.get('active', True)]),
                 'reserved_bytes': sum(e['bytes'] for e in entries),
                 'paths': [p for e in entries for p in e['paths']]}
+
+
+def _orphan_key(record: dict) -> tuple:
+    return record.get('owner'), (record.get('info') or {}).get('task_id')
 
 
 def staging_dir() -> str | None:

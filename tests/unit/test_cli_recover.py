@@ -181,3 +181,58 @@ def test_text_report_names_what_was_done(host, capsys):
     assert out[2:] == ['  removed work file %s' % work,
                        '  removed staged data %s' % staged,
                        '1 released, 0 skipped, 0 failed.']
+
+
+def test_a_failed_release_is_kept_and_retried(host):
+    ws, staging = host
+    image, work, staged = interrupted(ws, staging, 't1')
+    tasks = Repo({'t1': FakeTask()})
+    first = cli.recover(ws, BrokenRepo({image.image_id: image}), tasks,
+                        staging)
+    assert [r['result'] for r in first] == ['failed']
+    assert not os.path.exists(work)   # the work file goes at once
+    # The database is back: the next run releases the image.
+    second = cli.recover(ws, Repo({image.image_id: image}), tasks, staging)
+    assert [r['result'] for r in second] == ['released']
+    assert image.status == 'queued'
+    assert not os.path.exists(staged)
+    assert cli.recover(ws, Repo({image.image_id: image}), tasks,
+                       staging) == []
+
+
+def test_a_release_that_keeps_failing_is_given_up(host):
+    ws, staging = host
+    image, _, _ = interrupted(ws, staging, 't1')
+    broken = BrokenRepo({image.image_id: image})
+    tasks = Repo({'t1': FakeTask()})
+    results = []
+    for _ in range(workspace.MAX_RECOVERY_ATTEMPTS + 1):
+        results.append([r['result'] for r in
+                        cli.recover(ws, broken, tasks, staging)])
+    assert results[:workspace.MAX_RECOVERY_ATTEMPTS] == (
+        [['failed']] * workspace.MAX_RECOVERY_ATTEMPTS)
+    assert results[-1] == []
+
+
+def test_the_plugin_keeps_what_it_could_not_release(host, monkeypatch):
+    ws, staging = host
+    image, _, staged = interrupted(ws, staging, 't1')
+    tasks = Repo({'t1': FakeTask()})
+
+    class Context:
+        def elevated(self):
+            return self
+
+    def database_down(context):
+        raise RuntimeError('database went away')
+    monkeypatch.setattr(plugin, 'admin_repos', database_down)
+    monkeypatch.setattr(workspace, 'staging_dir', lambda: staging)
+    plugin._recover(Context(), ws)
+    assert image.status == 'importing'
+
+    monkeypatch.setattr(plugin, 'admin_repos', lambda context: (
+        Repo({image.image_id: image}), tasks))
+    plugin._recover(Context(), ws)
+    assert image.status == 'queued'
+    assert tasks['t1'].status == 'failure'
+    assert not os.path.exists(staged)
