@@ -45,25 +45,34 @@ def run_forked(fn, prepare=None, trace_python=False):
     pid = os.fork()
     if pid == 0:  # child
         os.close(rfd)
-        status = 0
-        try:
-            result = _child(fn, prepare, trace_python)
-        except BaseException as exc:  # report everything to the parent
-            result = {'error': '%s: %s' % (type(exc).__name__, exc),
-                      'traceback': traceback.format_exc()}
-            status = 1
-        try:
-            data = json.dumps(result).encode()
-            while data:
-                data = data[os.write(wfd, data):]
-        finally:
-            os._exit(status)
+        _report_and_exit(wfd, fn, prepare, trace_python)
     os.close(wfd)
-    chunks = []
+    return _collect(pid, rfd)
+
+
+def _report_and_exit(wfd, fn, prepare, trace_python):
+    """In a forked child: measure ``fn``, write the result to ``wfd``, exit.
+    """
+    status = 0
+    try:
+        result = _child(fn, prepare, trace_python)
+    except BaseException as exc:  # report everything to the parent
+        result = {'error': '%s: %s' % (type(exc).__name__, exc),
+                  'traceback': traceback.format_exc()}
+        status = 1
+    try:
+        data = json.dumps(result).encode()
+        while data:
+            data = data[os.write(wfd, data):]
+    finally:
+        os._exit(status)
+
+
+def _collect(pid, rfd):
+    """In the parent: the result a child wrote to ``rfd``; reap it."""
     with os.fdopen(rfd, 'rb') as f:
-        chunks.append(f.read())
+        raw = f.read()
     os.waitpid(pid, 0)
-    raw = b''.join(chunks)
     if not raw:
         return {'error': 'benchmark child died without a result'}
     return json.loads(raw)
@@ -181,29 +190,12 @@ def run_concurrent(fns):
             os.close(rfd)
             os.close(go_w)
             os.read(go_r, 1)
-            status = 0
-            try:
-                result = _child(fn, None, False)
-            except BaseException as exc:
-                result = {'error': '%s: %s' % (type(exc).__name__, exc)}
-                status = 1
-            try:
-                data = json.dumps(result).encode()
-                while data:
-                    data = data[os.write(wfd, data):]
-            finally:
-                os._exit(status)
+            _report_and_exit(wfd, fn, None, False)
         os.close(wfd)
         children.append((pid, rfd))
     os.close(go_r)
     t0 = time.perf_counter()
     os.write(go_w, b'x' * len(fns))
     os.close(go_w)
-    results = []
-    for pid, rfd in children:
-        with os.fdopen(rfd, 'rb') as f:
-            raw = f.read()
-        os.waitpid(pid, 0)
-        results.append(json.loads(raw) if raw else
-                       {'error': 'child died without a result'})
+    results = [_collect(pid, rfd) for pid, rfd in children]
     return time.perf_counter() - t0, results
