@@ -237,6 +237,20 @@ def vmdk_extents(text: str) -> list[tuple]:
     return extents
 
 
+def _vmdk_footer(f, file_size: int) -> tuple:
+    """The footer copy of a sparse header, as :func:`_sparse_header`.
+
+    A streamOptimized VMDK written front to back has its grain directory
+    offset only there, 1024 bytes before the end; qemu uses it.
+    """
+    if file_size < 3 * SECTOR:
+        raise Malformed('stream-optimized VMDK without a footer')
+    footer = _sparse_header(_read(f, file_size - 2 * SECTOR, SECTOR))
+    if footer[0] != b'KDMV':
+        raise Malformed('stream-optimized VMDK footer missing')
+    return footer
+
+
 def _sparse_header(data: bytes) -> tuple:
     # magic, version, flags, capacity, grain, desc_offset, desc_size,
     # num_gtes_per_gt, rgd_offset, gd_offset
@@ -262,13 +276,7 @@ def parse_vmdk(f, file_size: int) -> Header | None:
                sizes={'header': capacity * SECTOR},
                qemu_sizes=(capacity * SECTOR,), subformat='sparse')
     if gd_offset == VMDK_GD_AT_END:
-        # streamOptimized written front to back: qemu uses the footer copy
-        # of the header, 1024 bytes before the end.
-        if file_size < 3 * SECTOR:
-            raise Malformed('stream-optimized VMDK without a footer')
-        footer = _sparse_header(_read(f, file_size - 2 * SECTOR, SECTOR))
-        if footer[0] != b'KDMV':
-            raise Malformed('stream-optimized VMDK footer missing')
+        footer = _vmdk_footer(f, file_size)
         h.sizes['footer'] = footer[3] * SECTOR
         h.virtual_size = footer[3] * SECTOR
         h.qemu_sizes = (footer[3] * SECTOR,)
@@ -302,18 +310,15 @@ def vmdk_data_by_table(f, file_size: int) -> list[tuple[int, int]] | None:
     number of tables, not by how fragmented the data is, which makes it
     safe to ask of a hostile image.  None when the file is not a plain
     sparse extent or its tables are out of the usual bounds (the caller
-    then does without).
+    then does without); :class:`Malformed` for a header or footer that
+    cannot be read.
     """
     head = _read(f, 0, SECTOR)
-    if len(head) < SECTOR or head[:4] != b'KDMV':
+    if head[:4] != b'KDMV':
         return None
     fields = _sparse_header(head)
     if fields[9] == VMDK_GD_AT_END:
-        if file_size < 3 * SECTOR:
-            return None
-        fields = _sparse_header(_read(f, file_size - 2 * SECTOR, SECTOR))
-        if fields[0] != b'KDMV':
-            return None
+        fields = _vmdk_footer(f, file_size)
     _m, _v, flags, capacity, grain, _ds, _dn, gtes, _rgd, gd = fields
     if not grain or not gtes or gtes > VMDK_MAX_GTES:
         return None

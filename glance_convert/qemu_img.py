@@ -264,16 +264,15 @@ def measure(path: str, fmt: str, out_fmt: str,
     return int(json.loads(out)['required'])
 
 
-def image_spec(path: str, fmt: str, *, backing: bool = True) -> str:
+def no_backing_spec(path: str, fmt: str) -> str:
     """A ``json:`` image name: format ``fmt`` forced, and no backing file.
 
     ``"backing": null`` tells qemu not to open a backing file at all (what
     ``qemu-img info`` does by itself); the same as ``-f`` otherwise.
     """
-    spec = {'driver': fmt, 'file': {'driver': 'file', 'filename': path}}
-    if not backing:
-        spec['backing'] = None
-    return 'json:' + json.dumps(spec)
+    return 'json:' + json.dumps({
+        'driver': fmt, 'file': {'driver': 'file', 'filename': path},
+        'backing': None})
 
 
 def check(path: str, fmt: str, limits: Limits, *,
@@ -289,7 +288,7 @@ def check(path: str, fmt: str, limits: Limits, *,
     """
     try:
         code, out, err = _run(['check', '--output=json',
-                               image_spec(path, fmt, backing=False)],
+                               no_backing_spec(path, fmt)],
                               limits, check_exit_code=(0, 2, 3),
                               should_cancel=should_cancel)
     except QemuImgError as exc:
