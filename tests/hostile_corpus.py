@@ -66,7 +66,10 @@ class Case:
 
 def pipeline_settings(target, **policy):
     """conversion.Settings for running a case through the real pipeline."""
-    from glance_convert import conversion, formats, inspection, qemu_img
+    from glance_convert.pipeline import conversion
+    from glance_convert import formats
+    from glance_convert.pipeline import inspection
+    from glance_convert.pipeline import qemu_img
     return conversion.Settings(
         target=target,
         source_formats=formats.CONVERTIBLE,

@@ -19,7 +19,7 @@ import time
 
 from oslo_concurrency import processutils
 
-from glance_convert import qemu_img
+from glance_convert.pipeline import qemu_img
 
 
 def median_ms(fn, n):

@@ -8,7 +8,7 @@ one per plugin configuration, and stopped at the end.
 import pytest
 
 from glance_convert import formats
-from glance_convert import localglance
+from tests import fileserver
 from tests import imagefactory
 from tests.integration import glancetest
 
@@ -34,5 +34,5 @@ def source_dir(tmp_path_factory, qemu_tools):
 @pytest.fixture(scope='session')
 def file_server(source_dir):
     """Serves source_dir on loopback for web-download."""
-    with localglance.FileServer(str(source_dir)) as server:
+    with fileserver.FileServer(str(source_dir)) as server:
         yield server

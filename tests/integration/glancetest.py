@@ -6,7 +6,7 @@ sqlite cannot take two imports at once: tests import one image at a time.
 import hashlib
 import os
 
-from glance_convert import localglance
+from glance_convert.testing import localglance
 
 #: Seconds one small import may take on a loaded 2-core machine.
 IMPORT_TIMEOUT = 180

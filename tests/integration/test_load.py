@@ -17,8 +17,9 @@ import threading
 
 import pytest
 
-from glance_convert import localglance
-from glance_convert import workspace
+from glance_convert.testing import localglance
+from tests import pgcluster
+from glance_convert.host import workspace
 from tests import proctools
 
 pytestmark = pytest.mark.postgres
@@ -50,11 +51,11 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory, qemu_tools):
-    if localglance.postgres_bindir() is None:
+    if pgcluster.postgres_bindir() is None:
         pytest.fail('PostgreSQL server binaries not found: install '
                     'postgresql (bindep.txt lists it)', pytrace=False)
     base = tmp_path_factory.mktemp('load')
-    pg = localglance.PostgresCluster(str(base / 'pg'))
+    pg = pgcluster.PostgresCluster(str(base / 'pg'))
     # initdb may be a symlink into the directory that has pg_isready too.
     pg.bindir = os.path.dirname(os.path.realpath(
         os.path.join(pg.bindir, 'initdb')))

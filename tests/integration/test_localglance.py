@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from glance_convert import localglance
+from glance_convert.testing import localglance
+from tests import pgcluster
 from tests.integration import glancetest
 
 
@@ -46,12 +47,12 @@ def test_file_server_serves_only_its_directory(source_dir, file_server):
 
 @pytest.mark.postgres
 def test_postgres_cluster_runs_glance(tmp_path, source_dir, qemu_tools):
-    if localglance.postgres_bindir() is None:
+    if pgcluster.postgres_bindir() is None:
         pytest.fail('PostgreSQL server binaries not found: install '
                     'postgresql (bindep.txt lists it)', pytrace=False)
     import psycopg2  # noqa: F401  (psycopg2-binary: tox installs it)
     pg_dir = tmp_path / 'pg'
-    with localglance.PostgresCluster(str(pg_dir)) as pg:
+    with pgcluster.PostgresCluster(str(pg_dir)) as pg:
         assert pg.url.startswith('postgresql+psycopg2://postgres@/glance')
         server = localglance.GlanceServer(
             str(tmp_path / 'glance'), plugins=(), database_url=pg.url,

@@ -20,9 +20,9 @@ import sys
 
 import pytest
 
-from glance_convert import localglance
-from glance_convert import plugin
-from glance_convert import workspace
+from glance_convert.testing import localglance
+from glance_convert.flow import plugin
+from glance_convert.host import workspace
 from tests import imagefactory
 from tests import proctools
 
@@ -83,7 +83,7 @@ def recover(server, *args):
     env = dict(os.environ)
     env.pop('OS_GLANCE_CONFIG_DIR', None)
     proc = subprocess.run(
-        [sys.executable, '-m', 'glance_convert.cli', 'recover',
+        [sys.executable, '-m', 'glance_convert.cmd', 'recover',
          '--config-dir', server.conf_dir] + list(args),
         env=env, cwd=server.base_dir, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

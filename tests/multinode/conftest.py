@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from glance_convert import localglance
+from tests import pgcluster
 from tests.multinode import keystone
 from tests.multinode import nodes
 
@@ -33,10 +33,10 @@ PLUGIN_CONF = {
 
 @pytest.fixture(scope='session')
 def postgres(tmp_path_factory):
-    if localglance.postgres_bindir() is None:
+    if pgcluster.postgres_bindir() is None:
         pytest.fail('PostgreSQL server binaries not found: install '
                     'postgresql (bindep.txt lists it)', pytrace=False)
-    pg = localglance.PostgresCluster(str(tmp_path_factory.mktemp('pg')))
+    pg = pgcluster.PostgresCluster(str(tmp_path_factory.mktemp('pg')))
     # initdb may be a symlink into the directory that has pg_isready too.
     pg.bindir = os.path.dirname(os.path.realpath(
         os.path.join(pg.bindir, 'initdb')))

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from glance_convert import localglance
+from glance_convert.testing import localglance
 
 #: What is installed into the Keystone venv (overridable for pinning).
 DEFAULT_REQUIREMENTS = ('keystone', 'gunicorn')
@@ -270,7 +270,7 @@ class KeystoneServer:
     def log_tail(self, lines=40):
         parts = []
         for path in (self.gunicorn_log, self.log_file):
-            text = localglance._tail(path, lines)
+            text = localglance.tail(path, lines)
             if text:
                 parts.append('--- %s ---\n%s' % (path, text))
         return '\n'.join(parts) or '(no log yet)'

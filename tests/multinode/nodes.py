@@ -1,6 +1,6 @@
 """Glance API nodes behind a real Keystone, and what the tests watch.
 
-Each node is a :class:`glance_convert.localglance.GlanceServer` (gunicorn,
+Each node is a :class:`glance_convert.testing.glance.GlanceServer` (gunicorn,
 its own port, staging, store and work directories) switched to Glance's
 stock ``keystone`` paste flavor with a ``[keystone_authtoken]`` section,
 ``worker_self_reference_url`` set to its own URL and the database shared
@@ -11,7 +11,7 @@ import glob
 import os
 import sys
 
-from glance_convert import localglance
+from glance_convert.testing import localglance
 from tests import proctools
 
 SERVICE_USER = 'glance'

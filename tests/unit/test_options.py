@@ -3,7 +3,7 @@
 import pytest
 from oslo_config import cfg
 
-from glance_convert import conversion
+from glance_convert.pipeline import conversion
 from glance_convert import options
 
 

@@ -115,10 +115,10 @@ def plugin_real(src, claimed, target, work_dir, image_id):
     progress goes to a silent status.  The task consumes ``src``.
     """
     from oslo_config import cfg
-    from glance_convert import conversion
+    from glance_convert.pipeline import conversion
     from glance_convert import options
-    from glance_convert import tasks
-    from glance_convert import workspace
+    from glance_convert.flow import task as tasks
+    from glance_convert.host import workspace
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     task = tasks.ConvertImage(
         'bench', 'import', _FakeActionWrapper(image_id, claimed), [],
@@ -177,10 +177,10 @@ def plugin_setup():
     the task does.
     """
     from oslo_config import cfg
-    from glance_convert import conversion
-    from glance_convert import parallel  # noqa: F401
-    from glance_convert import tasks  # noqa: F401
-    from glance_convert import workspace  # noqa: F401
+    from glance_convert.pipeline import conversion
+    from glance_convert.pipeline import parallel  # noqa: F401
+    from glance_convert.flow import task as tasks  # noqa: F401
+    from glance_convert.host import workspace  # noqa: F401
     conversion.Settings.from_conf(cfg.CONF)
 
 
@@ -221,7 +221,7 @@ def qemu_env():
     """
     env = dict(os.environ)
     try:
-        from glance_convert import qemu_img
+        from glance_convert.pipeline import qemu_img
         env.update(getattr(qemu_img, '_ENV', {}))
     except ImportError:
         pass
@@ -244,7 +244,7 @@ def template_from(argv):
 
 
 def is_parallel_argv(argv):
-    """True for one range of glance_convert.parallel (not a whole image)."""
+    """True for one range of pipeline.parallel (not a whole image)."""
     return bool(argv) and '--image-opts' in argv
 
 
@@ -257,9 +257,9 @@ def single_convert_template(claimed, target):
     qemu-img with the same options".
     """
     from oslo_config import cfg
-    from glance_convert import conversion
+    from glance_convert.pipeline import conversion
     from glance_convert import options
-    from glance_convert import qemu_img
+    from glance_convert.pipeline import qemu_img
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     settings = conversion.Settings.from_conf()
     args = qemu_img.convert_args(
@@ -271,16 +271,16 @@ def single_convert_template(claimed, target):
 
 
 def parallel_step(src, claimed, target, work_dir, image_id, workers):
-    """The plugin's step with the conversion done by glance_convert.parallel:
+    """The plugin's step with the conversion done by pipeline.parallel:
     the same source checks, N qemu-img processes over disjoint ranges, the
     same output verification."""
     import dataclasses
     from oslo_config import cfg
-    from glance_convert import conversion
-    from glance_convert import inspection
+    from glance_convert.pipeline import conversion
+    from glance_convert.pipeline import inspection
     from glance_convert import options
-    from glance_convert import parallel
-    from glance_convert import qemu_img
+    from glance_convert.pipeline import parallel
+    from glance_convert.pipeline import qemu_img
     if target != 'raw':
         raise ValueError('the parallel prototype writes raw only')
     cfg.CONF.set_override('output_format', target, group=options.GROUP)

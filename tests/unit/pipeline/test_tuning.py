@@ -1,0 +1,57 @@
+"""qemu-img tuning chosen from the options, per output format."""
+
+import pytest
+
+from glance_convert.pipeline import conversion
+from glance_convert.pipeline import qemu_img
+
+
+@pytest.fixture
+def settings(load_conf):
+    def load(text):
+        return conversion.Settings.from_conf(load_conf(text))
+    return load
+
+
+def _argv(s):
+    return qemu_img.convert_args('in', 'raw', 'out', s.target,
+                                 out_options=s.out_options, tuning=s.tuning,
+                                 compressed=s.compressed)
+
+
+@pytest.mark.parametrize('target,setting,expected', [
+    # Unset: -W for qcow2 output only (the benchmark's choice).
+    ('qcow2', None, True),
+    ('raw', None, False),
+    ('vmdk', None, False),
+    ('vdi', None, False),
+    ('vhd', None, False),
+    # Set: the operator's choice for every output.
+    ('qcow2', 'false', False),
+    ('raw', 'true', True),
+])
+def test_out_of_order_default_is_per_target(settings, target, setting,
+                                            expected):
+    text = '[glance_convert]\noutput_format = %s\n' % target
+    if setting is not None:
+        text += 'convert_out_of_order = %s\n' % setting
+    s = settings(text)
+    assert s.tuning.out_of_order is expected
+    assert ('-W' in _argv(s)) is expected
+
+
+@pytest.mark.parametrize('setting', [None, 'true'])
+def test_compressed_qcow2_output_is_never_out_of_order(settings, setting):
+    text = ('[glance_convert]\noutput_format = qcow2\n'
+            'qcow2_compression = zlib\n')
+    if setting is not None:
+        text += 'convert_out_of_order = %s\n' % setting
+    argv = _argv(settings(text))
+    assert '-c' in argv
+    assert '-W' not in argv
+
+
+def test_other_tuning_defaults_are_qemu_img_defaults(settings):
+    argv = _argv(settings('[glance_convert]\noutput_format = raw\n'))
+    assert argv[argv.index('-m') + 1] == '8'
+    assert '-t' not in argv and '-T' not in argv
