@@ -12,10 +12,9 @@ also works where Glance's options are not registered (the CLI, unit tests).
 from oslo_config import cfg
 
 from glance_convert import formats
+from glance_convert import units
 
 GROUP = 'glance_convert'
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 _format_opts = [
     cfg.StrOpt(
@@ -94,7 +93,7 @@ _output_opts = [
     cfg.IntOpt(
         'qcow2_cluster_size',
         default=65536,
-        min=512, max=2 * MiB,
+        min=512, max=2 * units.MiB,
         help='Cluster size of qcow2 output, a power of two.'),
     cfg.StrOpt(
         'qcow2_compression',

@@ -23,14 +23,13 @@ from importlib import metadata
 from oslo_config import cfg
 
 from glance_convert import options
+from glance_convert import units
 from glance_convert.pipeline import qemu_img
 
 OK = 'ok'
 WARNING = 'warning'
 ERROR = 'error'
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 PLUGIN_NAME = 'glance_convert'
 PLUGIN_NAMESPACE = 'glance.image_import.plugins'
 #: qemu-img that has ``convert --target-is-zero`` (VHD force_size output).
@@ -258,9 +257,6 @@ def load(config_dir: str | None = None,
 
 # --- check-config ------------------------------------------------------------
 
-def _size(n: int) -> str:
-    return '%.1f GiB' % (n / GiB) if n >= GiB else '%d MiB' % (n // MiB)
-
 
 def check_qemu_img() -> list[Finding]:
     path = shutil.which(qemu_img.QEMU_IMG)
@@ -359,14 +355,14 @@ def check_work_dir(conf) -> list[Finding]:
             'as (e.g. install -d -o glance -g glance %s).' % work_dir)]
     st = os.statvfs(work_dir)
     free = st.f_bavail * st.f_frsize
-    reserved = group.reserved_space_mb * MiB
+    reserved = group.reserved_space_mb * units.MiB
     message = 'Work directory %s (%s) is writable; %s free.' % (
-        work_dir, where, _size(free))
+        work_dir, where, units.human_size(free))
     if free <= reserved:
         return [Finding(
             WARNING, 'work_dir', message + ' That is not more than '
             'reserved_space_mb (%s): every conversion would be refused.'
-            % _size(reserved),
+            % units.human_size(reserved),
             'free space, lower reserved_space_mb or move work_dir.')]
     return [Finding(OK, 'work_dir', message)]
 

@@ -43,6 +43,7 @@ from glance_convert.pipeline import conversion
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import options
+from glance_convert import units
 from glance_convert.flow import plugin
 from glance_convert.host import workspace
 
@@ -51,9 +52,6 @@ EXIT_FAILED = 1
 EXIT_REJECTED = 2
 EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
 
 
 class UsageError(Exception):
@@ -71,9 +69,7 @@ class _Parser(argparse.ArgumentParser):
 def _human(n: int | None) -> str:
     if n is None:
         return 'unknown'
-    if n >= GiB:
-        return '%.2f GiB (%d bytes)' % (n / GiB, n)
-    return '%.1f MiB (%d bytes)' % (n / MiB, n)
+    return '%s (%d bytes)' % (units.human_size(n), n)
 
 
 def _default_config_dir() -> str | None:
@@ -118,10 +114,6 @@ def _detect(path: str) -> str:
         return 'ambiguous (%s)' % exc
 
 
-def _allocated(path: str) -> int:
-    return os.stat(path).st_blocks * 512
-
-
 # --- inspect -----------------------------------------------------------------
 
 def _target_settings(settings, conf, target):
@@ -141,7 +133,7 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
         'claimed_format': claimed,
         'detected_format': detected,
         'file_size': os.path.getsize(path),
-        'allocated_size': _allocated(path),
+        'allocated_size': units.allocated_bytes(path),
         'virtual_size': None,
         'verdict': None,
         'reasons': [],
@@ -241,7 +233,7 @@ class ProgressBar:
         filled = int(fraction * self.width)
         self.stream.write('\r[%s%s] %3d%%  %.1f / %.1f MiB read' % (
             '#' * filled, '-' * (self.width - filled), fraction * 100,
-            min(done, self.total) / MiB, self.total / MiB))
+            min(done, self.total) / units.MiB, self.total / units.MiB))
         self.stream.flush()
         self.shown = True
 
@@ -288,7 +280,7 @@ def cmd_convert(args) -> int:
     bar = None
     on_progress = None
     if sys.stderr.isatty() and not args.quiet:
-        bar = ProgressBar(_allocated(args.file))
+        bar = ProgressBar(units.allocated_bytes(args.file))
         on_progress = bar.update
         settings = dataclasses.replace(settings, progress_interval=0.5)
         bar.update(0)

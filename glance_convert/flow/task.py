@@ -11,6 +11,7 @@ from taskflow.types import failure
 
 from glance_convert.pipeline import conversion
 from glance_convert import errors
+from glance_convert import units
 
 LOG = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class ConvertImage(task.Task):
         work_dir = self.work_dir or os.path.dirname(src)
         workspace = (self.workspace_factory(work_dir)
                      if self.workspace_factory else None)
-        progress = _Progress(self.status, _allocated_bytes(src))
+        # qemu-img reads the allocated data.
+        progress = _Progress(self.status, units.allocated_bytes(src))
         self.status.set_message('Checking the %s image' % claimed)
         result = conversion.convert_image(
             src, claimed, image_id=self.image_id, work_dir=work_dir,
@@ -152,15 +154,6 @@ class ConvertImage(task.Task):
         except Exception as exc:  # noqa: BLE001 - image deleted or lock lost
             LOG.warning('Could not reset image %s after a failed import: '
                         '%s', self.image_id, exc)
-
-
-def _allocated_bytes(path: str) -> int:
-    """Bytes qemu-img will read from ``path``: its allocated data."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return 0
-    return min(st.st_size, st.st_blocks * 512)
 
 
 def _detail(result: failure.Failure) -> str:

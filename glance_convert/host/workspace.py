@@ -52,11 +52,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 from glance_convert import errors
+from glance_convert import units
 
 LOG = logging.getLogger(__name__)
 
-MiB = 1024 ** 2
-GiB = 1024 ** 3
 WORK_FILE_TAG = '.glance-convert.'
 _SAFE_OWNER = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$')
 _SAFE_SUFFIX = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
@@ -65,15 +64,6 @@ _POLL_MAX = 1.0
 _MAX_ORPHAN_RECORDS = 100
 #: Failed releases of one interrupted import before recovery gives up.
 MAX_RECOVERY_ATTEMPTS = 5
-
-
-def _size(nbytes: int) -> str:
-    """A size for people: "700 MiB", "3.5 GiB", "120 GiB"."""
-    if nbytes < GiB:
-        return '%d MiB' % -(-nbytes // MiB)
-    if nbytes < 100 * GiB:
-        return '%.1f GiB' % (nbytes / GiB)
-    return '%d GiB' % round(nbytes / GiB)
 
 
 def process_start_time(pid: int) -> int | None:
@@ -108,13 +98,6 @@ def _alive(pid: int, start: int | None) -> bool:
 def _default_disk_space(path: str) -> tuple[int, int]:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-
-
-def _allocated(path: str) -> int:
-    try:
-        return os.stat(path).st_blocks * 512
-    except OSError:
-        return 0
 
 
 def _open_lock_file(path: str) -> int:
@@ -505,7 +488,7 @@ class Workspace:
         total, avail = self._disk_space(self.work_dir)
         pending = held = written = 0
         for e in ledger['entries'].values():
-            used = sum(_allocated(p) for p in e['paths'])
+            used = sum(units.allocated_bytes(p) for p in e['paths'])
             written += used
             # Bytes promised but not written yet are not missing from
             # ``avail`` yet; bytes already written are.
@@ -566,7 +549,8 @@ class Workspace:
                 raise errors.WorkspaceError(
                     'Not enough space to convert this image: it needs %s '
                     'of work space and this host can provide at most %s'
-                    % (_size(n['need']), _size(n['room_ever'])),
+                    % (units.human_size(n['need']),
+                       units.human_size(n['room_ever'])),
                     'image %s needs %d bytes in %s; at most %d bytes can be '
                     'reserved there (reserved_space_mb=%d MiB, '
                     'max_workspace_bytes=%d)'
@@ -578,7 +562,8 @@ class Workspace:
                     'Not enough space to convert this image now: it needs %s '
                     'of work space and only %s is free while other images '
                     'are converted; try the import again later'
-                    % (_size(n['need']), _size(n['room'])),
+                    % (units.human_size(n['need']),
+                       units.human_size(n['room'])),
                     'image %s needs %d bytes in %s; %d bytes are available '
                     'after other reservations' % (owner, nbytes,
                                                   self.work_dir, n['room']))

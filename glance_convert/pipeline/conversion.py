@@ -23,11 +23,11 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert.pipeline import inspection
 from glance_convert import options
+from glance_convert import units
 from glance_convert.pipeline import qemu_img
 
 LOG = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 # qemu-img drivers that implement "qemu-img check" (7.2); raw and vpc
 # answer "does not support checks".
 CHECKABLE = ('qcow2', 'vmdk', 'vdi')
@@ -74,11 +74,11 @@ class Settings:
                     'image_format', 'gpt_safety_checks_nonfatal', conf)),
                 max_virtual_size=options.max_virtual_size(conf)),
             inspect_limits=qemu_img.Limits(
-                address_space=group.inspect_address_space_mb * MiB,
+                address_space=group.inspect_address_space_mb * units.MiB,
                 cpu_time=group.inspect_cpu_time,
                 timeout=group.inspect_timeout),
             convert_limits=qemu_img.Limits(
-                address_space=group.convert_address_space_mb * MiB,
+                address_space=group.convert_address_space_mb * units.MiB,
                 timeout=group.convert_timeout or None),
             tuning=qemu_img.Tuning(
                 coroutines=group.convert_coroutines,
@@ -149,7 +149,7 @@ def presized_output(target: str, out_options: dict, virtual_size: int
     --target-is-zero``.  None: let ``qemu-img convert`` create it.
     """
     if target == 'vhd' and out_options.get('force_size'):
-        return -(-virtual_size // MiB) * MiB
+        return -(-virtual_size // units.MiB) * units.MiB
     return None
 
 
@@ -252,7 +252,7 @@ def output_upper_bound(target: str, virtual_size: int,
         'cluster_size') or 65536)
     per_cluster = virtual_size * 16 // cluster if target == 'qcow2' else 0
     return (virtual_size + max(per_cluster, virtual_size // 64)
-            + 16 * MiB + 8 * cluster)
+            + 16 * units.MiB + 8 * cluster)
 
 
 def measurable(target: str, settings: Settings | None = None) -> bool:
@@ -461,7 +461,7 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
              'in, %(out)d bytes out, %(secs).1f s, %(rate).1f MiB/s',
              {'id': image_id, 'src': claimed, 'dst': target, 'in': bytes_in,
               'out': size, 'secs': duration,
-              'rate': bytes_in / MiB / max(duration, 1e-6)})
+              'rate': bytes_in / units.MiB / max(duration, 1e-6)})
     return Result(final, True, claimed, target, out_virtual, size, bytes_in,
                   duration)
 
@@ -542,7 +542,8 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
                  on_start=None, parallel_source=False) -> None:
     # Bound the output: an expansion bomb is killed by RLIMIT_FSIZE before
     # it can fill the disk.  Raw output is as long as the virtual size.
-    file_limit = max(virtual_size, estimate) + virtual_size // 64 + 64 * MiB
+    file_limit = (max(virtual_size, estimate) + virtual_size // 64
+                  + 64 * units.MiB)
     limits = dataclasses.replace(settings.convert_limits,
                                  file_size=file_limit)
     remove_file(tmp)

@@ -31,10 +31,9 @@ from oslo_utils.imageutils import format_inspector as fi
 from glance_convert.pipeline import headers
 from glance_convert import errors
 from glance_convert import formats
+from glance_convert import units
 
 LOG = logging.getLogger(__name__)
-
-GiB = 1024 ** 3
 
 EMPTY = 'the image file is empty'
 UNREADABLE = 'the image is too short or damaged to inspect'
@@ -167,8 +166,8 @@ def _check_vmdk(h: headers.Header, policy: Policy) -> None:
 
 def check_virtual_size(virtual_size: int, policy: Policy) -> None:
     if virtual_size > policy.max_virtual_size:
-        reject(TOO_BIG % (_size(virtual_size),
-                          _size(policy.max_virtual_size)))
+        reject(TOO_BIG % (units.human_size(virtual_size),
+                          units.human_size(policy.max_virtual_size)))
 
 
 def _parse_header(path: str, claimed: str) -> headers.Header | None:
@@ -287,10 +286,6 @@ def _safety_checks(inspector, name: str, policy: Policy) -> None:
         reject(reason, detail)
     except Exception as exc:
         reject(UNREADABLE, 'safety check of %s: %r' % (name, exc))
-
-
-def _size(n: int) -> str:
-    return '%.1f GiB' % (n / GiB) if n >= GiB else '%d MiB' % (n >> 20)
 
 
 # ---- 2. and 3. what qemu-img says -------------------------------------------

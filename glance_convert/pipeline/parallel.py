@@ -37,11 +37,11 @@ import dataclasses
 import os
 import threading
 
+from glance_convert import units
 from glance_convert.pipeline import headers
 from glance_convert.pipeline import qemu_img
 
-MiB = 1024 * 1024
-ALIGN = MiB
+ALIGN = units.MiB
 
 
 def _opt(value: str) -> str:
@@ -130,7 +130,7 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
         os.close(fd)
     # Every process writes inside a file that is already virtual_size long.
     limits = dataclasses.replace(
-        limits, file_size=max(limits.file_size or 0, virtual_size + MiB))
+        limits, file_size=max(limits.file_size or 0, virtual_size + units.MiB))
     failed = threading.Event()
     errors: list[BaseException] = []
     read_by_pid: dict[int, int] = {}

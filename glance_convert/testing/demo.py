@@ -31,17 +31,18 @@ import tempfile
 import time
 
 from glance_convert import formats
+from glance_convert import units
+from glance_convert.pipeline import qemu_img
 from glance_convert.testing import localglance
 
-MiB = 1024 * 1024
 
 #: Guest size of the sample images and the data written into them:
 #: (offset, length, byte).  Small, so the demo runs in seconds.
-SAMPLE_SIZE = 16 * MiB
+SAMPLE_SIZE = 16 * units.MiB
 SAMPLE_DATA = (
-    (0, MiB, 0x11),
-    (3 * MiB + 4096, 512 * 1024, 0x22),
-    (9 * MiB, 2 * MiB, 0x33),
+    (0, units.MiB, 0x11),
+    (3 * units.MiB + 4096, 512 * 1024, 0x22),
+    (9 * units.MiB, 2 * units.MiB, 0x33),
     (SAMPLE_SIZE - 64 * 1024, 64 * 1024, 0x44),
 )
 
@@ -83,20 +84,12 @@ def build_samples(directory, source_formats):
 
 def same_guest_data(a, a_fmt, b, b_fmt):
     """``qemu-img compare`` between two Glance formats."""
-    result = subprocess.run(
-        ['qemu-img', 'compare', '-f', formats.qemu_driver(a_fmt),
-         '-F', formats.qemu_driver(b_fmt), a, b],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
-    return result.returncode == 0
+    return qemu_img.compare(a, formats.qemu_driver(a_fmt),
+                            b, formats.qemu_driver(b_fmt))
 
 
 def _size(n):
-    if n is None:
-        return '-'
-    if n >= MiB:
-        return '%.1f MiB' % (n / MiB)
-    return '%d KiB' % (n // 1024)
+    return '-' if n is None else units.human_size(n)
 
 
 class Row:
