@@ -151,7 +151,7 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
     script = tmp_path / 'parent.py'
     script.write_text(
         'import os, sys, threading, time\n'
-        'from glance_convert import qemu_img\n'
+        'from glance_convert.pipeline import qemu_img\n'
         'def run():\n'
         '    qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
         '        timeout=120, cpu_time=60))\n'
