@@ -1,5 +1,8 @@
-"""Configuration checks: option validation at start-up and ``check-config``.
+"""The plugin's settings, and the checks of the configuration behind them.
 
+:class:`Settings` is everything the pipeline reads from the configuration,
+built once by :meth:`Settings.from_conf` after :func:`validate_options`;
+per-format rules come from :mod:`glance_convert.formats`.
 :func:`validate_options` judges the ``[glance_convert]`` options together
 with the Glance settings they depend on; the plugin runs it when it builds
 its settings and refuses to start with an error.  :func:`check_host` runs
@@ -21,10 +24,16 @@ import tempfile
 from importlib import metadata
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
+from glance_convert import errors
+from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
+from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
+
+LOG = logging.getLogger(__name__)
 
 OK = 'ok'
 WARNING = 'warning'
@@ -47,6 +56,69 @@ class Finding:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline needs from the configuration."""
+
+    target: str
+    source_formats: tuple[str, ...]
+    keep_formats: tuple[str, ...]
+    policy: inspection.Policy
+    inspect_limits: qemu_img.Limits
+    convert_limits: qemu_img.Limits
+    tuning: qemu_img.Tuning
+    out_options: dict
+    compressed: bool
+    progress_interval: float
+    parallel_workers: int = 1
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
+        """Validate ``conf`` and build the settings; a misconfiguration is
+        an import failure the user can read, not a traceback."""
+        conf = conf or cfg.CONF
+        try:
+            ensure_valid(conf)
+        except InvalidConfiguration as exc:
+            LOG.error('%s', exc)
+            raise errors.ConversionError(
+                'Image conversion is misconfigured on this cloud; please '
+                'contact the cloud operator.', str(exc))
+        group = conf[options.GROUP]
+        target = group.output_format
+        out_options, compressed = formats.output_options(group, target)
+        out_of_order = group.convert_out_of_order
+        if out_of_order is None:
+            out_of_order = formats.get(target).out_of_order
+        return cls(
+            target=target,
+            source_formats=tuple(group.source_formats),
+            keep_formats=tuple(group.keep_formats),
+            policy=inspection.Policy(
+                vmdk_allowed_types=tuple(options.glance_setting(
+                    'image_format', 'vmdk_allowed_types', conf)),
+                gpt_nonfatal=frozenset(options.glance_setting(
+                    'image_format', 'gpt_safety_checks_nonfatal', conf)),
+                max_virtual_size=options.max_virtual_size(conf)),
+            inspect_limits=qemu_img.Limits(
+                address_space=group.inspect_address_space_mb * units.MiB,
+                cpu_time=group.inspect_cpu_time,
+                timeout=group.inspect_timeout),
+            convert_limits=qemu_img.Limits(
+                address_space=group.convert_address_space_mb * units.MiB,
+                timeout=group.convert_timeout or None),
+            # -W is left out for compressed output by qemu_img itself.
+            tuning=qemu_img.Tuning(
+                coroutines=group.convert_coroutines,
+                out_of_order=out_of_order,
+                source_cache=group.convert_source_cache,
+                target_cache=group.convert_target_cache),
+            out_options=out_options,
+            compressed=compressed,
+            parallel_workers=group.parallel_workers,
+            progress_interval=group.progress_interval)
 
 
 class InvalidConfiguration(ValueError):
@@ -80,27 +152,18 @@ def _is_default(conf, name: str) -> bool:
     return getattr(conf[options.GROUP], name) == opt.default
 
 
-# Options that only shape the output of one format.
-_FORMAT_OPTS = {
-    'vmdk_subformat': 'vmdk',
-    'vhd_subformat': 'vhd',
-    'vhd_force_size': 'vhd',
-    'qcow2_compat': 'qcow2',
-    'qcow2_cluster_size': 'qcow2',
-    'qcow2_compression': 'qcow2',
-}
-
-
 def validate_options(conf=None) -> list[Finding]:
     """Judge the ``[glance_convert]`` options; errors and warnings only.
 
     An ERROR means conversions would fail or produce images Glance refuses
     later; the plugin must not start with one.  A WARNING is a setting that
-    has no effect.
+    has no effect.  What each output format accepts is in its row of
+    :mod:`glance_convert.formats`.
     """
     conf = conf or options.CONF
     group = conf[options.GROUP]
     target = group.output_format
+    row = formats.get(target)
     found: list[Finding] = []
 
     def error(message, fix):
@@ -118,54 +181,33 @@ def validate_options(conf=None) -> list[Finding]:
               'add %s to [image_format] disk_formats or choose another '
               'output_format.' % target)
 
-    prealloc = group.preallocation
-    if prealloc != 'off':
-        if target not in ('raw', 'qcow2'):
-            error('preallocation = %s does not apply to %s output.'
-                  % (prealloc, target),
-                  'set preallocation = off (only raw and qcow2 output can '
-                  'be preallocated).')
-        elif target == 'raw' and prealloc == 'metadata':
-            error('preallocation = metadata is for qcow2 only; raw output '
-                  'has no metadata.',
-                  'use preallocation = falloc or full, or off.')
-        elif target == 'qcow2' and group.qcow2_compression != 'none':
-            error('qcow2_compression = %s cannot be combined with '
-                  'preallocation = %s (qemu-img refuses).'
-                  % (group.qcow2_compression, prealloc),
-                  'set preallocation = off or qcow2_compression = none.')
+    if group.preallocation != 'off' and not row.preallocation:
+        able = [f.name for f in formats.FORMATS.values() if f.preallocation]
+        error('preallocation = %s does not apply to %s output.'
+              % (group.preallocation, target),
+              'set preallocation = off (only %s output can be '
+              'preallocated).' % ' and '.join(
+                  [', '.join(able[:-1]), able[-1]] if len(able) > 1
+                  else able))
 
     size = group.qcow2_cluster_size
     if size & (size - 1):
         error('qcow2_cluster_size = %d is not a power of two.' % size,
               'use a power of two between 512 and 2097152, e.g. 65536.')
 
-    if target == 'qcow2' and group.qcow2_compression == 'zstd' \
-            and group.qcow2_compat == '0.10':
-        error('qcow2_compression = zstd needs qcow2_compat = 1.1.',
-              'set qcow2_compat = 1.1 or qcow2_compression = zlib.')
+    def glance(section, name, default):
+        return _glance(conf, section, name, default)
 
-    if target == 'vmdk':
-        allowed = _glance(conf, 'image_format', 'vmdk_allowed_types', [])
-        if group.vmdk_subformat not in allowed:
-            error('vmdk_subformat = %s is not in Glance\'s [image_format] '
-                  'vmdk_allowed_types (%s): the converted images would be '
-                  'refused by the next conversion or copy.'
-                  % (group.vmdk_subformat, ', '.join(allowed) or 'empty'),
-                  'add %s to vmdk_allowed_types or choose another '
-                  'vmdk_subformat.' % group.vmdk_subformat)
+    for problem in row.option_problems(group, glance):
+        (warning if problem.warning else error)(problem.message, problem.fix)
 
-    if target == 'qcow2' and group.qcow2_compression != 'none' \
-            and group.convert_out_of_order:
-        warning('convert_out_of_order is ignored: compressed qcow2 output '
-                'is always written in order.',
-                'set convert_out_of_order = false to make that explicit.')
-
-    for name, fmt in _FORMAT_OPTS.items():
-        if fmt != target and not _is_default(conf, name):
-            warning('%s is set but has no effect: output_format is %s, not '
-                    '%s.' % (name, target, fmt),
-                    'remove %s or set output_format = %s.' % (name, fmt))
+    for other in formats.FORMATS.values():
+        for name in other.option_names:
+            if other is not row and not _is_default(conf, name):
+                warning('%s is set but has no effect: output_format is %s, '
+                        'not %s.' % (name, target, other.name),
+                        'remove %s or set output_format = %s.'
+                        % (name, other.name))
     return found
 
 

@@ -117,8 +117,7 @@ def _detect(path: str) -> str:
 # --- inspect -----------------------------------------------------------------
 
 def _target_settings(settings, conf, target):
-    opts, compressed = conversion.output_options(conf[options.GROUP],
-                                                 target)
+    opts, compressed = formats.output_options(conf[options.GROUP], target)
     return dataclasses.replace(settings, target=target, out_options=opts,
                                compressed=compressed)
 

@@ -14,143 +14,19 @@ import threading
 import time
 from typing import Callable
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
-from glance_convert.pipeline import headers
-from glance_convert import settings as config_check
 from glance_convert import errors
 from glance_convert import formats
-from glance_convert.pipeline import inspection
-from glance_convert import options
 from glance_convert import units
+from glance_convert.pipeline import headers
+from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
+from glance_convert.settings import Settings
 
 LOG = logging.getLogger(__name__)
 
-# qemu-img drivers that implement "qemu-img check" (7.2); raw and vpc
-# answer "does not support checks".
-CHECKABLE = ('qcow2', 'vmdk', 'vdi')
 WORK_TAG = 'glance-convert'
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything the pipeline needs from the configuration."""
-
-    target: str
-    source_formats: tuple[str, ...]
-    keep_formats: tuple[str, ...]
-    policy: inspection.Policy
-    inspect_limits: qemu_img.Limits
-    convert_limits: qemu_img.Limits
-    tuning: qemu_img.Tuning
-    out_options: dict
-    compressed: bool
-    progress_interval: float
-    parallel_workers: int = 1
-
-    @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
-        conf = conf or cfg.CONF
-        try:
-            config_check.ensure_valid(conf)
-        except config_check.InvalidConfiguration as exc:
-            LOG.error('%s', exc)
-            raise errors.ConversionError(
-                'Image conversion is misconfigured on this cloud; please '
-                'contact the cloud operator.', str(exc))
-        group = conf[options.GROUP]
-        target = group.output_format
-        out_options, compressed = output_options(group, target)
-        return cls(
-            target=target,
-            source_formats=tuple(group.source_formats),
-            keep_formats=tuple(group.keep_formats),
-            policy=inspection.Policy(
-                vmdk_allowed_types=tuple(options.glance_setting(
-                    'image_format', 'vmdk_allowed_types', conf)),
-                gpt_nonfatal=frozenset(options.glance_setting(
-                    'image_format', 'gpt_safety_checks_nonfatal', conf)),
-                max_virtual_size=options.max_virtual_size(conf)),
-            inspect_limits=qemu_img.Limits(
-                address_space=group.inspect_address_space_mb * units.MiB,
-                cpu_time=group.inspect_cpu_time,
-                timeout=group.inspect_timeout),
-            convert_limits=qemu_img.Limits(
-                address_space=group.convert_address_space_mb * units.MiB,
-                timeout=group.convert_timeout or None),
-            tuning=qemu_img.Tuning(
-                coroutines=group.convert_coroutines,
-                out_of_order=out_of_order(group.convert_out_of_order,
-                                          target),
-                source_cache=group.convert_source_cache,
-                target_cache=group.convert_target_cache),
-            out_options=out_options,
-            compressed=compressed,
-            parallel_workers=group.parallel_workers,
-            progress_interval=group.progress_interval)
-
-
-def out_of_order(setting: bool | None, target: str) -> bool:
-    """Whether to pass ``-W``; qemu_img leaves it out for compressed output.
-
-    Unset: for qcow2 output only, where the benchmark shows it helps cold
-    and warm; for raw output it did not consistently.
-    """
-    if setting is None:
-        return target == 'qcow2'
-    return setting
-
-
-def output_options(group, target: str) -> tuple[dict, bool]:
-    """qemu-img ``-o`` options and the ``-c`` flag for a target format.
-
-    Only options that apply to ``target`` are returned; combinations that
-    qemu-img would refuse are caught earlier, at start-up, by
-    :func:`glance_convert.settings.validate_options`.
-    """
-    opts: dict = {}
-    compressed = False
-    preallocation = group.preallocation
-    if target == 'qcow2':
-        opts['compat'] = group.qcow2_compat
-        if group.qcow2_cluster_size != 65536:
-            opts['cluster_size'] = group.qcow2_cluster_size
-        if group.qcow2_compression != 'none':
-            compressed = True
-            # zlib is qemu's default; zstd needs compat 1.1.
-            if group.qcow2_compression == 'zstd':
-                opts['compression_type'] = 'zstd'
-        if preallocation != 'off':
-            opts['preallocation'] = preallocation
-    elif target == 'raw':
-        if preallocation in ('falloc', 'full'):
-            opts['preallocation'] = preallocation
-    elif target == 'vmdk':
-        opts['subformat'] = group.vmdk_subformat
-    elif target == 'vhd':
-        opts['subformat'] = group.vhd_subformat
-        if group.vhd_force_size:
-            # Exact size instead of qemu's CHS-geometry rounding; the
-            # pipeline creates the output at a whole number of MiB first
-            # (see presized_output).
-            opts['force_size'] = True
-    return opts, compressed
-
-
-def presized_output(target: str, out_options: dict, virtual_size: int
-                    ) -> int | None:
-    """Virtual size to create the output with before converting into it.
-
-    ``qemu-img convert`` cannot resize.  For VHD with ``force_size`` the
-    output is created first (``qemu-img create``) with the virtual size
-    rounded up to a whole MiB, then converted into with ``-n
-    --target-is-zero``.  None: let ``qemu-img convert`` create it.
-    """
-    if target == 'vhd' and out_options.get('force_size'):
-        return -(-virtual_size // units.MiB) * units.MiB
-    return None
 
 
 @dataclasses.dataclass
@@ -188,41 +64,23 @@ class NoWorkspace:
 
 
 def plan(claimed: str | None, settings: Settings) -> str | None:
-    """The target format for a claimed format, or None to pass through."""
+    """The target format for a claimed format, or None to pass through.
+
+    An upload already in the target format is re-written only when the
+    target's row says the output options ask for it
+    (:attr:`formats.Format.rewrites_same_format`).
+    """
     if not formats.is_convertible(claimed):
         return None
     if claimed in settings.keep_formats:
         return None
     if claimed not in settings.source_formats:
         return None
-    if claimed == settings.target and not rewrite_same_format(settings):
+    if claimed == settings.target and not formats.get(
+            settings.target).rewrites_same_format(settings.out_options,
+                                                  settings.compressed):
         return None
     return settings.target
-
-
-def rewrite_same_format(settings: Settings) -> bool:
-    """True when output options ask to re-write a same-format image.
-
-    Decided from the options, not from the upload, so the rule is
-    predictable: an upload that already has the requested shape is
-    re-written too (same guest data).  Re-written:
-
-    * qcow2 when compressing, preallocating or with a non-default cluster
-      size (``qcow2_compat`` alone is no reason: 1.1 reads everywhere);
-    * vhd when ``vhd_subformat = fixed`` or ``vhd_force_size`` is on;
-    * vmdk when ``vmdk_subformat = streamOptimized``;
-    * raw never: a raw copy has the same bytes, preallocated or not.
-    """
-    opts = settings.out_options
-    if settings.target == 'qcow2':
-        return (settings.compressed or bool(opts.get('preallocation'))
-                or 'cluster_size' in opts)
-    if settings.target == 'vhd':
-        return opts.get('subformat') == 'fixed' or bool(
-            opts.get('force_size'))
-    if settings.target == 'vmdk':
-        return opts.get('subformat') == 'streamOptimized'
-    return False
 
 
 def work_paths(work_dir: str, image_id: str, target: str
@@ -236,52 +94,19 @@ def work_paths(work_dir: str, image_id: str, target: str
     return base + '.part', '%s.%s' % (base, target)
 
 
-def output_upper_bound(target: str, virtual_size: int,
-                       settings: Settings | None = None) -> int:
-    """Bytes the output can take at most, whatever the data: no qemu-img.
-
-    Raw output is at most its virtual size (less where sparse).  Other
-    formats add metadata: qcow2 about 10 bytes of L2 and refcount entries
-    per cluster plus a few clusters (``virtual_size * 16 / cluster``
-    covers it with room), vmdk, vdi and vpc less than ``virtual_size // 64``
-    (grain and block tables).
-    """
-    if target == 'raw':
-        return virtual_size
-    cluster = int((settings.out_options if settings else {}).get(
-        'cluster_size') or 65536)
-    per_cluster = virtual_size * 16 // cluster if target == 'qcow2' else 0
-    return (virtual_size + max(per_cluster, virtual_size // 64)
-            + 16 * units.MiB + 8 * cluster)
-
-
-def measurable(target: str, settings: Settings | None = None) -> bool:
-    """Whether ``qemu-img measure`` can tell the output's need.
-
-    qcow2: measured as itself.  Sparse raw: ``measure -O raw`` answers the
-    virtual size whatever the data (qemu 7.2), but ``measure -O qcow2``
-    counts the source's allocated clusters plus qcow2's own metadata, an
-    upper bound of what a sparse raw copy allocates (zero detection only
-    allocates less).  Preallocated raw needs its whole virtual size; vmdk,
-    vdi and vpc cannot be measured.
-    """
-    if target == 'qcow2':
-        return True
-    opts = settings.out_options if settings else {}
-    return target == 'raw' and not opts.get('preallocation')
-
-
 def estimate_output_bytes(src: str, claimed: str, target: str,
                           virtual_size: int, settings: Settings) -> int:
-    """Bytes the output needs on disk (an upper bound); see
-    :func:`measurable`."""
-    bound = output_upper_bound(target, virtual_size, settings)
-    if not measurable(target, settings):
+    """Bytes the output needs on disk: the target's upper bound, or less
+    where ``qemu-img measure -O qcow2`` can tell
+    (:attr:`formats.Format.measure_as_qcow2`)."""
+    row, opts = formats.get(target), settings.out_options
+    bound = row.upper_bound(virtual_size, opts)
+    measure_opts = row.measure_as_qcow2(opts)
+    if measure_opts is None:
         return bound
     try:
         measured = qemu_img.measure(
-            src, formats.qemu_driver(claimed), 'qcow2',
-            settings.out_options if target == 'qcow2' else {},
+            src, formats.qemu_driver(claimed), 'qcow2', measure_opts,
             settings.inspect_limits)
     except qemu_img.QemuImgError as exc:
         LOG.warning('qemu-img measure failed, assuming the whole '
@@ -301,8 +126,9 @@ def _reserve(stack: contextlib.ExitStack, workspace, owner: str, src: str,
     reserved, waiting for space as configured.  Where space is plentiful,
     as usual, a conversion runs one qemu-img process less.
     """
-    bound = output_upper_bound(target, virtual_size, settings)
-    if measurable(target, settings):
+    row, opts = formats.get(target), settings.out_options
+    bound = row.upper_bound(virtual_size, opts)
+    if row.measure_as_qcow2(opts) is not None:
         quick = dict(kwargs, timeout=0, on_wait=None)
         try:
             return stack.enter_context(
@@ -355,7 +181,7 @@ def inspect_source(src: str, claimed: str, settings: Settings
     pending = (_InBackground(qemu_img.check, src, fmt,
                              settings.inspect_limits,
                              should_cancel=stop.is_set)
-               if fmt in CHECKABLE else None)
+               if formats.get(claimed).checkable else None)
     try:
         try:
             info = qemu_img.info(src, fmt, settings.inspect_limits)
@@ -474,17 +300,18 @@ def _verify_output(final: str, target: str, virtual_size: int,
     and our header parser: the exact format, no backing or data file, no
     hidden image, consistent headers).  The virtual size is what qemu-img
     info would report, read without starting it where that is the same
-    thing: for raw, qemu's raw driver reports the file's length and reads
-    nothing else; for qcow2, it reports the header's size field, which
-    verify_output has just parsed and checked against the L1 table.  Other
-    formats (vmdk, vdi, vpc: geometry rounding, descriptors) still ask
-    ``qemu-img info``.
+    thing (:attr:`formats.Format.output_size_from`): for raw, qemu's raw
+    driver reports the file's length and reads nothing else; for qcow2, it
+    reports the header's size field, which verify_output has just parsed
+    and checked against the L1 table.  Other formats (geometry rounding,
+    descriptors) still ask ``qemu-img info``.
     """
     inspection.verify_output(final, target, policy=settings.policy)
-    driver = formats.qemu_driver(target)
-    if target == 'raw':
+    row = formats.get(target)
+    driver = row.qemu_driver
+    if row.output_size_from == formats.FILE_LENGTH:
         out_format, out_virtual = driver, os.path.getsize(final)
-    elif target == 'qcow2':
+    elif row.output_size_from == formats.HEADER:
         header = headers.parse(final, target)
         out_format = header.format if header else None
         out_virtual = header.virtual_size if header else 0
@@ -504,33 +331,30 @@ def _verify_output(final: str, target: str, virtual_size: int,
     return out_virtual
 
 
-#: VMDK create types whose conversion to raw is CPU-bound in qemu-img:
-#: decompression (streamOptimized) or grain-table walking
-#: (monolithicSparse, 0.9 CPU s for 819 MiB where a copy takes 0.35 s).
-PARALLEL_VMDK_TYPES = ('streamOptimized', 'monolithicSparse')
-
-
 def use_parallel(claimed: str, target: str, info: dict,
                  settings: Settings) -> bool:
-    """True for a sparse VMDK to plain raw: CPU-bound in one qemu-img.
+    """True where one qemu-img is CPU-bound and the output can be split.
 
-    The benchmark shows one qemu-img process is CPU-bound on these inputs
-    and that several processes over disjoint ranges finish sooner
-    (streamOptimized 0.49x, monolithicSparse 0.58-0.65x of the stock
-    task's time, warm and cold); on the I/O-bound inputs (qcow2, vdi, vhd)
-    they only add processes.
+    The source's subformat must be one its row lists as converting at the
+    speed of one core (:attr:`formats.Format.parallel_subformats`, sparse
+    VMDK), and the target must be writable in ranges with no options (plain
+    raw).  On I/O-bound inputs (qcow2, vdi, vhd) several processes only add
+    processes.
     """
     specific = (info.get('format-specific') or {}).get('data') or {}
-    return (settings.parallel_workers > 1 and claimed == 'vmdk'
-            and target == 'raw' and not settings.out_options
-            and specific.get('create-type') in PARALLEL_VMDK_TYPES)
+    return (settings.parallel_workers > 1
+            and formats.get(target).parallel_output
+            and not settings.out_options
+            and specific.get('create-type')
+            in formats.get(claimed).parallel_subformats)
 
 
-def _run_parallel(src, tmp, virtual_size, limits, settings, on_progress,
-                  should_cancel, on_start) -> None:
+def _run_parallel(src, claimed, tmp, virtual_size, limits, settings,
+                  on_progress, should_cancel, on_start) -> None:
     from glance_convert.pipeline import parallel
     parallel.convert_to_raw(
-        src, 'vmdk', tmp, virtual_size, workers=settings.parallel_workers,
+        src, formats.qemu_driver(claimed), tmp, virtual_size,
+        workers=settings.parallel_workers,
         tuning=settings.tuning, limits=limits,
         should_cancel=should_cancel,
         on_start=on_start, on_progress=on_progress,
@@ -550,10 +374,10 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
     if should_cancel is not None and should_cancel():
         raise errors.ConversionCancelled(
             'The import was cancelled before conversion.')
-    presize = presized_output(target, settings.out_options, virtual_size)
+    presize = formats.get(target).presize(virtual_size, settings.out_options)
     try:
         if parallel_source:
-            _run_parallel(src, tmp, virtual_size, limits, settings,
+            _run_parallel(src, claimed, tmp, virtual_size, limits, settings,
                           on_progress, should_cancel, on_start)
             return
         if presize is not None:

@@ -109,8 +109,9 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
                            or claimed in fi.ALL_FORMATS) else 'raw'
     if name == 'luks':
         reject(ENCRYPTED, 'LUKS header found')
-    if claimed == 'vhd' and detected == 'raw' and header is not None:
-        detected = 'vhd'  # a fixed VHD has only a footer, at the end
+    if (detected == 'raw' and header is not None
+            and formats.get(claimed).may_read_as_raw):
+        detected = claimed  # e.g. a fixed VHD: only a footer, at the end
     elif detected != expected:
         if header is None and headers.has_magic(path, claimed):
             reject(UNREADABLE, 'format_inspector found %s' % name)
@@ -345,8 +346,8 @@ def verify_output(path: str, target: str, subformat: str | None = None,
         raise errors.ConversionFailed(
             'The converted image failed verification.', exc.detail)
     found = formats.glance_name_for_inspector(name)
-    if target == 'vhd' and found == 'raw':
-        header = headers.parse(path, 'vhd')
+    if found == 'raw' and formats.get(target).may_read_as_raw:
+        header = headers.parse(path, target)
         if header is not None and header.subformat == 'fixed':
             check_header(header, target, policy)
             return

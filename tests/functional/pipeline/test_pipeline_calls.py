@@ -14,6 +14,7 @@ import pytest
 
 from glance_convert.pipeline import conversion
 from glance_convert import errors
+from glance_convert import formats
 from glance_convert.pipeline import qemu_img
 from glance_convert.host import workspace
 from tests import hostile_corpus
@@ -86,8 +87,8 @@ def _workspace(tmp_path, capacity):
 def test_measure_runs_when_the_upper_bound_does_not_fit(tmp_path, calls,
                                                         qemu_tools):
     virtual = 64 * MiB
-    bound = conversion.output_upper_bound(
-        'qcow2', virtual, hostile_corpus.pipeline_settings('qcow2'))
+    bound = formats.QCOW2.upper_bound(
+        virtual, hostile_corpus.pipeline_settings('qcow2').out_options)
     # Room for the measured need (the data, about 1 MiB) but not for the
     # bound (the virtual size and more).
     ws = _workspace(tmp_path, capacity=virtual // 2)
@@ -171,8 +172,8 @@ def test_upper_bound_covers_a_fully_allocated_output(target, cluster,
         settings.out_options['cluster_size'] = cluster
         opts = ['-o', 'cluster_size=%d' % cluster]
     for virtual in (64 * MiB, 10 * GiB, 1024 * GiB):
-        bound = conversion.output_upper_bound(
-            'vhd' if target == 'vpc' else target, virtual, settings)
+        bound = formats.get('vhd' if target == 'vpc' else target
+                            ).upper_bound(virtual, settings.out_options)
         if target != 'qcow2':
             assert bound >= virtual + virtual // 64
             continue

@@ -2,14 +2,14 @@
 
 import pytest
 
-from glance_convert.pipeline import conversion
+from glance_convert import settings as settings_mod
 from glance_convert.pipeline import qemu_img
 
 
 @pytest.fixture
 def settings(load_conf):
     def load(text):
-        return conversion.Settings.from_conf(load_conf(text))
+        return settings_mod.Settings.from_conf(load_conf(text))
     return load
 
 
