@@ -46,6 +46,8 @@ from glance_convert import options
 from glance_convert import units
 from glance_convert.flow import plugin
 from glance_convert.host import workspace
+from glance_convert.pipeline import checks
+from glance_convert.pipeline import inspection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -140,20 +142,13 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
         'plugin_action': None,
         'space_needed': {},
     }
-    if detected.startswith('ambiguous') and claimed == detected:
-        report['verdict'] = 'rejected'
-        report['reasons'] = ['Image rejected: the image contains more than '
-                             'one disk format']
-        report['plugin_action'] = 'refuse the import'
-        return report
-    if not formats.is_convertible(claimed):
-        report['verdict'] = 'not-checked'
-        report['reasons'] = ['%s is not a format the plugin converts; it '
-                             'passes through unchecked' % claimed]
-        report['plugin_action'] = 'pass through'
-        return report
     try:
-        facts, info = conversion.inspect_source(path, claimed, settings)
+        if formats.is_convertible(claimed):
+            facts, info = conversion.inspect_source(path, claimed, settings)
+        else:  # stored unconverted, so checked from its bytes (even an
+            # ambiguous one, which the checks refuse)
+            facts = inspection.inspect_bytes(path, claimed, settings.policy)
+            info = {}
     except errors.ImageRejected as exc:
         report['verdict'] = 'rejected'
         report['reasons'] = [str(exc)]
@@ -163,17 +158,13 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
     report['virtual_size'] = virtual_size
     report['verdict'] = 'accepted'
-    report['reasons'] = [
-        'the data is a %s image, as claimed' % claimed,
-        'no backing file, external data file or other host file',
-        'not encrypted',
-        'qemu-img check found no corruption',
-        'virtual size within the limit of %s'
-        % _human(settings.policy.max_virtual_size),
-    ]
+    report['reasons'] = checks.passed_reasons(
+        claimed, settings.policy.max_virtual_size)
     target = conversion.plan(claimed, settings)
     report['plugin_action'] = ('convert to %s' % target if target
                                else 'pass through (not converted)')
+    if not formats.is_convertible(claimed):
+        return report
     for fmt in formats.CONVERTIBLE:
         try:
             report['space_needed'][fmt] = conversion.estimate_output_bytes(

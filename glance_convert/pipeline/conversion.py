@@ -19,6 +19,7 @@ from oslo_log import log as logging
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import units
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import headers
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
@@ -186,8 +187,7 @@ def inspect_source(src: str, claimed: str, settings: Settings
         try:
             info = qemu_img.info(src, fmt, settings.inspect_limits)
         except qemu_img.QemuImgError as exc:
-            raise errors.ImageRejected(
-                'qemu-img cannot read it as a %s image' % claimed, str(exc))
+            checks.QEMU_INFO.reject(str(exc), format=claimed)
         inspection.check_info(info, claimed, facts, settings.policy)
     except BaseException:
         if pending is not None:
@@ -200,7 +200,7 @@ def inspect_source(src: str, claimed: str, settings: Settings
     try:
         report = pending.result()
     except qemu_img.QemuImgError as exc:
-        raise errors.ImageRejected('the image is corrupt', str(exc))
+        checks.QEMU_CHECK.reject(str(exc))
     inspection.check_consistency(report)
     return facts, info
 
@@ -398,8 +398,7 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
         raise errors.ConversionFailed(
             'Image conversion took longer than the time allowed.', str(exc))
     except qemu_img.QemuImgLimitExceeded as exc:
-        raise errors.ImageRejected(
-            'its converted data would be larger than allowed', str(exc))
+        checks.OUTPUT_LIMIT.reject(str(exc))
     except qemu_img.QemuImgError as exc:
         raise errors.ConversionFailed(
             # qemu-img's text names host paths: it goes to the log only.

@@ -14,10 +14,9 @@ them in this order:
 3. :func:`check_consistency` judges ``qemu-img check`` of the upload;
 4. :func:`verify_output` judges the converted file.
 
-Each refusal raises :class:`~glance_convert.errors.ImageRejected` with one
-sentence for the end user and the detail for the operator's log.  The
-sentences are the constants below; README's security table lists which
-advisory each check answers.
+Each refusal raises :class:`~glance_convert.errors.ImageRejected` through
+its entry in :mod:`glance_convert.pipeline.checks`: one sentence for the
+end user, the detail for the operator's log.
 """
 
 from __future__ import annotations
@@ -28,30 +27,13 @@ import os
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector as fi
 
-from glance_convert.pipeline import headers
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import units
+from glance_convert.pipeline import checks
+from glance_convert.pipeline import headers
 
 LOG = logging.getLogger(__name__)
-
-EMPTY = 'the image file is empty'
-UNREADABLE = 'the image is too short or damaged to inspect'
-MISMATCH = 'the data is in %s format, not %s as claimed'
-MULTIPLE = 'the data matches more than one format (%s)'
-BACKING = '%s images with a backing file are not allowed'
-DATA_FILE = 'qcow2 images with an external data file are not allowed'
-DIFFERENCING = 'differencing disks (images with a parent) are not allowed'
-ENCRYPTED = 'encrypted images are not allowed'
-CREATE_TYPE = 'VMDK create type "%s" is not allowed'
-EXTENTS = 'VMDK images that refer to other files are not allowed'
-FEATURES = 'the image uses unsupported qcow2 features'
-CORRUPT = 'the image is corrupt'
-DISAGREE = 'the image headers disagree about its size'
-TOO_BIG = 'its virtual size of %s is above the limit of %s'
-PARTITIONS = 'the partition table is invalid'
-HIDDEN = 'the image hides another disk image (%s) in its data'
-UNSAFE = 'the image failed a safety check'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +58,6 @@ class SourceFacts:
     qemu_sizes: tuple = ()  # virtual sizes qemu-img may report
 
 
-def reject(reason: str, detail: str | None = None):
-    raise errors.ImageRejected(reason, detail)
-
-
 def _shown(value) -> str:
     """A value from the upload, fit for the user's sentence (or not)."""
     value = str(value)
@@ -97,7 +75,7 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
     """
     file_size = os.path.getsize(path)
     if file_size == 0:
-        reject(EMPTY)
+        checks.EMPTY.reject()
     header = _parse_header(path, claimed)
     if header is not None:
         check_header(header, claimed, policy)
@@ -108,21 +86,22 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
     expected = claimed if (formats.is_convertible(claimed)
                            or claimed in fi.ALL_FORMATS) else 'raw'
     if name == 'luks':
-        reject(ENCRYPTED, 'LUKS header found')
+        checks.ENCRYPTED.reject('LUKS header found')
     if (detected == 'raw' and header is not None
             and formats.get(claimed).may_read_as_raw):
         detected = claimed  # e.g. a fixed VHD: only a footer, at the end
     elif detected != expected:
         if header is None and headers.has_magic(path, claimed):
-            reject(UNREADABLE, 'format_inspector found %s' % name)
-        reject(MISMATCH % (detected, claimed), 'format_inspector: %s' % name)
+            checks.UNREADABLE.reject('format_inspector found %s' % name)
+        checks.MISMATCH.reject('format_inspector: %s' % name,
+                               found=detected, claimed=claimed)
     else:
         _safety_checks(inspector, name, policy)
     if header is not None:
         seen = inspector.virtual_size if name == claimed else 0
         if seen and seen not in header.qemu_sizes + (header.virtual_size,):
-            reject(DISAGREE, 'format_inspector %d, headers %r'
-                   % (seen, header.sizes))
+            checks.DISAGREE.reject('format_inspector %d, headers %r'
+                                   % (seen, header.sizes))
         virtual_size, qemu_sizes = header.virtual_size, header.qemu_sizes
     else:  # raw (and GPT/MBR disks): the file is the disk
         virtual_size = file_size  # qemu rounds up to whole sectors
@@ -135,47 +114,50 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
 def check_header(h: headers.Header, claimed: str, policy: Policy) -> None:
     """The policy on header facts, most specific reason first."""
     if h.encryption:
-        reject(ENCRYPTED, h.encryption)
+        checks.ENCRYPTED.reject(h.encryption)
     if h.backing:
-        reject(BACKING % claimed, 'backing file %r' % h.backing)
+        checks.BACKING.reject('backing file %r' % h.backing, format=claimed)
     if h.data_file:
-        reject(DATA_FILE, 'data file %r' % h.data_file)
+        checks.DATA_FILE.reject('data file %r' % h.data_file)
     if claimed == 'vmdk':
         _check_vmdk(h, policy)
     if h.parent:
-        reject(DIFFERENCING, 'parent %r' % h.parent)
+        checks.DIFFERENCING.reject('parent %r' % h.parent)
     if h.unknown_features:
-        reject(FEATURES, 'incompatible feature bits %#x' % h.unknown_features)
+        checks.FEATURES.reject('incompatible feature bits %#x'
+                               % h.unknown_features)
     if h.corrupt:
-        reject(CORRUPT, h.corrupt)
+        checks.CORRUPT.reject(h.corrupt)
     if not h.size_claims_agree():
-        reject(DISAGREE, 'sizes in the headers: %r' % h.sizes)
+        checks.DISAGREE.reject('sizes in the headers: %r' % h.sizes)
 
 
 def _check_vmdk(h: headers.Header, policy: Policy) -> None:
     if h.subformat == 'descriptor':  # a text file naming other files
-        reject(EXTENTS, 'descriptor-only VMDK')
+        checks.EXTENTS.reject('descriptor-only VMDK')
     if h.create_type not in policy.vmdk_allowed_types:  # exact, as qemu
-        reject(CREATE_TYPE % _shown(h.create_type), 'createType %r, allowed'
-               ' %r' % (h.create_type, policy.vmdk_allowed_types))
+        checks.CREATE_TYPE.reject(
+            'createType %r, allowed %r'
+            % (h.create_type, policy.vmdk_allowed_types),
+            create_type=_shown(h.create_type))
     if h.descriptor_file or len(h.extents) != 1:
-        reject(EXTENTS, 'extents %r' % [e[-1] for e in h.extents])
+        checks.EXTENTS.reject('extents %r' % [e[-1] for e in h.extents])
     _access, sectors, kind, name, line = h.extents[0]
     if kind != 'SPARSE' or not name or '/' in name or sectors is None:
-        reject(EXTENTS, 'extent %r' % line)
+        checks.EXTENTS.reject('extent %r' % line)
 
 
 def check_virtual_size(virtual_size: int, policy: Policy) -> None:
     if virtual_size > policy.max_virtual_size:
-        reject(TOO_BIG % (units.human_size(virtual_size),
-                          units.human_size(policy.max_virtual_size)))
+        checks.TOO_BIG.reject(size=units.human_size(virtual_size),
+                              limit=units.human_size(policy.max_virtual_size))
 
 
 def _parse_header(path: str, claimed: str) -> headers.Header | None:
     try:
         return headers.parse(path, claimed)
     except (headers.Malformed, OSError, ValueError) as exc:
-        reject(UNREADABLE, 'header of %s: %s' % (claimed, exc))
+        checks.UNREADABLE.reject('header of %s: %s' % (claimed, exc))
 
 
 class _TailSkippingReader:
@@ -260,12 +242,13 @@ def _detect(path: str, claimed: str) -> tuple:
         inspector = _detect_file_format(path)
     except fi.ImageFormatError as exc:
         if 'Multiple formats' in str(exc):
-            reject(MULTIPLE % str(exc).split(': ', 1)[-1], str(exc))
-        reject(UNREADABLE, 'format_inspector: %s' % exc)
+            checks.MULTIPLE.reject(str(exc),
+                                   formats=str(exc).split(': ', 1)[-1])
+        checks.UNREADABLE.reject('format_inspector: %s' % exc)
     except Exception as exc:  # the inspector's own bugs on hostile input
-        reject(UNREADABLE, 'format_inspector crashed: %r' % exc)
+        checks.UNREADABLE.reject('format_inspector crashed: %r' % exc)
     if inspector is None:
-        reject(UNREADABLE, 'format_inspector reached no decision')
+        checks.UNREADABLE.reject('format_inspector reached no decision')
     return str(inspector), inspector
 
 
@@ -280,13 +263,10 @@ def _safety_checks(inspector, name: str, policy: Policy) -> None:
         if not fatal:
             LOG.warning('Non-fatal GPT safety check failures: %s', detail)
             return
-        reason = {'mbr': PARTITIONS, 'gptmbr': PARTITIONS,
-                  'backing_file': BACKING % name, 'data_file': DATA_FILE,
-                  'unknown_features': FEATURES, 'descriptor': EXTENTS,
-                  'footer': CORRUPT}.get(sorted(fatal)[0], UNSAFE)
-        reject(reason, detail)
+        checks.for_inspector_failure(sorted(fatal)[0]).reject(
+            detail, format=name)
     except Exception as exc:
-        reject(UNREADABLE, 'safety check of %s: %r' % (name, exc))
+        checks.UNREADABLE.reject('safety check of %s: %r' % (name, exc))
 
 
 # ---- 2. and 3. what qemu-img says -------------------------------------------
@@ -295,28 +275,31 @@ def check_info(info: dict, claimed: str, facts: SourceFacts,
                policy: Policy) -> int:
     """Judge ``qemu-img info`` of the upload; return its virtual size."""
     if info.get('format') != formats.qemu_driver(claimed):
-        reject(MISMATCH % (info.get('format'), claimed), 'qemu-img info')
+        checks.MISMATCH.reject('qemu-img info', found=info.get('format'),
+                               claimed=claimed)
     specific = (info.get('format-specific') or {}).get('data') or {}
     if {'backing-filename', 'full-backing-filename'} & set(info):
-        reject(BACKING % claimed, 'backing %r' % info.get('backing-filename'))
+        checks.BACKING.reject('backing %r' % info.get('backing-filename'),
+                              format=claimed)
     if specific.get('data-file') or specific.get('data-file-raw'):
-        reject(DATA_FILE, 'data-file %r' % specific.get('data-file'))
+        checks.DATA_FILE.reject('data-file %r' % specific.get('data-file'))
     if info.get('encrypted') or specific.get('encrypt'):
-        reject(ENCRYPTED, 'qemu-img info')
+        checks.ENCRYPTED.reject('qemu-img info')
     if specific.get('corrupt'):
-        reject(CORRUPT, 'qemu-img info: corrupt flag')
+        checks.CORRUPT.reject('qemu-img info: corrupt flag')
     if claimed == 'vmdk':
-        if specific.get('create-type') not in policy.vmdk_allowed_types:
-            reject(CREATE_TYPE % _shown(specific.get('create-type')),
-                   'qemu-img create-type %r' % specific.get('create-type'))
+        create_type = specific.get('create-type')
+        if create_type not in policy.vmdk_allowed_types:
+            checks.CREATE_TYPE.reject('qemu-img create-type %r' % create_type,
+                                      create_type=_shown(create_type))
         own = os.path.realpath(info.get('filename', ''))
         for extent in specific.get('extents') or []:
             if os.path.realpath(extent.get('filename', '')) != own:
-                reject(EXTENTS, 'extent %r' % extent.get('filename'))
+                checks.EXTENTS.reject('extent %r' % extent.get('filename'))
     virtual_size = int(info.get('virtual-size') or 0)
     if virtual_size not in facts.qemu_sizes:
-        reject(DISAGREE, 'qemu-img %d bytes, headers %r'
-               % (virtual_size, facts.qemu_sizes))
+        checks.DISAGREE.reject('qemu-img %d bytes, headers %r'
+                               % (virtual_size, facts.qemu_sizes))
     check_virtual_size(virtual_size, policy)
     return virtual_size
 
@@ -325,7 +308,7 @@ def check_consistency(report: dict) -> None:
     """Judge ``qemu-img check``: refuse corrupt images (leaks are fine)."""
     if (report.get('exit-code') == 2 or report.get('corruptions')
             or report.get('check-errors')):
-        reject(CORRUPT, 'qemu-img check: %r' % report)
+        checks.QEMU_CHECK.reject('qemu-img check: %r' % report)
 
 
 # ---- 4. the output ----------------------------------------------------------
@@ -342,7 +325,7 @@ def verify_output(path: str, target: str, subformat: str | None = None,
         name, inspector = _detect(path, target)
     except errors.ImageRejected as exc:
         if target == 'raw':
-            reject(HIDDEN % 'several formats', exc.detail)
+            checks.HIDDEN.reject(exc.detail, format='several formats')
         raise errors.ConversionFailed(
             'The converted image failed verification.', exc.detail)
     found = formats.glance_name_for_inspector(name)
@@ -353,8 +336,8 @@ def verify_output(path: str, target: str, subformat: str | None = None,
             return
     if found != target:
         if target == 'raw':
-            reject(HIDDEN % name, 'output of %s detected as %s'
-                   % (target, name))
+            checks.HIDDEN.reject('output of %s detected as %s'
+                                 % (target, name), format=name)
         raise errors.ConversionFailed(
             'The converted image failed verification.',
             'output of %s conversion detected as %s' % (target, found))

@@ -101,14 +101,46 @@ def test_inspect_hostile_image_gives_the_plugins_reason(tmp_path, backed):
     assert 'backing file' in report['reasons'][0]
 
 
-def test_inspect_iso_passes_through_unchecked(tmp_path):
+def test_inspect_iso_is_checked_and_passes_through(tmp_path):
     iso = tmp_path / 'x.iso'
     iso.write_bytes(b'\0' * 32768 + b'\x01CD001\x01' + b'\0' * 4088)
     proc = run(['inspect', iso, '--disk-format', 'iso', '--json'], tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report['verdict'] == 'not-checked'
-    assert report['plugin_action'] == 'pass through'
+    assert report['verdict'] == 'accepted'
+    assert report['plugin_action'] == 'pass through (not converted)'
+    assert 'the data is a iso image, as claimed' in report['reasons']
+    # Only the bytes are judged: qemu-img never reads an unconverted format.
+    assert not [r for r in report['reasons'] if 'qemu-img' in r]
+    assert report['space_needed'] == {}
+
+
+def test_inspect_refuses_an_unconverted_format_like_the_plugin(tmp_path,
+                                                               backed):
+    """A qcow2 with a backing file, claimed as iso: stored unconverted, yet
+    refused, by inspect (which once said "unchecked") and the plugin."""
+    proc = run(['inspect', backed, '--disk-format', 'iso', '--json'],
+               tmp_path)
+    assert proc.returncode == cli.EXIT_REJECTED, proc.stderr
+    report = json.loads(proc.stdout)
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        conversion.convert_image(backed, 'iso', image_id='x',
+                                 work_dir=str(tmp_path),
+                                 settings=task_settings())
+    assert report['reasons'] == [str(exc_info.value)]
+    assert 'not iso as claimed' in report['reasons'][0]
+
+
+def test_inspect_reasons_name_the_checks_that_ran(tmp_path, images):
+    """qemu-img check runs for qcow2, not for vhd (qemu has none)."""
+    ran = {}
+    for fmt in ('qcow2', 'vhd'):
+        proc = run(['inspect', images[fmt], '--json'], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        ran[fmt] = json.loads(proc.stdout)['reasons']
+    assert 'qemu-img check found no corruption' in ran['qcow2']
+    assert 'qemu-img check found no corruption' not in ran['vhd']
+    assert 'no backing file' in ran['vhd']
 
 
 def test_inspect_missing_file_is_a_clear_error(tmp_path):

@@ -17,6 +17,7 @@ import tempfile
 
 import pytest
 
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert import errors
 from glance_convert import formats
@@ -116,6 +117,12 @@ def test_hostile_image_is_refused(case, work_dir, qemu_calls):
             work_dir=work_dir, settings=settings(target, **case.policy))
     exc = exc_info.value
     assert case.reason_substring in exc.reason, (exc.reason, exc.detail)
+    # Every refusal is a sentence of the checks table, and one from the
+    # bytes unless only qemu-img or the output can see the fault.
+    check = checks.matching(exc.reason)
+    assert check is not None, exc.reason
+    if case.name not in NEEDS_QEMU:
+        assert checks.BYTES in check.stages, (check.name, exc.reason)
     # One sentence for the end user, without host paths.
     assert str(exc) == 'Image rejected: %s' % exc.reason
     assert '/' not in exc.reason and '\n' not in exc.reason

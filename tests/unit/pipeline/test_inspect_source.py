@@ -6,6 +6,7 @@ import time
 import pytest
 
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import checks
 from glance_convert import errors
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
@@ -94,7 +95,7 @@ def test_info_refusal_wins_over_a_check_failure(fake):
     f = fake(info=backing, check='hang')
     with pytest.raises(errors.ImageRejected) as exc_info:
         _inspect()
-    assert exc_info.value.reason == inspection.BACKING % 'qcow2'
+    assert exc_info.value.reason == checks.BACKING.say(format='qcow2')
     assert f.check_cancelled
 
 
@@ -102,11 +103,11 @@ def test_check_failure_is_reported_after_a_good_info(fake):
     fake(check=qemu_img.QemuImgError('qemu-img check', 1, 'no'))
     with pytest.raises(errors.ImageRejected) as exc_info:
         _inspect()
-    assert exc_info.value.reason == inspection.CORRUPT
+    assert exc_info.value.reason == checks.CORRUPT.sentence
 
 
 def test_corruption_found_by_the_check_is_refused(fake):
     fake(check={'exit-code': 2, 'corruptions': 3})
     with pytest.raises(errors.ImageRejected) as exc_info:
         _inspect()
-    assert exc_info.value.reason == inspection.CORRUPT
+    assert exc_info.value.reason == checks.CORRUPT.sentence

@@ -6,6 +6,7 @@ import pytest
 
 from glance_convert.pipeline import headers
 from glance_convert import errors
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 
 MiB = 1024 * 1024
@@ -171,7 +172,7 @@ def test_check_header_refusals(h, claimed, reason):
 def test_check_header_reports_encryption_before_anything_else():
     h = header(encryption='qcow2 LUKS', backing='x', corrupt='y')
     assert rejected(inspection.check_header, h, 'qcow2', POLICY) == \
-        inspection.ENCRYPTED
+        checks.ENCRYPTED.sentence
 
 
 # ---- the VMDK descriptor, read as qemu reads it -----------------------------
@@ -291,7 +292,7 @@ def test_fixed_vhd_with_a_bad_checksum_is_corrupt(tmp_path):
     path = tmp_path / 'up.vhd'
     path.write_bytes(b'\0' * MiB + bytes(footer))
     assert rejected(inspection.inspect_bytes, str(path), 'vhd', POLICY) == \
-        inspection.CORRUPT
+        checks.CORRUPT.sentence
 
 
 def iso(path):

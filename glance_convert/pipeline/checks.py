@@ -1,0 +1,241 @@
+"""The safety checks, as data: one named entry per reason to refuse.
+
+Each :class:`Check` holds the sentence the end user reads when it fails,
+the sentence ``glance-convert inspect`` shows when it passes, the stage
+that runs it and the advisory it answers, in the manner of oslo.utils'
+``format_inspector.SafetyCheck`` (a stable name and a description) and of
+Glance's ``glance-status`` table.  :mod:`glance_convert.pipeline.inspection`
+and :mod:`glance_convert.pipeline.conversion` refuse through these entries
+(``checks.BACKING.reject(detail, format='qcow2')``), so every sentence has
+one home, and the documentation's security table is rendered from
+:data:`CHECKS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from glance_convert import errors
+from glance_convert import formats
+from glance_convert import units
+
+# Where a check runs, in pipeline order.
+BYTES = 'bytes'                  # our header parsers and format_inspector
+INFO = 'qemu-img info'
+CHECK = 'qemu-img check'
+CONVERT = 'qemu-img convert'
+OUTPUT = 'output'                # the converted file, inspected again
+STAGES = (BYTES, INFO, CHECK, CONVERT, OUTPUT)
+
+_ANY = None
+_CONVERTIBLE = formats.CONVERTIBLE
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One reason to refuse an upload."""
+
+    name: str                   # stable identifier
+    sentence: str               # the refusal, with {placeholders}
+    description: str            # what is checked, one line
+    stages: tuple[str, ...]     # where it runs (see STAGES)
+    passed: str                 # shown by ``inspect`` when it passes
+    advisory: str = ''          # the advisory or CVE it answers
+    #: Claimed formats it applies to; None: every claimed format.
+    formats: tuple[str, ...] | None = _ANY
+    #: format_inspector safety checks (``SafetyCheck.name``) it covers.
+    inspector_checks: tuple[str, ...] = ()
+
+    @property
+    def stage(self) -> str:
+        return ', '.join(self.stages)
+
+    def say(self, **fields) -> str:
+        """The sentence for the end user, placeholders filled in."""
+        return self.sentence.format(**fields)
+
+    def reject(self, detail: str | None = None, **fields):
+        """Refuse the upload: ``ImageRejected`` with this check's sentence.
+
+        ``detail`` goes to the operator's log only.
+        """
+        raise errors.ImageRejected(self.say(**fields), detail)
+
+    def matches(self, reason: str) -> bool:
+        """True if ``reason`` is this check's sentence, filled in."""
+        parts = re.split(r'\{\w+\}', self.sentence)
+        return re.fullmatch('.+'.join(map(re.escape, parts)),
+                            reason) is not None
+
+    def applies_to(self, claimed: str) -> bool:
+        return self.formats is None or claimed in self.formats
+
+
+EMPTY = Check(
+    'empty', 'the image file is empty',
+    'the upload has at least one byte',
+    (BYTES,), 'the file is not empty')
+UNREADABLE = Check(
+    'unreadable', 'the image is too short or damaged to inspect',
+    'the headers parse, and format_inspector reaches a decision without '
+    'crashing on hostile input',
+    (BYTES,), 'the headers can be read')
+MISMATCH = Check(
+    'format_mismatch', 'the data is in {found} format, not {claimed} as '
+    'claimed',
+    'the format detected from the bytes and by qemu-img is the claimed '
+    'disk_format (GPT/MBR disks count as raw)',
+    (BYTES, INFO), 'the data is a {format} image, as claimed',
+    advisory='OSSA-2024-001; qemu CVE-2008-2004')
+MULTIPLE = Check(
+    'multiple_formats', 'the data matches more than one format ({formats})',
+    'the bytes match one format only, e.g. not a qcow2 that is also a GPT '
+    'disk or an ISO',
+    (BYTES,), 'the data matches one format only',
+    advisory='OSSA-2024-001')
+BACKING = Check(
+    'backing_file', '{format} images with a backing file are not allowed',
+    'no backing file of any kind: absolute, relative, json:{...}, nbd:// '
+    'or http://',
+    (BYTES, INFO), 'no backing file',
+    advisory='OSSA-2024-001 / CVE-2024-32498', formats=_CONVERTIBLE,
+    inspector_checks=('backing_file',))
+DATA_FILE = Check(
+    'data_file', 'qcow2 images with an external data file are not allowed',
+    'no qcow2 external data file: neither the incompatible bit nor the '
+    'header extension, data_file_raw or not',
+    (BYTES, INFO), 'no external data file',
+    advisory='OSSA-2024-001 / CVE-2024-32498; qemu CVE-2024-4467',
+    formats=('qcow2',), inspector_checks=('data_file',))
+CREATE_TYPE = Check(
+    'vmdk_create_type', 'VMDK create type "{create_type}" is not allowed',
+    'the VMDK create type qemu reads is in [image_format] '
+    'vmdk_allowed_types, compared case-sensitively',
+    (BYTES, INFO), 'the VMDK create type is allowed by [image_format] '
+    'vmdk_allowed_types',
+    advisory='OSSA-2023-002 / CVE-2022-47951', formats=('vmdk',))
+EXTENTS = Check(
+    'vmdk_extents', 'VMDK images that refer to other files are not allowed',
+    'one SPARSE extent, inside the file itself: no descriptor-only VMDK, '
+    'no extent with a path, no second extent',
+    (BYTES, INFO), 'the VMDK refers to no other file',
+    advisory='OSSA-2023-002 / CVE-2022-47951', formats=('vmdk',),
+    inspector_checks=('descriptor',))
+DIFFERENCING = Check(
+    'differencing', 'differencing disks (images with a parent) are not '
+    'allowed',
+    'no parent disk: VMDK parentFileNameHint or parentCID, VHD disk type '
+    '4, VDI differencing types or parent UUID',
+    (BYTES,), 'no parent disk',
+    advisory='same class as CVE-2024-32498', formats=('vmdk', 'vhd', 'vdi'))
+ENCRYPTED = Check(
+    'encrypted', 'encrypted images are not allowed',
+    'no LUKS, qcow2 AES or LUKS encryption',
+    (BYTES, INFO), 'not encrypted')
+FEATURES = Check(
+    'qcow2_features', 'the image uses unsupported qcow2 features',
+    'no qcow2 incompatible feature bits whose meaning we cannot check',
+    (BYTES,), 'no unknown qcow2 features', formats=('qcow2',),
+    inspector_checks=('unknown_features',))
+CORRUPT = Check(
+    'corrupt', 'the image is corrupt',
+    'no corrupt bit, no tables beyond the end of the file, valid '
+    'checksums',
+    (BYTES, INFO), 'the headers are consistent', formats=_CONVERTIBLE,
+    inspector_checks=('footer',))
+QEMU_CHECK = Check(
+    'qemu_img_check', CORRUPT.sentence,
+    'qemu-img check, under the same limits, finds no corruption (leaked '
+    'clusters are harmless)',
+    (CHECK,), 'qemu-img check found no corruption',
+    formats=tuple(f.name for f in formats.FORMATS.values() if f.checkable))
+DISAGREE = Check(
+    'size_disagreement', 'the image headers disagree about its size',
+    'every size the headers state, format_inspector\'s and qemu-img\'s '
+    'agree: no parser differential',
+    (BYTES, INFO), 'the headers agree about the virtual size',
+    formats=_CONVERTIBLE)
+TOO_BIG = Check(
+    'virtual_size', 'its virtual size of {size} is above the limit of '
+    '{limit}',
+    'the virtual size, from the headers and from qemu-img, is within '
+    '[glance_convert] max_virtual_size',
+    (BYTES, INFO), 'the virtual size is within the limit of {limit}')
+PARTITIONS = Check(
+    'partitions', 'the partition table is invalid',
+    'a raw disk\'s MBR/GPT partition table is valid, honouring '
+    '[image_format] gpt_safety_checks_nonfatal',
+    (BYTES,), 'no invalid partition table',
+    advisory='OSSA-2024-001', formats=('raw',),
+    inspector_checks=('mbr', 'gptmbr'))
+UNSAFE = Check(
+    'inspector_safety', 'the image failed a safety check',
+    'every other format_inspector safety check passes',
+    (BYTES,), 'format_inspector\'s safety checks pass')
+QEMU_INFO = Check(
+    'qemu_img_info', 'qemu-img cannot read it as a {format} image',
+    'qemu-img info reads the upload with its format forced, under '
+    'address-space and CPU limits and a timeout that kills it',
+    (INFO,), 'qemu-img reads it as a {format} image within the limits',
+    advisory='CVE-2015-5162', formats=_CONVERTIBLE)
+OUTPUT_LIMIT = Check(
+    'output_size', 'its converted data would be larger than allowed',
+    'qemu-img convert writes no more than the estimated output size '
+    '(RLIMIT_FSIZE), within a timeout',
+    (CONVERT,), 'the converted data stays within its size limit',
+    formats=_CONVERTIBLE)
+HIDDEN = Check(
+    'hidden_image', 'the image hides another disk image ({format}) in its '
+    'data',
+    'a raw output reads as no disk format: the guest data was not itself '
+    'an image',
+    (OUTPUT,), 'the raw output hides no other disk image',
+    advisory='OSSA-2024-001', formats=('raw',))
+
+#: Every check, in the order the pipeline runs them.
+CHECKS: tuple[Check, ...] = (
+    EMPTY, UNREADABLE, MISMATCH, MULTIPLE, BACKING, DATA_FILE, CREATE_TYPE,
+    EXTENTS, DIFFERENCING, ENCRYPTED, FEATURES, CORRUPT, DISAGREE, TOO_BIG,
+    PARTITIONS, UNSAFE, QEMU_INFO, QEMU_CHECK, OUTPUT_LIMIT, HIDDEN)
+
+_BY_NAME = {c.name: c for c in CHECKS}
+
+
+def by_name(name: str) -> Check:
+    """The check called ``name``; KeyError if there is none."""
+    return _BY_NAME[name]
+
+
+def for_inspector_failure(name: str) -> Check:
+    """The check covering a failed format_inspector safety check."""
+    return next((c for c in CHECKS if name in c.inspector_checks), UNSAFE)
+
+
+def matching(reason: str) -> Check | None:
+    """The first check whose sentence ``reason`` is, or None."""
+    return next((c for c in CHECKS if c.matches(reason)), None)
+
+
+def stages_run(claimed: str) -> tuple[str, ...]:
+    """The stages an upload claiming ``claimed`` goes through before it is
+    converted or stored.
+
+    Every upload is judged from its bytes, converted or not (it reaches
+    the store and the next reader); formats we convert are also read by
+    ``qemu-img info`` and, where qemu implements it, ``qemu-img check``.
+    """
+    if not formats.is_convertible(claimed):
+        return (BYTES,)
+    if formats.get(claimed).checkable:
+        return (BYTES, INFO, CHECK)
+    return (BYTES, INFO)
+
+
+def passed_reasons(claimed: str, max_virtual_size: int) -> list[str]:
+    """What an accepted upload claiming ``claimed`` was found not to do."""
+    ran = set(stages_run(claimed))
+    return [c.passed.format(format=claimed,
+                            limit=units.human_size(max_virtual_size))
+            for c in CHECKS
+            if c.applies_to(claimed) and ran.intersection(c.stages)]

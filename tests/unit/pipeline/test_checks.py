@@ -1,0 +1,173 @@
+"""The table of safety checks: complete, and the only source of refusals."""
+
+import re
+
+import pytest
+
+from glance_convert import errors
+from glance_convert import formats
+from glance_convert.pipeline import checks
+from glance_convert.pipeline import conversion
+from glance_convert.pipeline import inspection
+from glance_convert.pipeline import qemu_img
+from tests.unit.pipeline import test_inspection as cases
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize('check', checks.CHECKS, ids=lambda c: c.name)
+def test_every_check_is_described(check):
+    assert re.fullmatch(r'[a-z][a-z0-9_]*', check.name)
+    assert checks.by_name(check.name) is check
+    for text in (check.sentence, check.description, check.passed):
+        assert text.strip() and not text.endswith('.'), check.name
+    assert check.stages and set(check.stages) <= set(checks.STAGES)
+    assert check.stage == ', '.join(check.stages)
+    assert check.formats is None or set(check.formats) <= set(
+        formats.CONVERTIBLE)
+    # The sentence is filled in without a KeyError for its placeholders.
+    fields = dict.fromkeys(re.findall(r'\{(\w+)\}', check.sentence), 'x')
+    assert check.matches(check.say(**fields))
+
+
+def test_names_are_unique_and_unknown_names_fail():
+    assert len({c.name for c in checks.CHECKS}) == len(checks.CHECKS)
+    with pytest.raises(KeyError):
+        checks.by_name('no_such_check')
+
+
+def test_advisories_are_where_the_advisories_say():
+    assert 'CVE-2024-32498' in checks.BACKING.advisory
+    assert 'CVE-2024-32498' in checks.DATA_FILE.advisory
+    assert 'CVE-2022-47951' in checks.CREATE_TYPE.advisory
+    assert 'CVE-2022-47951' in checks.EXTENTS.advisory
+    assert 'CVE-2015-5162' in checks.QEMU_INFO.advisory
+
+
+def test_a_filled_in_sentence_matches_its_check_only():
+    reason = checks.BACKING.say(format='qcow2')
+    assert reason == 'qcow2 images with a backing file are not allowed'
+    assert checks.matching(reason) is checks.BACKING
+    assert checks.matching('something else entirely') is None
+    assert not checks.EMPTY.matches(checks.EMPTY.sentence + ' and more')
+
+
+@pytest.mark.parametrize('failure,check', [
+    ('backing_file', checks.BACKING), ('data_file', checks.DATA_FILE),
+    ('unknown_features', checks.FEATURES), ('descriptor', checks.EXTENTS),
+    ('footer', checks.CORRUPT), ('mbr', checks.PARTITIONS),
+    ('gptmbr', checks.PARTITIONS), ('something_new', checks.UNSAFE),
+])
+def test_inspector_failures_map_to_checks(failure, check):
+    assert checks.for_inspector_failure(failure) is check
+
+
+def test_qemu_img_check_runs_where_qemu_has_one():
+    assert set(checks.QEMU_CHECK.formats) == {
+        f.name for f in formats.FORMATS.values() if f.checkable}
+    assert checks.stages_run('qcow2') == (checks.BYTES, checks.INFO,
+                                          checks.CHECK)
+    assert checks.stages_run('vhd') == (checks.BYTES, checks.INFO)
+    assert checks.stages_run('iso') == (checks.BYTES,)
+
+
+def test_passed_reasons_are_the_checks_that_ran():
+    vmdk = checks.passed_reasons('vmdk', 64 * MiB)
+    raw = checks.passed_reasons('raw', 64 * MiB)
+    iso = checks.passed_reasons('iso', 64 * MiB)
+    assert checks.CREATE_TYPE.passed in vmdk
+    assert checks.CREATE_TYPE.passed not in raw
+    assert checks.QEMU_CHECK.passed in vmdk
+    assert checks.QEMU_CHECK.passed not in raw
+    assert 'the data is a vmdk image, as claimed' in vmdk
+    assert 'the virtual size is within the limit of 64 MiB' in iso
+    assert not [r for r in iso if 'qemu-img' in r]
+    # Nothing from after the checks: inspect neither converts nor outputs.
+    for claimed in formats.CONVERTIBLE:
+        reasons = checks.passed_reasons(claimed, MiB)
+        assert checks.OUTPUT_LIMIT.passed not in reasons
+        assert checks.HIDDEN.passed not in reasons
+
+
+# Every refusal the pure checks can raise, with the check it must name.
+REFUSALS = [
+    (inspection.check_info, (cases.qcow2_info(**{'backing-filename': 'x'}),
+                             'qcow2', cases.facts(), cases.POLICY),
+     checks.BACKING),
+    (inspection.check_info, (cases.qcow2_info(data={'data-file': '/x'}),
+                             'qcow2', cases.facts(), cases.POLICY),
+     checks.DATA_FILE),
+    (inspection.check_info, (cases.qcow2_info(encrypted=True), 'qcow2',
+                             cases.facts(), cases.POLICY), checks.ENCRYPTED),
+    (inspection.check_info, (cases.qcow2_info(data={'corrupt': True}),
+                             'qcow2', cases.facts(), cases.POLICY),
+     checks.CORRUPT),
+    (inspection.check_info, (cases.qcow2_info(format='raw'), 'qcow2',
+                             cases.facts(), cases.POLICY), checks.MISMATCH),
+    (inspection.check_info, (cases.qcow2_info(**{'virtual-size': 2 * MiB}),
+                             'qcow2', cases.facts(), cases.POLICY),
+     checks.DISAGREE),
+    (inspection.check_info, (cases.vmdk_info('monolithicFlat'), 'vmdk',
+                             cases.facts('vmdk'), cases.POLICY),
+     checks.CREATE_TYPE),
+    (inspection.check_info, (cases.vmdk_info(extents=[{'filename': '/x'}]),
+                             'vmdk', cases.facts('vmdk'), cases.POLICY),
+     checks.EXTENTS),
+    (inspection.check_header, (cases.header(parent='p', format='vhd'),
+                               'vhd', cases.POLICY), checks.DIFFERENCING),
+    (inspection.check_header, (cases.header(unknown_features=1 << 9),
+                               'qcow2', cases.POLICY), checks.FEATURES),
+    (inspection.check_virtual_size, (2 * MiB,
+                                     inspection.Policy(max_virtual_size=MiB)),
+     checks.TOO_BIG),
+    (inspection.check_consistency, ({'exit-code': 2},), checks.QEMU_CHECK),
+]
+
+
+@pytest.mark.parametrize('func,args,check', REFUSALS,
+                         ids=[c.name for _f, _a, c in REFUSALS])
+def test_every_refusal_is_a_table_sentence(func, args, check):
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        func(*args)
+    reason = exc_info.value.reason
+    assert check.matches(reason), reason
+    assert str(exc_info.value) == 'Image rejected: %s' % reason
+
+
+def test_refusals_from_the_bytes_are_table_sentences(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.write_bytes(b'')
+    short = tmp_path / 'short.qcow2'
+    short.write_bytes(b'QFI\xfb\0\0')
+    for path, claimed, check in [(empty, 'raw', checks.EMPTY),
+                                 (short, 'qcow2', checks.UNREADABLE)]:
+        with pytest.raises(errors.ImageRejected) as exc_info:
+            inspection.inspect_bytes(str(path), claimed, cases.POLICY)
+        assert check.matches(exc_info.value.reason), exc_info.value.reason
+
+
+def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
+    """qemu-img info failing, and the conversion hitting its size limit."""
+    src = tmp_path / 'disk.raw'
+    src.write_bytes(b'\0' * MiB)
+    settings = conversion.Settings(
+        target='qcow2', source_formats=formats.CONVERTIBLE, keep_formats=(),
+        policy=inspection.Policy(), inspect_limits=qemu_img.Limits(),
+        convert_limits=qemu_img.Limits(), tuning=qemu_img.Tuning(),
+        out_options={}, compressed=False, progress_interval=5)
+
+    def info_fails(*args, **kwargs):
+        raise qemu_img.QemuImgError('qemu-img info', 1, 'no')
+    monkeypatch.setattr(qemu_img, 'info', info_fails)
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        conversion.inspect_source(str(src), 'raw', settings)
+    assert checks.QEMU_INFO.matches(exc_info.value.reason)
+    assert 'raw' in exc_info.value.reason
+
+    def too_big(*args, **kwargs):
+        raise qemu_img.QemuImgLimitExceeded('qemu-img convert', 1, 'big')
+    monkeypatch.setattr(qemu_img, 'convert', too_big)
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        conversion._run_convert(str(src), 'raw', str(tmp_path / 'out'),
+                                'qcow2', MiB, MiB, settings, None, None)
+    assert exc_info.value.reason == checks.OUTPUT_LIMIT.sentence
