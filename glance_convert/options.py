@@ -104,9 +104,8 @@ _output_opts = [
             ('zstd', 'Needs qcow2_compat = 1.1 and QEMU 5.1 or later to '
                      'read.'),
         ],
-        help='Compress qcow2 output. zstd is several times faster than zlib '
-             'for the same size. Compressed output is never written out of '
-             'order.'),
+        help='Compress qcow2 output. Compressed output is never written '
+             'out of order.'),
     cfg.StrOpt(
         'preallocation',
         default='off',
@@ -194,44 +193,35 @@ _tuning_opts = [
         default=2, min=1, max=8,
         help='qemu-img processes that convert one VMDK (streamOptimized '
              'or monolithicSparse) to raw, each over its own part of the '
-             'disk. qemu-img converts these in one thread at CPU speed '
-             '(decompression, grain tables), so this puts more cores to '
-             'work on the slowest common inputs: with 2, the benchmark '
-             'measured 0.49x (streamOptimized) and 0.58-0.65x '
-             '(monolithicSparse) of the time of Glance\'s stock task. Such '
-             'a conversion uses this many cores within its one conversion '
-             'slot. 1 turns it off.'),
+             'disk. qemu-img converts these in one thread, bound by the '
+             'CPU (decompression, grain tables), so more processes put more '
+             'cores to work. Such a conversion uses this many cores within '
+             'its one conversion slot. 1 turns it off.'),
     cfg.IntOpt(
         'convert_coroutines',
         default=8, min=1, max=16,
         help='Parallel coroutines of qemu-img convert ("-m"). 8 is '
-             'qemu-img\'s own default; in the benchmark (tox -e bench -- '
-             '--sweep) neither 1 nor 16 was faster consistently, warm and '
-             'cold.'),
+             'qemu-img\'s own default.'),
     cfg.BoolOpt(
         'convert_out_of_order',
         help='Allow out-of-order writes ("-W"). Unset (the default): only '
-             'for uncompressed qcow2 output, where the benchmark measured '
-             'it 0.78-0.88x the time cold and 0.88-0.95x warm; for raw '
-             'output the results were mixed (0.73x to 2.2x), so it is off. '
-             'true: for every output; false: never. Never used with '
-             'compressed output, whatever the setting.'),
+             'for uncompressed qcow2 output. true: for every output; '
+             'false: never. Never used with compressed output, whatever '
+             'the setting.'),
     cfg.StrOpt(
         'convert_source_cache',
         choices=('none', 'writeback', 'writethrough', 'directsync',
                  'unsafe'),
         help='qemu-img source cache mode ("-T"). Unset: qemu-img\'s '
              'default (writeback), which reads a just-staged upload from '
-             'the page cache; "none" made warm conversions 2-4x slower in '
-             'the benchmark.'),
+             'the page cache; "none" bypasses it.'),
     cfg.StrOpt(
         'convert_target_cache',
         choices=('none', 'writeback', 'writethrough', 'directsync',
                  'unsafe'),
         help='qemu-img target cache mode ("-t"). Unset: qemu-img\'s '
-             'default, which is "unsafe": right for a work file that is '
-             'uploaded at once and discarded after a crash; "none" and '
-             '"writeback" were 1.3-3.3x slower in the benchmark.'),
+             'default, "unsafe", which never flushes: the work file is '
+             'uploaded at once and discarded after a crash.'),
 ]
 
 ALL_OPTS = (_format_opts + _output_opts + _safety_opts + _workspace_opts
