@@ -12,13 +12,10 @@ than publishing an empty table.
 
 import enum
 import importlib
+import re
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
-from sphinx.util import logging
-
-LOG = logging.getLogger(__name__)
-
 MODULE = 'glance_convert.pipeline.checks'
 COLUMNS = (
     # (heading, attribute, relative width)
@@ -44,6 +41,9 @@ def _text(value):
 def _cell(attribute, value):
     entry = nodes.entry()
     text = _text(value)
+    if attribute == 'sentence':
+        # Placeholders are filled in for the user: "the data is in … format".
+        text = re.sub(r'%[sdr]', '\u2026', text)
     if attribute == 'name':
         entry += nodes.paragraph('', '', nodes.literal(text, text))
     else:
