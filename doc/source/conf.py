@@ -3,13 +3,14 @@
 Built by ``tox -e docs`` with warnings as errors.  The reference pages are
 generated from the code: options (oslo.config), the CLI (argparse), the
 security checks (a local extension in ``_ext``) and the release notes
-(reno, from the git history).
+(reno, from the git history, through ``_ext/glance_convert_relnotes``).
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '_ext'))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '_ext'))
 
 project = 'glance-convert'
 copyright = 'glance-convert developers'
@@ -17,13 +18,13 @@ copyright = 'glance-convert developers'
 extensions = [
     'openstackdocstheme',
     'oslo_config.sphinxext',
-    'reno.sphinxext',
+    'glance_convert_relnotes',  # reno.sphinxext, with clear errors
     'sphinx.ext.graphviz',
     'sphinxarg.ext',
     'glance_convert_checks',
 ]
 
-# openstackdocstheme: links "report a bug" and the source to the project.
+# openstackdocstheme: the project's own name, no bug tracker links.
 openstackdocs_repo_name = 'glance-convert'
 openstackdocs_use_storyboard = False
 openstackdocs_auto_name = False

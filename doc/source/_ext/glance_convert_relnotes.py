@@ -1,0 +1,55 @@
+"""``.. release-notes::`` that fails with a clear message, not a traceback.
+
+reno groups the notes by the tags that contain them, walking the git
+history.  In a shallow clone it crashes on the first missing commit with a
+bare ``KeyError``, and outside a git clone it cannot work at all.  This
+wraps reno's directive: where the history is missing it reports one error
+(which ``sphinx-build -W`` turns into a failed build) saying what to do.
+A ``reno.cache`` (``reno cache``, as written into an sdist) replaces the
+history.
+"""
+
+import os
+import subprocess
+
+from reno import sphinxext
+
+
+def history_problem(root):
+    """Why reno cannot read the notes' history under ``root``, or None."""
+    if os.path.exists(os.path.join(root, 'releasenotes', 'notes',
+                                   'reno.cache')):
+        return None
+    if not os.path.exists(os.path.join(root, '.git')):
+        return ('the release notes are read from the git history, and %s '
+                'is not a git clone: build the documentation in a clone of '
+                'the repository' % root)
+    try:
+        shallow = subprocess.run(
+            ['git', '-C', root, 'rev-parse', '--is-shallow-repository'],
+            capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:  # no git command; reno itself does not need one
+        return None
+    if shallow == 'true':
+        return ('the release notes need the whole git history, and this is '
+                'a shallow clone; fetch the rest with: git fetch '
+                '--unshallow')
+    return None
+
+
+class ReleaseNotes(sphinxext.ReleaseNotesDirective):
+
+    def run(self):
+        # reno reads the repository from the working directory, as here.
+        root = os.path.abspath(self.options.get('reporoot', '.'))
+        problem = history_problem(root)
+        if problem:
+            return [self.state.document.reporter.error(
+                'release-notes: %s' % problem, line=self.lineno)]
+        return super().run()
+
+
+def setup(app):
+    app.setup_extension('reno.sphinxext')
+    app.add_directive('release-notes', ReleaseNotes, override=True)
+    return {'parallel_read_safe': True}
