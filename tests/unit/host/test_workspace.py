@@ -1,9 +1,7 @@
-"""Unit tests of the per-host workspace: slots, reservations, reaping."""
+"""Unit tests of the workspace facade: reservations, their work files,
+dead holders seen end to end, and the configuration."""
 
-import contextlib
-import fcntl
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -14,53 +12,17 @@ import time
 import pytest
 
 from glance_convert import errors
+from glance_convert.host import procs
 from glance_convert.host import workspace
+from tests.unit.host.hosttools import GiB
+from tests.unit.host.hosttools import IMAGE
+from tests.unit.host.hosttools import MiB
+from tests.unit.host.hosttools import OTHER
+from tests.unit.host.hosttools import ctx
+from tests.unit.host.hosttools import make_ws
+from tests.unit.host.hosttools import wait_for
+from tests.unit.host.hosttools import write_data
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-IMAGE = '0b7f5c2e-1111-4a4a-9c9c-0123456789ab'
-OTHER = '5d2c1e0f-2222-4b4b-8d8d-ba9876543210'
-
-# fork keeps the test module's functions picklable-free and fast.
-ctx = multiprocessing.get_context('fork')
-
-
-def fake_disk(capacity, work_dir):
-    """A file system of ``capacity`` bytes holding the files in work_dir."""
-    def disk_space(path):
-        used = sum(os.stat(os.path.join(work_dir, n)).st_blocks * 512
-                   for n in os.listdir(work_dir)
-                   if os.path.isfile(os.path.join(work_dir, n)))
-        return capacity, capacity - used
-    return disk_space
-
-
-def make_ws(tmp_path, capacity=10 * GiB, **kw):
-    work = tmp_path / 'work'
-    work.mkdir(exist_ok=True)
-    args = dict(lock_dir=str(tmp_path / 'locks'), max_concurrent=2,
-                reserved_bytes=0, max_bytes=0,
-                disk_space=fake_disk(capacity, str(work)))
-    args.update(kw)
-    return workspace.Workspace(str(work), **args)
-
-
-def write_data(path, nbytes):
-    with open(path, 'wb') as f:
-        f.write(os.urandom(nbytes))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail('timed out waiting for %s' % what)
-        time.sleep(0.02)
-
-
-# ----------------------------------------------------------- reservations
 
 def test_reservation_fits_and_is_released(tmp_path):
     ws = make_ws(tmp_path, capacity=4 * GiB)
@@ -294,182 +256,6 @@ def test_work_file_names(tmp_path):
             res.track(os.path.join(ws.work_dir, 'not-mine'))
 
 
-# ------------------------------------------------------------------ slots
-
-def test_slots_limit_holders_and_time_out_with_a_message(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=2)
-    waited = []
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(ws.slot(IMAGE, timeout=0))
-        stack.enter_context(ws.slot(OTHER, timeout=0))
-        with pytest.raises(errors.WorkspaceError) as exc:
-            with ws.slot(IMAGE, timeout=0.3,
-                         on_wait=lambda: waited.append(1)):
-                pytest.fail('a third slot was granted')
-    assert str(exc.value) == ('No conversion slot became free within 0 '
-                              'seconds; try the import again later')
-    assert waited == [1]
-    # Both slots are free again.
-    with ws.slot(IMAGE, timeout=0), ws.slot(OTHER, timeout=0):
-        pass
-
-
-def test_slot_wait_can_be_cancelled(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=1)
-    calls = []
-
-    def should_cancel():
-        calls.append(1)
-        return len(calls) >= 3
-
-    with ws.slot(IMAGE, timeout=0):
-        with pytest.raises(errors.ConversionCancelled):
-            with ws.slot(OTHER, timeout=600, should_cancel=should_cancel):
-                pass
-    assert len(calls) == 3
-
-
-def test_waiters_get_slots_in_arrival_order(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=1)
-    order = []
-    queued = {name: threading.Event() for name in 'ABC'}
-
-    def waiter(name):
-        with ws.slot(name, timeout=120, on_wait=queued[name].set):
-            order.append(name)
-
-    threads = {}
-    with ws.slot('holder', timeout=0):
-        for name in 'ABC':  # each joins the queue before the next starts
-            threads[name] = threading.Thread(target=waiter, args=(name,))
-            threads[name].start()
-            assert queued[name].wait(60)
-    for t in threads.values():
-        t.join(120)
-    assert order == ['A', 'B', 'C']
-    with open(ws.ledger_path) as f:
-        assert json.load(f)['queue'] == []
-
-
-def test_dead_waiters_do_not_block_the_queue(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=1)
-    os.makedirs(ws.lock_dir)
-    with open(ws.ledger_path, 'w') as f:
-        json.dump({'entries': {}, 'orphans': [], 'queue': [
-            {'id': 'x', 'owner': OTHER, 'pid': 2 ** 22 + 1, 'start': 1,
-             'since': 0}]}, f)
-    with ws.slot(IMAGE, timeout=0):
-        pass
-
-
-def test_zero_means_unlimited_slots(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=0)
-    with contextlib.ExitStack() as stack:
-        for _ in range(20):
-            stack.enter_context(ws.slot(IMAGE, timeout=0))
-
-
-def test_slots_are_per_work_dir(tmp_path):
-    locks = str(tmp_path / 'locks')
-    (tmp_path / 'a').mkdir()
-    (tmp_path / 'b').mkdir()
-    a = workspace.Workspace(str(tmp_path / 'a'), lock_dir=locks,
-                            max_concurrent=1, reserved_bytes=0, max_bytes=0)
-    a2 = workspace.Workspace(str(tmp_path / 'a'), lock_dir=locks,
-                             max_concurrent=1, reserved_bytes=0, max_bytes=0)
-    b = workspace.Workspace(str(tmp_path / 'b'), lock_dir=locks,
-                            max_concurrent=1, reserved_bytes=0, max_bytes=0)
-    with a.slot(IMAGE, timeout=0):
-        with b.slot(OTHER, timeout=0):  # another node's work dir
-            pass
-        with pytest.raises(errors.WorkspaceError):
-            with a2.slot(OTHER, timeout=0):  # same work dir, same host
-                pass
-    assert a.ledger_path == a2.ledger_path != b.ledger_path
-
-
-def test_lock_dir_defaults_to_work_dir(tmp_path):
-    ws = workspace.Workspace(str(tmp_path), lock_dir=None, max_concurrent=1,
-                             reserved_bytes=0, max_bytes=0)
-    with ws.slot(IMAGE, timeout=0):
-        names = os.listdir(tmp_path)
-    assert 'glance-convert-%s-slot-0.lock' % ws.key in names
-    # Not <image-uuid>.* names: Glance's housekeeper leaves them alone.
-    assert all(n.startswith('glance-convert-%s' % ws.key) for n in names)
-
-
-def _slot_worker(ws, counter_path, limit, results):
-    """Enter a slot; count holders in a flock-guarded file."""
-    def bump(delta):
-        with open(counter_path, 'r+') as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            now, peak = map(int, f.read().split())
-            now += delta
-            peak = max(peak, now)
-            f.seek(0)
-            f.truncate()
-            f.write('%d %d' % (now, peak))
-            return peak
-
-    with ws.slot(IMAGE, timeout=120):
-        peak = bump(+1)
-        # Stay until the host was seen full once, so the peak is reached
-        # whenever the limit lets it be (bounded, never asserted on time).
-        deadline = time.monotonic() + 5
-        while peak < limit and time.monotonic() < deadline:
-            time.sleep(0.01)
-            peak = bump(0)
-        time.sleep(0.02)
-        bump(-1)
-    results.put(os.getpid())
-
-
-@pytest.mark.parametrize('limit', [1, 2])
-def test_processes_never_exceed_the_slot_limit(tmp_path, limit):
-    ws = make_ws(tmp_path, max_concurrent=limit)
-    counter = tmp_path / 'counter'
-    counter.write_text('0 0')
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_slot_worker,
-                         args=(ws, str(counter), limit, results))
-             for _ in range(6)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    done = {results.get(timeout=5) for _ in procs}
-    assert len(done) == 6
-    now, peak = map(int, counter.read_text().split())
-    assert now == 0
-    assert peak == limit
-
-
-def test_threads_exclude_each_other_too(tmp_path):
-    ws = make_ws(tmp_path, max_concurrent=1)
-    inside = []
-    peak = []
-    lock = threading.Lock()
-
-    def worker():
-        with ws.slot(IMAGE, timeout=60):
-            with lock:
-                inside.append(1)
-                peak.append(len(inside))
-            time.sleep(0.01)
-            with lock:
-                inside.pop()
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(peak) == 6 and max(peak) == 1
-
-
-# ------------------------------------------------------- dead holders
-
 def _crashing_holder(ws, ready):
     with ws.slot(IMAGE, timeout=0):
         with ws.reservation(IMAGE, 3 * GiB,
@@ -506,7 +292,7 @@ def test_dead_holder_frees_slot_space_and_files(tmp_path):
     with ws.slot(OTHER, timeout=0):
         pass
     # The qemu-img stand-in the dead holder started was killed.
-    wait_for(lambda: workspace.process_start_time(sleep_pid) is None,
+    wait_for(lambda: procs.process_start_time(sleep_pid) is None,
              'the orphaned child to die')
     # Its space is free again.
     with ws.reservation(OTHER, 3 * GiB):
@@ -515,80 +301,6 @@ def test_dead_holder_frees_slot_space_and_files(tmp_path):
     assert [(o['owner'], o['info'], o['removed']) for o in orphans] == [
         (IMAGE, {'task_id': 'task-1'}, [out])]
     assert ws.take_orphans() == []
-
-
-def _fake_entry(ws, pid, start, paths, nbytes=GiB):
-    os.makedirs(ws.lock_dir, exist_ok=True)
-    ledger = {'entries': {'e1': {'owner': IMAGE, 'pid': pid, 'start': start,
-                                 'bytes': nbytes, 'paths': paths,
-                                 'processes': [], 'info': {}}},
-              'orphans': []}
-    with open(ws.ledger_path, 'w') as f:
-        json.dump(ledger, f)
-
-
-def test_reused_pid_is_not_mistaken_for_the_holder(tmp_path):
-    ws = make_ws(tmp_path)
-    out = ws.work_path(IMAGE, 'out')
-    write_data(out, 10)
-    me = os.getpid()
-    real_start = workspace.process_start_time(me)
-    assert real_start is not None
-    # Same pid, the start time a previous process with that pid had.
-    _fake_entry(ws, me, real_start - 1, [out])
-    assert ws.reap_orphans() == [out]
-    assert not os.path.exists(out)
-    # The genuine holder (same pid and start time) is left alone.
-    write_data(out, 10)
-    _fake_entry(ws, me, real_start, [out])
-    assert ws.reap_orphans() == []
-    assert os.path.exists(out)
-    assert ws.usage()['reserved_bytes'] == GiB
-
-
-def test_process_start_time_parses_odd_command_names(tmp_path):
-    # A command name with spaces and parentheses must not shift fields.
-    script = tmp_path / 'x) (y z'
-    # No child processes: killing it must leave nothing behind.
-    script.write_text('#!%s\nimport time\ntime.sleep(600)\n'
-                      % sys.executable)
-    script.chmod(0o755)
-    p = subprocess.Popen([str(script)])
-    try:
-        wait_for(lambda: b'x) (y' in open('/proc/%d/stat' % p.pid,
-                                          'rb').read(), 'exec')
-        start = workspace.process_start_time(p.pid)
-        with open('/proc/self/stat', 'rb') as f:
-            mine = int(f.read().rsplit(b')', 1)[1].split()[19])
-        assert start is not None and start >= mine
-    finally:
-        p.kill()
-        p.wait()
-    assert workspace.process_start_time(p.pid) is None
-
-
-def test_reaper_never_removes_foreign_files(tmp_path):
-    ws = make_ws(tmp_path)
-    victim = tmp_path / 'precious'
-    victim.write_text('keep me')
-    staged = os.path.join(ws.work_dir, IMAGE)  # Glance's staged data
-    write_data(staged, 10)
-    _fake_entry(ws, 2 ** 22 + 1, 1, [str(victim), staged])
-    assert ws.reap_orphans() == []
-    assert victim.read_text() == 'keep me'
-    assert os.path.exists(staged)
-    assert ws.usage()['reservations'] == 0
-
-
-def test_corrupt_ledger_is_set_aside(tmp_path):
-    ws = make_ws(tmp_path)
-    os.makedirs(ws.lock_dir, exist_ok=True)
-    with open(ws.ledger_path, 'w') as f:
-        f.write('{not json')
-    with ws.reservation(IMAGE, MiB):
-        assert ws.usage()['reserved_bytes'] == MiB
-    with open(ws.ledger_path + '.bad') as f:
-        assert f.read() == '{not json'
 
 
 def test_unusable_lock_dir_gives_a_clear_error(tmp_path):
