@@ -440,34 +440,12 @@ def _glance_repos(files: list[str]):
     return image_repo, task_repo
 
 
-def _alive(pid, start) -> bool:
-    return start is not None and workspace.process_start_time(pid) == start
-
-
 def _peek_orphans(ws) -> list[dict]:
-    """The orphan records recovery would take, without changing anything.
-
-    The recorded orphans plus the entries of holders that are dead now
-    (the next ledger access reaps them); ``removed`` lists the work files
-    that would be removed.
-    """
+    """The orphan records recovery would take, without changing anything."""
     try:
-        with open(ws.ledger_path, encoding='utf-8') as f:
-            ledger = json.load(f)
-        entries = dict(ledger.get('entries') or {})
-        found = list(ledger.get('orphans') or [])
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UsageError('cannot read the conversion ledger %s: %s'
-                         % (ws.ledger_path, exc))
-    for e in entries.values():
-        if not _alive(e.get('pid'), e.get('start')):
-            found.append({'owner': e.get('owner'), 'info': e.get('info', {}),
-                          'pid': e.get('pid'),
-                          'removed': [p for p in e.get('paths', [])
-                                      if os.path.lexists(p)]})
-    return found
+        return ws.peek_orphans()
+    except errors.WorkspaceError as exc:
+        raise UsageError(exc.detail)
 
 
 def _check_user(path: str) -> None:

@@ -158,6 +158,19 @@ def test_no_ledger_means_nothing_to_do_and_nothing_created(host, tmp_path):
     assert not os.path.exists(str(tmp_path / 'locks'))
 
 
+def test_dry_run_of_an_unreadable_ledger_says_so_and_keeps_it(host):
+    ws, staging = host
+    os.makedirs(ws.lock_dir)
+    with open(ws.ledger_path, 'w') as f:
+        f.write('{not json')
+    with pytest.raises(cli.UsageError) as exc:
+        cli.recover(ws, Repo(), Repo(), staging, dry_run=True)
+    assert str(exc.value).startswith(
+        'cannot read the conversion ledger %s: ' % ws.ledger_path)
+    with open(ws.ledger_path) as f:
+        assert f.read() == '{not json'
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root')
 def test_root_refuses_a_ledger_of_another_user(host):
     ws, staging = host
