@@ -19,6 +19,7 @@ import pytest
 
 from glance_convert.testing import localglance
 from tests import pgcluster
+from glance_convert.host import procs
 from glance_convert.host import workspace
 from tests import proctools
 
@@ -167,7 +168,7 @@ def test_deleting_the_image_stops_its_conversion(server, images):
                  'the conversion to start', server=server)
     client.delete_image(image_id)
 
-    _wait(lambda: not any(workspace.process_start_time(p) for p in pids),
+    _wait(lambda: not any(procs.process_start_time(p) for p in pids),
           'qemu-img to be killed', timeout=60, server=server)
     _wait(lambda: not _files_of(server, image_id),
           'the files of the deleted image to go', timeout=60, server=server)

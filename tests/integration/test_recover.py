@@ -22,6 +22,7 @@ import pytest
 
 from glance_convert.testing import localglance
 from glance_convert.flow import plugin
+from glance_convert.host import procs
 from glance_convert.host import workspace
 from tests import imagefactory
 from tests import proctools
@@ -143,7 +144,7 @@ def test_recover_releases_an_interrupted_import_without_an_import(
         os.path.realpath(server.staging_dir), image_id)
     # Nothing is left, and glance-api is not running yet.
     assert server.staging_files() == []
-    assert workspace.process_start_time(pid) is None
+    assert procs.process_start_time(pid) is None
 
     hold['file'].unlink()
     server.start()
