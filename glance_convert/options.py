@@ -149,6 +149,22 @@ _safety_opts = [
         default=3600, min=0,
         help='Wall-clock limit, in seconds, of one conversion; qemu-img is '
              'killed when it is exceeded. 0 means no limit.'),
+    cfg.StrOpt(
+        'sandbox',
+        default='auto',
+        choices=[
+            ('auto', 'Confine with every layer this host offers; what is '
+                     'missing is logged once at start and reported by '
+                     'glance-convert check-config.'),
+            ('required', 'Refuse every conversion when no_new_privs, '
+                         'Landlock or seccomp is missing.'),
+            ('off', 'No confinement; for debugging only.'),
+        ],
+        help='Confinement of every qemu-img the plugin starts (Landlock, '
+             'seccomp, no_new_privs): it may read only its own image and '
+             'the system files it needs to run, write only its output, '
+             'open no socket and signal no other process. This limits '
+             'what a qemu-img compromised by a crafted image can reach.'),
 ]
 
 _workspace_opts = [

@@ -32,6 +32,7 @@ from glance_convert import options
 from glance_convert import units
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
+from glance_convert.pipeline import sandbox
 
 LOG = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Settings:
                 'Image conversion is misconfigured on this cloud; please '
                 'contact the cloud operator.', str(exc))
         group = conf[options.GROUP]
+        sandbox.configure(group.sandbox)
         target = group.output_format
         out_options, compressed = formats.output_options(group, target)
         out_of_order = group.convert_out_of_order

@@ -157,7 +157,8 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
             qemu_img._run(args, limits, should_cancel=cancelled,
                           on_start=on_start,
                           on_tick=tick if on_progress else None,
-                          tick_interval=progress_interval)
+                          tick_interval=progress_interval,
+                          reads=[src], writes=[dst])
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
             failed.set()

@@ -13,6 +13,10 @@ conversion no longer pays for starting a Python interpreter five times
 (30 ms idle, up to 170 ms on a loaded host, per qemu-img call).  It also
 removes the dependency on ``[wsgi] python_interpreter``.
 
+Every run is confined (:mod:`glance_convert.pipeline.sandbox`): each
+caller names the files qemu-img may read (``reads``) and write
+(``writes``), and the child applies Landlock and seccomp after the limits.
+
 Format arguments are qemu-img driver names (``vpc``, not Glance's ``vhd``);
 see :mod:`glance_convert.formats`.
 """
@@ -31,6 +35,8 @@ from typing import Callable, Mapping, Sequence
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
+
+from glance_convert.pipeline import sandbox
 
 LOG = logging.getLogger(__name__)
 
@@ -97,20 +103,26 @@ except OSError:  # pragma: no cover - not Linux
     _LIBC = None
 
 
-def _child_setup(rlimits: list[tuple[int, int]]) -> Callable[[], None]:
+def _child_setup(rlimits: list[tuple[int, int]],
+                 confinement: sandbox.Confinement | None = None
+                 ) -> Callable[[], None]:
     """What the child does between fork and exec.
 
-    It applies the resource limits, and asks for SIGKILL when the thread
-    that started it dies, so a glance-api killed mid-conversion takes its
-    qemu-img with it instead of leaving it writing into a work file.
-    It is kept minimal (the limits are prepared before the fork), as a
-    child of a threaded process should do as little as it can before exec.
+    It applies the resource limits, asks for SIGKILL when the thread that
+    started it dies (a glance-api killed mid-conversion takes its qemu-img
+    with it instead of leaving it writing into a work file), then confines
+    itself: no_new_privs, the Landlock ruleset and the seccomp filter.
+    It is kept minimal (limits, ruleset and filter are prepared before the
+    fork), as a child of a threaded process should do as little as it can
+    before exec.
     """
     def setup() -> None:
         if _LIBC is not None:
             _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for res, value in rlimits:
             resource.setrlimit(res, (value, value))
+        if confinement is not None:
+            confinement.child_setup()
     return setup
 
 
@@ -184,24 +196,45 @@ def _run(args: Sequence[str], limits: Limits, *,
          should_cancel: Callable[[], bool] | None = None,
          on_tick: Callable[[int], None] | None = None,
          tick_interval: float = 5.0,
-         on_start: Callable[[int], None] | None = None
+         on_start: Callable[[int], None] | None = None,
+         reads: Sequence[str] = (), writes: Sequence[str] = ()
          ) -> tuple[int, str, str]:
-    """Run qemu-img; return (exit code, stdout, stderr)."""
+    """Run qemu-img; return (exit code, stdout, stderr).
+
+    ``reads`` and ``writes`` are the only files it may read and write
+    (besides what it needs to run); a missing ``writes`` file is created
+    empty first.  Raises :class:`sandbox.ConfinementUnavailable` when it
+    cannot be confined as the ``sandbox`` option asks.
+    """
     cmd = (QEMU_IMG,) + tuple(args)
     watchdog = _Watchdog(limits.timeout, should_cancel, on_tick,
                          tick_interval, on_start)
     env = dict(os.environ)
     env.update(_ENV)
     printable = ' '.join(cmd)
+    confinement = sandbox.prepare(reads, writes,
+                                  sandbox.resolve(QEMU_IMG, env))
+
+    def started(proc) -> None:
+        confinement.close()  # the child has its own copy of the ruleset
+        watchdog.start(proc)
+
     try:
         stdout, stderr = processutils.execute(
             *cmd, env_variables=env, check_exit_code=list(check_exit_code),
-            on_execute=watchdog.start, on_completion=watchdog.stop,
-            preexec_fn=_child_setup(limits.rlimits()),
+            on_execute=started, on_completion=watchdog.stop,
+            preexec_fn=_child_setup(limits.rlimits(), confinement),
             log_errors=processutils.LOG_FINAL_ERROR)
         return 0, stdout, stderr
     except processutils.ProcessExecutionError as exc:
         code = exc.exit_code
+        if (code == sandbox.EXIT_NOT_CONFINED
+                and (exc.stderr or '').startswith(sandbox.FAILED_PREFIX)):
+            LOG.error('%s', exc.stderr.strip())
+            raise sandbox.ConfinementUnavailable(
+                'Image conversion is not available on this cloud right '
+                'now; please contact the cloud operator.',
+                exc.stderr.strip())
         if watchdog.reason == 'timeout':
             raise QemuImgTimeout(printable, code,
                                  'killed after %ss' % limits.timeout)
@@ -222,6 +255,8 @@ def _run(args: Sequence[str], limits: Limits, *,
         raise QemuImgError(printable, code, exc.stderr or exc.stdout)
     except OSError as exc:
         raise QemuImgError(printable, None, str(exc))
+    finally:
+        confinement.close()
 
 
 def _options_arg(options: Mapping[str, object]) -> list[str]:
@@ -238,7 +273,7 @@ def _options_arg(options: Mapping[str, object]) -> list[str]:
 def info(path: str, fmt: str, limits: Limits) -> dict:
     """``qemu-img info -f FMT --output=json``; the parsed JSON."""
     _code, out, _err = _run(['info', '-f', fmt, '--output=json', path],
-                            limits)
+                            limits, reads=[path])
     try:
         return json.loads(out)
     except ValueError as exc:
@@ -256,7 +291,7 @@ def measure(path: str, fmt: str, out_fmt: str,
     args = ['measure', '--output=json', '-f', fmt, '-O', out_fmt]
     args += _options_arg(out_options) + [path]
     try:
-        _code, out, _err = _run(args, limits)
+        _code, out, _err = _run(args, limits, reads=[path])
     except QemuImgError as exc:
         if 'does not support size measurement' in exc.stderr:
             return None
@@ -290,7 +325,7 @@ def check(path: str, fmt: str, limits: Limits, *,
         code, out, err = _run(['check', '--output=json',
                                no_backing_spec(path, fmt)],
                               limits, check_exit_code=(0, 2, 3),
-                              should_cancel=should_cancel)
+                              should_cancel=should_cancel, reads=[path])
     except QemuImgError as exc:
         if exc.exit_code == 63 or 'does not support checks' in exc.stderr:
             return {'exit-code': 0, 'unsupported': True}
@@ -311,7 +346,7 @@ def compare(a: str, a_fmt: str, b: str, b_fmt: str,
     qemu-img's non-strict mode says.
     """
     code, _out, _err = _run(['compare', '-f', a_fmt, '-F', b_fmt, a, b],
-                            limits, check_exit_code=(0, 1))
+                            limits, check_exit_code=(0, 1), reads=[a, b])
     return code == 0
 
 
@@ -354,7 +389,7 @@ def create(path: str, fmt: str, size: int,
            options: Mapping[str, object], limits: Limits) -> None:
     """``qemu-img create -f FMT -o OPTIONS PATH SIZE``: a new, empty image."""
     _run(['create', '-q', '-f', fmt] + _options_arg(options)
-         + [path, str(size)], limits)
+         + [path, str(size)], limits, writes=[path])
 
 
 def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
@@ -384,7 +419,8 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
 
     _run(args, limits, should_cancel=should_cancel,
          on_tick=tick if on_progress else None,
-         tick_interval=progress_interval, on_start=on_start)
+         tick_interval=progress_interval, on_start=on_start,
+         reads=[src], writes=[dst])
 
 
 def bytes_read(pid: int) -> int | None:

@@ -34,7 +34,8 @@ def test_timeout_kills_qemu_img(fifo):
     started = []
     with pytest.raises(qemu_img.QemuImgTimeout):
         qemu_img._run(['info', '-f', 'raw', fifo],
-                      qemu_img.Limits(timeout=1), on_start=started.append)
+                      qemu_img.Limits(timeout=1), on_start=started.append,
+                      reads=[fifo])
     assert started and started[0] not in _qemu_img_pids()
 
 
@@ -68,7 +69,8 @@ def test_limits_apply_to_qemu_img_itself(fifo):
         qemu_img._run(['info', '-f', 'raw', fifo],
                       qemu_img.Limits(address_space=1 << 30, cpu_time=7,
                                       file_size=12345 * 512, timeout=60),
-                      should_cancel=flag.is_set, on_start=on_start)
+                      should_cancel=flag.is_set, on_start=on_start,
+                      reads=[fifo])
     rows = {line[:26].strip(): line[26:].split()
             for line in seen['limits'].splitlines()[1:]}
     assert rows['Max address space'][:2] == [str(1 << 30)] * 2

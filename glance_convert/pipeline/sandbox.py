@@ -1,0 +1,638 @@
+"""Confinement of every qemu-img the plugin starts.
+
+qemu-img parses bytes an attacker chose; its block drivers have had memory
+safety bugs (CVE-2014-0143 to -0148, CVE-2024-4467).  The byte checks run
+first, but if one of those bugs is reached anyway, a compromised qemu-img
+must find nothing to steal and no way out.  Three kernel features, all
+usable by an unprivileged user and inside a container, each applied by the
+child between fork and exec (everything is prepared in the parent):
+
+``no_new_privs``
+    ``prctl(PR_SET_NO_NEW_PRIVS)``: exec can never add privileges (setuid,
+    file capabilities); also what Landlock and seccomp require.
+Landlock (kernel 5.13+)
+    Files: read and execute only the system directories a program needs to
+    run (``/usr``, ``/bin``, ``/lib*``, ``/etc/ld.so.cache``), read only the
+    image it works on, read and write only its own output file (created
+    empty beforehand by the parent, so no right on any directory is
+    needed).  Everything else, ``/proc`` of other processes, the staging
+    directory's listing, ``/etc/glance`` and the home directory included,
+    is refused.  ABI 4 (6.7) adds TCP bind/connect rules and ABI 6 (6.12)
+    scoping of signals and abstract unix sockets: applied where present, as
+    a second layer behind seccomp.
+seccomp (a BPF program built here, kernel 3.5+)
+    No sockets at all (``socket()`` fails for every family: inet, inet6,
+    unix including abstract names, netlink...), no ptrace or
+    process_vm_*, signals only to itself, no namespaces, no io_uring
+    (which can bypass seccomp), no keyring, no mount, no
+    ``open_by_handle_at``, no chmod/chown/xattr changes and no
+    ``truncate()`` by path (Landlock controls truncation only from ABI 3).
+
+Why ctypes and not a library: on PyPI, ``landlock`` has only development
+releases and restricts the calling process (no way to build a ruleset
+before the fork and apply it in the child), ``pyseccomp`` has not been
+released since 2021 and needs libseccomp to compile in the child, and
+libseccomp's own bindings are not on PyPI.  The syscalls used are few and
+stable: three of Landlock's, ``prctl`` and a 100-instruction BPF program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import logging as std_logging
+import os
+import platform
+import shutil
+import stat
+import struct
+import threading
+
+from oslo_log import log as logging
+
+from glance_convert import errors
+
+LOG = logging.getLogger(__name__)
+
+AUTO, REQUIRED, OFF = 'auto', 'required', 'off'
+MODES = (AUTO, REQUIRED, OFF)
+
+# Layer names, as check-config and inspect report them.
+NO_NEW_PRIVS = 'no_new_privs'
+LANDLOCK_FS = 'landlock-fs'
+LANDLOCK_NET = 'landlock-net'
+LANDLOCK_SCOPE = 'landlock-scope'
+SECCOMP = 'seccomp'
+#: Without these qemu-img is not confined as documented; ``required``
+#: refuses to run without them.  The other layers are second lines.
+ESSENTIAL = (NO_NEW_PRIVS, LANDLOCK_FS, SECCOMP)
+
+# --- Landlock (include/uapi/linux/landlock.h) --------------------------------
+_SYS_LANDLOCK_CREATE_RULESET = 444   # the same number on every architecture
+_SYS_LANDLOCK_ADD_RULE = 445
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+_FS_ABI1_ALL = (1 << 13) - 1         # execute ... make_sym
+FS_REFER = 1 << 13                   # ABI 2
+FS_TRUNCATE = 1 << 14                # ABI 3
+FS_IOCTL_DEV = 1 << 15               # ABI 5
+_FILE_ONLY = (FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE
+              | FS_IOCTL_DEV)
+NET_BIND_TCP = 1 << 0                # ABI 4
+NET_CONNECT_TCP = 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1
+
+#: What a program needs to run: read and execute, never write.
+SYSTEM_DIRS = ('/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64',
+               '/libx32')
+SYSTEM_FILES = ('/etc/ld.so.cache',)
+#: Devices qemu-img (and a shell) open: read, and /dev/null also write.
+READ_DEVICES = ('/dev/urandom', '/dev/random', '/dev/zero')
+RW_DEVICES = ('/dev/null',)
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [('allowed_access', ctypes.c_uint64),
+                ('parent_fd', ctypes.c_int32)]
+
+
+# --- seccomp ----------------------------------------------------------------
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_GET_SECCOMP = 21
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_RET_ALLOW = 0x7fff0000
+_RET_ERRNO = 0x00050000
+_RET_KILL_PROCESS = 0x80000000
+# BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGE_K = 0x35
+_JSET_K = 0x45
+_RET_K = 0x06
+# struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i (the low
+# 32 bits first: both supported architectures are little-endian).
+_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+_X32_SYSCALL_BIT = 0x40000000
+# Namespace flags of clone(); CLONE_NEWTIME exists only for clone3/unshare.
+_CLONE_NEW_ANY = 0x7E020000
+
+#: Syscall numbers per machine: (audit arch, {name: number}).
+_TABLES = {
+    'x86_64': (0xC000003E, dict(
+        socket=41, connect=42, bind=49, ptrace=101, process_vm_readv=310,
+        process_vm_writev=311, kcmp=312, pidfd_open=434, pidfd_getfd=438,
+        pidfd_send_signal=424, perf_event_open=298, bpf=321,
+        userfaultfd=323, keyctl=250, add_key=248, request_key=249,
+        io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
+        unshare=272, setns=308, mount=165, umount2=166, pivot_root=155,
+        chroot=161, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, mount_setattr=442, truncate=76,
+        open_by_handle_at=304, name_to_handle_at=303, chmod=90, fchmod=91,
+        fchmodat=268, fchmodat2=452, chown=92, fchown=93, lchown=94,
+        fchownat=260, setxattr=188, lsetxattr=189, fsetxattr=190,
+        removexattr=197, lremovexattr=198, fremovexattr=199,
+        kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129,
+        rt_tgsigqueueinfo=297, clone=56, clone3=435)),
+    'aarch64': (0xC00000B7, dict(
+        socket=198, connect=203, bind=200, ptrace=117, process_vm_readv=270,
+        process_vm_writev=271, kcmp=272, pidfd_open=434, pidfd_getfd=438,
+        pidfd_send_signal=424, perf_event_open=241, bpf=280,
+        userfaultfd=282, keyctl=219, add_key=217, request_key=218,
+        io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
+        unshare=97, setns=268, mount=40, umount2=39, pivot_root=41,
+        chroot=51, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, mount_setattr=442, truncate=45,
+        open_by_handle_at=265, name_to_handle_at=264, fchmod=52,
+        fchmodat=53, fchmodat2=452, fchown=55, fchownat=54, setxattr=5,
+        lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15,
+        fremovexattr=16, kill=129, tkill=130, tgkill=131,
+        rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, clone=220,
+        clone3=435)),
+}
+#: Denied outright (EPERM).
+_DENIED = (
+    'socket', 'connect', 'bind', 'ptrace', 'process_vm_readv',
+    'process_vm_writev', 'kcmp', 'pidfd_open', 'pidfd_getfd',
+    'pidfd_send_signal', 'perf_event_open', 'bpf', 'userfaultfd', 'keyctl',
+    'add_key', 'request_key', 'io_uring_setup', 'io_uring_enter',
+    'io_uring_register', 'unshare', 'setns', 'mount', 'umount2',
+    'pivot_root', 'chroot', 'open_tree', 'move_mount', 'fsopen',
+    'fsconfig', 'fsmount', 'fspick', 'mount_setattr', 'truncate',
+    'open_by_handle_at', 'name_to_handle_at', 'chmod', 'fchmod',
+    'fchmodat', 'fchmodat2', 'chown', 'fchown', 'lchown', 'fchownat',
+    'setxattr', 'lsetxattr', 'fsetxattr', 'removexattr', 'lremovexattr',
+    'fremovexattr')
+#: Allowed only when the first argument is the process's own pid.
+_SELF_ONLY = ('kill', 'tkill', 'tgkill', 'rt_sigqueueinfo',
+              'rt_tgsigqueueinfo')
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [('code', ctypes.c_uint16), ('jt', ctypes.c_uint8),
+                ('jf', ctypes.c_uint8), ('k', ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [('len', ctypes.c_ushort),
+                ('filter', ctypes.POINTER(_SockFilter))]
+
+
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
+                            ctypes.c_ulong, ctypes.c_ulong]
+    _LIBC.syscall.restype = ctypes.c_long
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _LIBC = None
+
+
+class ConfinementUnavailable(errors.ConversionError):
+    """``sandbox = required`` and this host cannot confine qemu-img."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One confinement layer and whether this host provides it."""
+
+    name: str
+    available: bool
+    stops: str        # what it stops
+    detail: str       # what was found
+    fix: str = ''     # how to get it, when missing
+
+    @property
+    def essential(self) -> bool:
+        return self.name in ESSENTIAL
+
+
+def _errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))
+
+
+def landlock_abi() -> tuple[int, str]:
+    """(Landlock ABI version, or 0 with the reason it is unavailable)."""
+    if _LIBC is None:
+        return 0, 'not Linux'
+    abi = _LIBC.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), None,
+                        ctypes.c_size_t(0),
+                        ctypes.c_uint32(_CREATE_RULESET_VERSION))
+    if abi >= 1:
+        return int(abi), 'ABI %d' % abi
+    code = ctypes.get_errno()
+    if code == errno.EOPNOTSUPP:
+        return 0, 'built into the kernel but not enabled at boot'
+    if code == errno.ENOSYS:
+        return 0, ('the kernel has no Landlock (older than 5.13 or built '
+                   'without it), or a seccomp profile of the container '
+                   'refuses its system calls')
+    return 0, 'landlock_create_ruleset failed: %s' % _errno_name(code)
+
+
+def seccomp_table() -> tuple[tuple | None, str]:
+    """(audit arch and syscall table, or None with the reason)."""
+    if _LIBC is None:
+        return None, 'not Linux'
+    machine = platform.machine()
+    table = _TABLES.get(machine)
+    if table is None:
+        return None, 'no syscall table for the %s architecture' % machine
+    if _LIBC.prctl(_PR_GET_SECCOMP, 0, 0, 0, 0) < 0:
+        return None, ('the kernel has no seccomp (%s)'
+                      % _errno_name(ctypes.get_errno()))
+    return table, 'filter for %s' % machine
+
+
+_PROBE_LOCK = threading.Lock()
+_PROBED: list[Layer] | None = None
+
+
+def layers(refresh: bool = False) -> list[Layer]:
+    """The confinement layers and whether this host provides each one."""
+    global _PROBED
+    with _PROBE_LOCK:
+        if _PROBED is None or refresh:
+            _PROBED = _probe()
+        return list(_PROBED)
+
+
+def _probe() -> list[Layer]:
+    abi, why = landlock_abi()
+    table, seccomp_why = seccomp_table()
+    kernel = platform.release()
+    newer = ('a kernel with a higher Landlock ABI (this one, %s, has %s)'
+             % (kernel, why))
+    not_enabled = abi == 0 and 'not enabled' in why
+    landlock_fix = (
+        'add "landlock" to the kernel\'s lsm= boot parameter (see '
+        '/sys/kernel/security/lsm)' if not_enabled else
+        'run a kernel with Landlock (5.13 or later; Debian 12, Ubuntu '
+        '22.04/24.04 and RHEL 9 kernels have it) and, in a container, '
+        'allow the landlock_* system calls in its seccomp profile')
+    return [
+        Layer(NO_NEW_PRIVS, _LIBC is not None,
+              'privileges gained through exec (setuid, file capabilities)',
+              'prctl(PR_SET_NO_NEW_PRIVS)' if _LIBC else 'not Linux',
+              'run on Linux'),
+        Layer(LANDLOCK_FS, abi >= 1,
+              'reading any file but its image and system files, writing '
+              'any file but its output, listing directories, reading /proc '
+              'of other processes; ptrace of other processes',
+              why, landlock_fix),
+        Layer(LANDLOCK_NET, abi >= 4,
+              'TCP bind and connect (second layer behind seccomp)',
+              why, 'seccomp already refuses every socket; %s would add '
+              'this layer (Landlock ABI 4, Linux 6.7)' % newer),
+        Layer(LANDLOCK_SCOPE, abi >= 6,
+              'signals to and abstract unix sockets of other processes '
+              '(second layer behind seccomp)',
+              why, 'seccomp already refuses both; %s would add this layer '
+              '(Landlock ABI 6, Linux 6.12)' % newer),
+        Layer(SECCOMP, table is not None,
+              'sockets of every family, ptrace, signals to other processes, '
+              'namespaces, io_uring, keyrings, mounts, open_by_handle_at, '
+              'chmod/chown/xattr changes, truncate by path',
+              seccomp_why,
+              'run on x86_64 or aarch64 with a kernel built with '
+              'CONFIG_SECCOMP_FILTER; in a container, allow prctl and '
+              'seccomp in its seccomp profile'),
+    ]
+
+
+# --- mode -------------------------------------------------------------------
+
+_MODE = AUTO
+_LOGGED: set = set()
+
+
+def configure(mode: str) -> None:
+    """Set the mode (the ``sandbox`` option) and log once what is missing."""
+    global _MODE
+    if mode not in MODES:
+        raise ValueError('sandbox must be one of %s, not %r'
+                         % (', '.join(MODES), mode))
+    _MODE = mode
+    if mode in _LOGGED:
+        return
+    _LOGGED.add(mode)
+    if mode == OFF:
+        LOG.warning('[glance_convert] sandbox = off: qemu-img runs '
+                    'unconfined, with every right of this process.')
+        return
+    found = layers()
+    missing = [layer for layer in found if not layer.available]
+    for layer in missing:
+        level = std_logging.WARNING if layer.essential else std_logging.INFO
+        LOG.log(level, 'qemu-img confinement: %s is not available (%s); '
+                'it stops %s. To get it: %s.', layer.name, layer.detail,
+                layer.stops, layer.fix)
+    if not missing:
+        LOG.info('qemu-img confinement: %s',
+                 ', '.join(layer.name for layer in found))
+
+
+def mode() -> str:
+    return _MODE
+
+
+def applied_layers() -> list[str]:
+    """The layers each qemu-img run gets now (empty when off)."""
+    if _MODE == OFF:
+        return []
+    return [layer.name for layer in layers() if layer.available]
+
+
+def missing_essential() -> list[Layer]:
+    return [layer for layer in layers()
+            if layer.essential and not layer.available]
+
+
+# --- the seccomp program ----------------------------------------------------
+
+def _insn(code, k, jt=0, jf=0):
+    return (code, jt, jf, k)
+
+
+def build_program(arch: int, table: dict, x32_check: bool
+                  ) -> tuple[list[tuple], list[int]]:
+    """The filter as (code, jt, jf, k) tuples, and where the pid goes.
+
+    The pid slots hold 0 until the child writes its own pid there (the
+    only thing the child computes): signals and sigqueue calls are allowed
+    to that pid alone.
+    """
+    prog = [_insn(_LD_W_ABS, _OFF_ARCH),
+            _insn(_JEQ_K, arch, 1, 0),
+            _insn(_RET_K, _RET_KILL_PROCESS),   # another ABI (int 0x80...)
+            _insn(_LD_W_ABS, _OFF_NR)]
+    deny = _RET_ERRNO | errno.EPERM
+    if x32_check:
+        prog += [_insn(_JGE_K, _X32_SYSCALL_BIT, 0, 1),
+                 _insn(_RET_K, deny)]
+    for name in _DENIED:
+        if name in table:
+            prog += [_insn(_JEQ_K, table[name], 0, 1), _insn(_RET_K, deny)]
+    pid_slots = []
+    for name in _SELF_ONLY:
+        prog += [_insn(_JEQ_K, table[name], 0, 4),
+                 _insn(_LD_W_ABS, _OFF_ARG0)]
+        pid_slots.append(len(prog))
+        prog += [_insn(_JEQ_K, 0, 1, 0),
+                 _insn(_RET_K, deny),
+                 _insn(_RET_K, _RET_ALLOW)]
+    # clone with a namespace flag: refused; clone3 (flags in memory that
+    # BPF cannot read): ENOSYS, so the C library falls back to clone.
+    prog += [_insn(_JEQ_K, table['clone3'], 0, 1),
+             _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),
+             _insn(_JEQ_K, table['clone'], 0, 3),
+             _insn(_LD_W_ABS, _OFF_ARG0),
+             _insn(_JSET_K, _CLONE_NEW_ANY, 0, 1),
+             _insn(_RET_K, deny),
+             _insn(_RET_K, _RET_ALLOW)]     # clone without them, and the rest
+    return prog, pid_slots
+
+
+class _Program:
+    """A filter in C memory, built once; children patch their own copy."""
+
+    def __init__(self, arch: int, table: dict, x32_check: bool):
+        prog, self.pid_slots = build_program(arch, table, x32_check)
+        self.filters = (_SockFilter * len(prog))(
+            *[_SockFilter(*insn) for insn in prog])
+        self.fprog = _SockFprog(len(prog), self.filters)
+        self.fprog_ref = ctypes.byref(self.fprog)
+        self.address = ctypes.addressof(self.fprog)
+
+    def raw(self) -> bytes:
+        return bytes(self.filters)
+
+
+_PROGRAM: _Program | None = None
+
+
+def _program() -> _Program | None:
+    global _PROGRAM
+    if _PROGRAM is None:
+        table, _why = seccomp_table()
+        if table is None:
+            return None
+        arch, numbers = table
+        _PROGRAM = _Program(arch, numbers, platform.machine() == 'x86_64')
+    return _PROGRAM
+
+
+# --- one run ----------------------------------------------------------------
+
+def _open_path(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _add_rule(ruleset: int, path: str, access: int) -> None:
+    fd = _open_path(path)
+    if fd is None:
+        return
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            access &= _FILE_ONLY
+        rule = _PathBeneath(access, fd)
+        if _LIBC.syscall(ctypes.c_long(_SYS_LANDLOCK_ADD_RULE),
+                         ctypes.c_int(ruleset),
+                         ctypes.c_int(_RULE_PATH_BENEATH),
+                         ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, 'landlock_add_rule(%s): %s'
+                          % (path, os.strerror(code)))
+    finally:
+        os.close(fd)
+
+
+def _ruleset(abi: int, reads, writes, executable: str | None) -> int:
+    """A Landlock ruleset fd (close-on-exec) for one qemu-img run."""
+    fs = _FS_ABI1_ALL
+    if abi >= 2:
+        fs |= FS_REFER
+    if abi >= 3:
+        fs |= FS_TRUNCATE
+    if abi >= 5:
+        fs |= FS_IOCTL_DEV
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    attr = struct.pack('=QQQ', fs, net, scoped)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    buf = ctypes.create_string_buffer(attr, 24)
+    fd = _LIBC.syscall(ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET), buf,
+                       ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, 'landlock_create_ruleset: %s'
+                      % os.strerror(code))
+    fd = int(fd)
+    try:
+        run = FS_READ_FILE | FS_READ_DIR | FS_EXECUTE
+        for path in SYSTEM_DIRS + SYSTEM_FILES:
+            _add_rule(fd, path, run)
+        if executable:
+            _add_rule(fd, executable, FS_READ_FILE | FS_EXECUTE)
+        for path in READ_DEVICES:
+            _add_rule(fd, path, FS_READ_FILE)
+        for path in RW_DEVICES:
+            _add_rule(fd, path, FS_READ_FILE | FS_WRITE_FILE)
+        for path in reads:
+            _add_rule(fd, path, FS_READ_FILE)
+        for path in writes:
+            _add_rule(fd, path, FS_READ_FILE | FS_WRITE_FILE
+                      | (FS_TRUNCATE if abi >= 3 else 0))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_empty(path: str) -> None:
+    """Create ``path`` empty if missing, with qemu-img's mode (0644).
+
+    Landlock grants rights on existing files only; writing into a file the
+    parent made needs no right on its directory.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_CLOEXEC, 0o644))
+    except FileExistsError:
+        pass
+
+
+class Confinement:
+    """What one qemu-img run is confined by, prepared in the parent.
+
+    :meth:`child_setup` runs in the child between fork and exec and only
+    makes system calls; :meth:`close` releases the ruleset in the parent
+    once the child has started.
+    """
+
+    def __init__(self, applied: list[str], ruleset_fd: int | None,
+                 program: _Program | None):
+        self.applied = applied
+        self.ruleset_fd = ruleset_fd
+        self.program = program
+        self.nnp = bool(applied)
+
+    def child_setup(self) -> None:
+        if not self.nnp:
+            return
+        if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            _die('prctl(PR_SET_NO_NEW_PRIVS)')
+        if self.ruleset_fd is not None:
+            if _LIBC.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF),
+                             ctypes.c_int(self.ruleset_fd),
+                             ctypes.c_uint32(0)) != 0:
+                _die('landlock_restrict_self')
+        if self.program is not None:
+            pid = os.getpid()
+            for slot in self.program.pid_slots:
+                self.program.filters[slot].k = pid
+            if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER,
+                           self.program.address, 0, 0) != 0:
+                _die('prctl(PR_SET_SECCOMP)')
+
+    def close(self) -> None:
+        if self.ruleset_fd is not None:
+            os.close(self.ruleset_fd)
+            self.ruleset_fd = None
+
+
+#: Exit code of a child that could not confine itself; its stderr starts
+#: with :data:`FAILED_PREFIX`.
+EXIT_NOT_CONFINED = 126
+FAILED_PREFIX = 'glance-convert: cannot confine qemu-img: '
+
+
+def _die(what: str) -> None:
+    """In the child: say why on stderr and exit without running qemu-img."""
+    code = ctypes.get_errno()
+    os.write(2, ('%s%s failed: %s\n' % (FAILED_PREFIX, what,
+                                        os.strerror(code))).encode())
+    os._exit(EXIT_NOT_CONFINED)
+
+
+def prepare(reads=(), writes=(), executable: str | None = None
+            ) -> Confinement:
+    """The confinement of one qemu-img run under the current mode.
+
+    ``reads``: the files it may read (its image); ``writes``: the files it
+    may write (its output), created empty here if missing.  Raises
+    :class:`ConfinementUnavailable` in ``required`` mode when an essential
+    layer is missing.
+    """
+    if _MODE == OFF:
+        return Confinement([], None, None)
+    missing = missing_essential()
+    if missing and _MODE == REQUIRED:
+        reason = '; '.join('%s: %s (to get it: %s)' % (
+            layer.name, layer.detail, layer.fix) for layer in missing)
+        LOG.error('[glance_convert] sandbox = required, but qemu-img cannot '
+                  'be confined on this host: %s', reason)
+        raise ConfinementUnavailable(
+            'Image conversion is not available on this cloud right now; '
+            'please contact the cloud operator.',
+            'sandbox = required: ' + reason)
+    applied = applied_layers()
+    ruleset = None
+    if LANDLOCK_FS in applied:
+        for path in writes:
+            _create_empty(path)
+        ruleset = _ruleset(landlock_abi()[0], reads, writes, executable)
+    program = _program() if SECCOMP in applied else None
+    return Confinement(applied, ruleset, program)
+
+
+def resolve(name: str, env: dict) -> str | None:
+    """The file ``name`` runs from under ``env``'s PATH, as exec finds it."""
+    return shutil.which(name, path=env.get('PATH', os.defpath))
+
+
+# --- check-config -----------------------------------------------------------
+
+def findings(mode_setting: str | None = None) -> list:
+    """check-config's findings: each layer, and what to do about the missing.
+    """
+    from glance_convert import settings as config_check
+    mode_setting = mode_setting or _MODE
+    if mode_setting == OFF:
+        return [config_check.Finding(
+            config_check.WARNING, 'sandbox', 'sandbox = off: qemu-img runs '
+            'unconfined, with every right of glance-api.',
+            'set [glance_convert] sandbox = auto (or required).')]
+    found = []
+    for layer in layers():
+        if layer.available:
+            found.append(config_check.Finding(
+                config_check.OK, 'sandbox', '%s (%s) stops %s.'
+                % (layer.name, layer.detail, layer.stops)))
+        elif layer.essential:
+            severity = (config_check.ERROR if mode_setting == REQUIRED
+                        else config_check.WARNING)
+            consequence = ('every conversion is refused' if
+                           mode_setting == REQUIRED else 'qemu-img runs '
+                           'without it')
+            found.append(config_check.Finding(
+                severity, 'sandbox', '%s is not available (%s): %s; it '
+                'would stop %s.' % (layer.name, layer.detail, consequence,
+                                    layer.stops), layer.fix + '.'))
+        else:
+            found.append(config_check.Finding(
+                config_check.OK, 'sandbox', '%s is not available (%s); it '
+                'would stop %s.' % (layer.name, layer.detail, layer.stops),
+                layer.fix + '.'))
+    return found

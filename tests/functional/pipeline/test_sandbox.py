@@ -1,0 +1,249 @@
+"""qemu-img confinement, tried by a hostile stand-in (tests/standin.py).
+
+The stand-in runs the real qemu-img, then tries to steal and to reach out.
+Confined, every attempt fails and the conversion still compares equal;
+with ``sandbox = off`` the same attempts succeed, so these tests can fail.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from glance_convert import errors
+from glance_convert.pipeline import conversion
+from glance_convert.pipeline import qemu_img
+from glance_convert.pipeline import sandbox
+from tests import hostile_corpus
+from tests import standin
+
+MiB = 1024 * 1024
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+# Escapes whose proof is in the output; 'proc' only through a subprocess
+# (putenv does not change /proc/PID/environ of the test process itself).
+DATA = {'canary', 'sibling', 'conf', 'listing', 'tcp', 'abstract',
+        'etc_glance'}
+EFFECTS = ['abstract', 'signal', 'tcp', 'write']
+
+
+@pytest.fixture
+def mode():
+    """Set the sandbox mode for one test; back to auto afterwards."""
+    yield sandbox.configure
+    sandbox.configure(sandbox.AUTO)
+
+
+@pytest.fixture
+def scene(tmp_path, qemu_tools):
+    """A staging dir with an upload, its sibling, a config dir, escapes."""
+    staging = tmp_path / 'staging'
+    config = tmp_path / 'config'
+    staging.mkdir()
+    config.mkdir()
+    (config / 'glance-image-import.conf').write_text('[glance_convert]\n')
+    image_id = str(uuid.uuid4())
+    src = str(staging / image_id)
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', src, '8M'],
+                   check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 1M 2M',
+                    src], check=True, capture_output=True)
+    escapes = standin.Escapes(tmp_path, str(staging), str(config))
+    escapes.image_id, escapes.src = image_id, src
+    escapes.staging, escapes.config = str(staging), str(config)
+    yield escapes
+    escapes.close()
+
+
+@pytest.fixture
+def reports(monkeypatch):
+    """The stand-in's reports, from qemu-img's stdout."""
+    found = []
+    real = qemu_img._run
+
+    def recording(args, *a, **kw):
+        result = real(args, *a, **kw)
+        report = standin.report(result[1])
+        if report is not None:
+            found.append(report)
+        return result
+
+    monkeypatch.setattr(qemu_img, '_run', recording)
+    return found
+
+
+def _convert_in_process(scene, monkeypatch, target='raw'):
+    monkeypatch.setenv('PATH', scene.env()['PATH'])
+    for key, value in scene.env().items():
+        if key.startswith('GC_'):
+            monkeypatch.setenv(key, value)
+    return conversion.convert_image(
+        scene.src, 'qcow2', image_id=scene.image_id,
+        work_dir=scene.staging,
+        settings=hostile_corpus.pipeline_settings(target))
+
+
+def _assert_ran_and_equal(scene, out):
+    assert os.path.getsize(out) == 8 * MiB + standin.RAN_MARK
+    assert qemu_img.compare(scene.src, 'qcow2', out, 'raw')
+
+
+def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode):
+    mode(sandbox.AUTO)
+    result = _convert_in_process(scene, monkeypatch)
+    assert len(reports) == 1, reports
+    report = reports[0]
+    assert sorted(report) == sorted(scene.attempts())
+    for name, outcome in report.items():
+        assert outcome.startswith('denied'), (name, outcome)
+    assert scene.stolen(result.path) == []
+    assert scene.effects() == []
+    _assert_ran_and_equal(scene, result.path)
+
+
+def test_unconfined_standin_steals(scene, reports, monkeypatch, mode):
+    """The control: the same stand-in, unconfined, gets everything."""
+    mode(sandbox.OFF)
+    result = _convert_in_process(scene, monkeypatch)
+    report = reports[0]
+    for name, outcome in report.items():
+        assert outcome.startswith('got'), (name, outcome)
+    assert scene.stolen(result.path) == sorted(
+        DATA & set(scene.attempts()))
+    assert scene.effects() == EFFECTS
+    assert os.path.getsize(result.path) > 8 * MiB + standin.RAN_MARK
+
+
+def test_etc_glance_is_tried(scene):
+    if scene.etc_glance_skip:
+        pytest.skip(scene.etc_glance_skip)
+    assert 'etc_glance' in scene.attempts()
+
+
+def _cli(scene, mode_name, src, disk_format, out):
+    with open(os.path.join(scene.config, 'glance-image-import.conf'),
+              'w') as f:
+        f.write('[glance_convert]\nsandbox = %s\n' % mode_name)
+    env = scene.env()
+    env['PYTHONPATH'] = REPO
+    return subprocess.run(
+        [sys.executable, '-m', 'glance_convert.cmd', 'convert', src,
+         '--disk-format', disk_format, '--to', 'raw', '-o', out, '-q',
+         '--config-dir', scene.config],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('mode_name', [sandbox.AUTO, sandbox.OFF])
+def test_cli_convert(scene, tmp_path, mode_name):
+    out = str(tmp_path / 'out' / 'disk.raw')
+    os.mkdir(os.path.dirname(out))
+    proc = _cli(scene, mode_name, scene.src, 'qcow2', out)
+    assert proc.returncode == 0, proc.stderr
+    if mode_name == sandbox.AUTO:
+        assert scene.stolen(out) == []
+        assert scene.effects() == []
+        _assert_ran_and_equal(scene, out)
+    else:
+        assert scene.stolen(out) == sorted(
+            (DATA | {'proc'}) & set(scene.attempts()))
+        assert scene.effects() == EFFECTS
+
+
+def test_cli_parallel_conversion_is_confined(scene, tmp_path):
+    """A streamOptimized VMDK to raw: two qemu-img, both confined."""
+    vmdk = os.path.join(scene.staging, str(uuid.uuid4()))
+    subprocess.run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'vmdk',
+                    '-o', 'subformat=streamOptimized', scene.src, vmdk],
+                   check=True)
+    out = str(tmp_path / 'out.raw')
+    proc = _cli(scene, sandbox.AUTO, vmdk, 'vmdk', out)
+    assert proc.returncode == 0, proc.stderr
+    assert scene.stolen(out) == []
+    assert scene.effects() == []
+    # Both processes ran and appended their mark.
+    assert os.path.getsize(out) == 8 * MiB + 2 * standin.RAN_MARK
+    assert qemu_img.compare(vmdk, 'vmdk', out, 'raw')
+
+
+# --- a layer missing (simulated) ---------------------------------------------
+
+def _without(monkeypatch, layer):
+    if layer == sandbox.LANDLOCK_FS:
+        monkeypatch.setattr(sandbox, 'landlock_abi',
+                            lambda: (0, 'simulated: no Landlock'))
+    else:
+        monkeypatch.setattr(sandbox, 'seccomp_table',
+                            lambda: (None, 'simulated: no seccomp'))
+    # The probe's cache is put back as it was when the test ends.
+    monkeypatch.setattr(sandbox, '_PROBED', sandbox._probe())
+    monkeypatch.setattr(sandbox, '_LOGGED', set())
+
+
+@pytest.mark.parametrize('layer', [sandbox.LANDLOCK_FS, sandbox.SECCOMP])
+def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
+                                                mode, caplog, layer):
+    _without(monkeypatch, layer)
+    with caplog.at_level(logging.WARNING):
+        mode(sandbox.AUTO)
+    assert any(layer in r.getMessage() and 'simulated' in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert layer not in sandbox.applied_layers()
+    result = _convert_in_process(scene, monkeypatch)
+    report = reports[0]
+    abi = sandbox.landlock_abi()[0] if layer == sandbox.SECCOMP else 0
+    if layer == sandbox.LANDLOCK_FS:
+        # seccomp alone still stops the network and the signal.
+        for name in ('tcp', 'abstract', 'signal'):
+            assert report[name].startswith('denied'), report
+        assert report['canary'].startswith('got')
+        assert result.converted
+    else:
+        # Landlock alone still stops the files ...
+        for name in ('canary', 'sibling', 'conf', 'listing', 'write'):
+            assert report[name].startswith('denied'), report
+        # ... and, where the kernel scopes them, signals and abstract
+        # sockets (ABI 6), and TCP (ABI 4).
+        if abi >= 6:
+            assert report['signal'].startswith('denied'), report
+            assert report['abstract'].startswith('denied'), report
+        if abi >= 4:
+            assert report['tcp'].startswith('denied'), report
+        _assert_ran_and_equal(scene, result.path)
+
+
+@pytest.mark.parametrize('layer', [sandbox.LANDLOCK_FS, sandbox.SECCOMP])
+def test_required_without_a_layer_refuses(scene, monkeypatch, mode, caplog,
+                                          layer):
+    _without(monkeypatch, layer)
+    mode(sandbox.REQUIRED)
+    ran = []
+    monkeypatch.setattr(qemu_img.processutils, 'execute',
+                        lambda *a, **kw: ran.append(a))
+    before = sorted(os.listdir(scene.staging))
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(sandbox.ConfinementUnavailable) as exc_info:
+            _convert_in_process(scene, monkeypatch)
+    exc = exc_info.value
+    assert isinstance(exc, errors.ConversionError)
+    # One sentence for the user; the reason in the log and the detail.
+    assert str(exc).count('.') == 1 and '/' not in str(exc)
+    assert layer in exc.detail and 'simulated' in exc.detail
+    assert any(layer in r.getMessage() for r in caplog.records)
+    assert ran == []                      # no qemu-img started
+    assert sorted(os.listdir(scene.staging)) == before
+    assert scene.effects() == []
+
+
+def test_failure_in_the_child_refuses(scene, monkeypatch, mode):
+    """A layer the probe saw but the child cannot apply: no qemu-img."""
+    mode(sandbox.AUTO)
+    monkeypatch.setattr(sandbox, '_SYS_LANDLOCK_RESTRICT_SELF', 99999)
+    before = sorted(os.listdir(scene.staging))
+    with pytest.raises(sandbox.ConfinementUnavailable) as exc_info:
+        _convert_in_process(scene, monkeypatch)
+    assert 'landlock_restrict_self' in exc_info.value.detail
+    assert sorted(os.listdir(scene.staging)) == before
+    assert scene.effects() == []

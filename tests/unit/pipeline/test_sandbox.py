@@ -1,0 +1,208 @@
+"""The sandbox module without starting qemu-img.
+
+The seccomp program is run through a small BPF interpreter here, so each
+rule is checked on its own; the functional tests show the kernel agrees.
+"""
+
+import errno
+import logging
+import os
+import struct
+
+import pytest
+
+from glance_convert import errors
+from glance_convert import settings as config_check
+from glance_convert.pipeline import sandbox
+
+ALLOW = 0x7fff0000
+KILL = 0x80000000
+EPERM = 0x00050000 | errno.EPERM
+ENOSYS = 0x00050000 | errno.ENOSYS
+
+
+def run_bpf(prog, nr, arch, args=()):
+    """Return what the filter answers for one system call."""
+    args = list(args) + [0] * (6 - len(args))
+    data = struct.pack('<iI Q 6Q', nr, arch, 0, *args)
+    pc, acc = 0, 0
+    for _ in range(10000):
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:                      # ld [k]
+            acc = struct.unpack_from('<I', data, k)[0]
+            pc += 1
+        elif code in (0x15, 0x35, 0x45):      # jeq, jge, jset
+            hit = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += 1 + (jt if hit else jf)
+        elif code == 0x06:                    # ret k
+            return k
+        else:
+            raise AssertionError('unknown opcode %#x' % code)
+    raise AssertionError('no return')
+
+
+@pytest.fixture(params=sorted(sandbox._TABLES))
+def program(request):
+    arch, table = sandbox._TABLES[request.param]
+    prog, slots = sandbox.build_program(arch, table,
+                                        request.param == 'x86_64')
+    pid = 4242
+    for slot in slots:
+        code, jt, jf, _k = prog[slot]
+        prog[slot] = (code, jt, jf, pid)
+    return request.param, arch, table, prog, pid
+
+
+def test_every_jump_lands_inside_and_every_path_returns(program):
+    _machine, _arch, _table, prog, _pid = program
+    assert len(prog) < 4096
+    for pc, (code, jt, jf, _k) in enumerate(prog):
+        if code in (0x15, 0x35, 0x45):
+            assert pc + 1 + max(jt, jf) < len(prog)
+    assert prog[-1][0] == 0x06
+
+
+def test_sockets_and_escapes_are_refused(program):
+    _machine, arch, table, prog, _pid = program
+    for name in ('socket', 'connect', 'bind', 'ptrace', 'process_vm_readv',
+                 'io_uring_setup', 'unshare', 'setns', 'keyctl', 'mount',
+                 'open_by_handle_at', 'truncate', 'fchmodat', 'bpf',
+                 'pidfd_open', 'perf_event_open'):
+        assert run_bpf(prog, table[name], arch, [2]) == EPERM, name
+
+
+def test_signals_only_to_itself(program):
+    _machine, arch, table, prog, pid = program
+    for name in sandbox._SELF_ONLY:
+        assert run_bpf(prog, table[name], arch, [pid, 9]) == ALLOW, name
+        assert run_bpf(prog, table[name], arch, [pid + 1, 9]) == EPERM
+        assert run_bpf(prog, table[name], arch, [1, 9]) == EPERM
+        # -1 (every process) and 0 (the process group)
+        assert run_bpf(prog, table[name], arch, [0xffffffff, 9]) == EPERM
+        assert run_bpf(prog, table[name], arch, [0, 9]) == EPERM
+
+
+def test_threads_yes_namespaces_no(program):
+    _machine, arch, table, prog, _pid = program
+    thread = 0x003d0f00      # what pthread_create passes
+    assert run_bpf(prog, table['clone'], arch, [thread]) == ALLOW
+    assert run_bpf(prog, table['clone'], arch, [0x11]) == ALLOW  # fork
+    for flag in (0x10000000, 0x20000, 0x40000000, 0x20000000):
+        assert run_bpf(prog, table['clone'], arch, [thread | flag]) == EPERM
+    assert run_bpf(prog, table['clone3'], arch) == ENOSYS
+
+
+def test_ordinary_calls_pass(program):
+    machine, arch, _table, prog, _pid = program
+    # read, write, openat, mmap, exit_group
+    numbers = {'x86_64': (0, 1, 257, 9, 231),
+               'aarch64': (63, 64, 56, 222, 94)}[machine]
+    for nr in numbers:
+        assert run_bpf(prog, nr, arch) == ALLOW, nr
+
+
+def test_other_abis_are_killed(program):
+    machine, arch, _table, prog, _pid = program
+    assert run_bpf(prog, 1, 0x40000003) == KILL      # i386
+    if machine == 'x86_64':
+        assert run_bpf(prog, 0x40000000 | 41, arch) == EPERM  # x32 socket
+
+
+# --- modes, findings ---------------------------------------------------------
+
+def _layers(**available):
+    return [sandbox.Layer(name, available.get(name, True), 'stops', 'detail',
+                          'fix it')
+            for name in (sandbox.NO_NEW_PRIVS, sandbox.LANDLOCK_FS,
+                         sandbox.LANDLOCK_NET, sandbox.LANDLOCK_SCOPE,
+                         sandbox.SECCOMP)]
+
+
+@pytest.fixture
+def host(monkeypatch):
+    def set_layers(**available):
+        monkeypatch.setattr(sandbox, '_PROBED', _layers(**available))
+    monkeypatch.setattr(sandbox, '_MODE', sandbox.AUTO)
+    monkeypatch.setattr(sandbox, '_LOGGED', set())
+    return set_layers
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError):
+        sandbox.configure('maybe')
+
+
+def test_auto_logs_missing_layers_once(host, caplog):
+    host(**{sandbox.SECCOMP: False, sandbox.LANDLOCK_SCOPE: False})
+    with caplog.at_level(logging.INFO):
+        sandbox.configure(sandbox.AUTO)
+        sandbox.configure(sandbox.AUTO)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert len(warnings) == 1 and 'seccomp' in warnings[0].getMessage()
+    assert len(infos) == 1 and 'landlock-scope' in infos[0].getMessage()
+    assert sandbox.applied_layers() == [
+        sandbox.NO_NEW_PRIVS, sandbox.LANDLOCK_FS, sandbox.LANDLOCK_NET]
+
+
+def test_required_refuses_without_an_essential_layer(host, tmp_path):
+    host(**{sandbox.LANDLOCK_FS: False})
+    sandbox.configure(sandbox.REQUIRED)
+    out = tmp_path / 'out'
+    with pytest.raises(sandbox.ConfinementUnavailable) as exc_info:
+        sandbox.prepare(writes=[str(out)])
+    assert isinstance(exc_info.value, errors.ConversionError)
+    assert 'landlock-fs' in exc_info.value.detail
+    assert not out.exists()
+
+
+def test_required_accepts_a_missing_second_layer(host):
+    host(**{sandbox.LANDLOCK_NET: False, sandbox.LANDLOCK_SCOPE: False,
+            sandbox.SECCOMP: False, sandbox.LANDLOCK_FS: False})
+    sandbox.configure(sandbox.OFF)
+    assert sandbox.prepare().applied == []
+    host(**{sandbox.LANDLOCK_NET: False, sandbox.LANDLOCK_SCOPE: False})
+    sandbox.configure(sandbox.REQUIRED)
+    confinement = sandbox.prepare()
+    try:
+        assert sandbox.LANDLOCK_NET not in confinement.applied
+        assert sandbox.SECCOMP in confinement.applied
+    finally:
+        confinement.close()
+
+
+@pytest.mark.skipif(sandbox.landlock_abi()[0] < 1, reason='no Landlock')
+def test_output_is_created_before_the_run(host, tmp_path):
+    sandbox.configure(sandbox.AUTO)
+    out = tmp_path / 'out'
+    confinement = sandbox.prepare(reads=[str(tmp_path / 'missing')],
+                                  writes=[str(out)])
+    try:
+        assert out.exists() and out.stat().st_size == 0
+        assert confinement.ruleset_fd is not None
+        assert os.get_inheritable(confinement.ruleset_fd) is False
+    finally:
+        confinement.close()
+    assert confinement.ruleset_fd is None
+
+
+@pytest.mark.parametrize('mode,severity', [
+    (sandbox.AUTO, config_check.WARNING),
+    (sandbox.REQUIRED, config_check.ERROR)])
+def test_findings_say_what_is_missing_and_what_to_do(host, mode, severity):
+    host(**{sandbox.LANDLOCK_FS: False, sandbox.LANDLOCK_SCOPE: False})
+    found = sandbox.findings(mode)
+    assert len(found) == 5
+    by_severity = {}
+    for f in found:
+        by_severity.setdefault(f.severity, []).append(f)
+    [bad] = by_severity[severity]
+    assert 'landlock-fs' in bad.message and bad.fix
+    scope = [f for f in found if 'landlock-scope' in f.message]
+    assert scope[0].severity == config_check.OK and scope[0].fix
+
+
+def test_findings_when_off(host):
+    [finding] = sandbox.findings(sandbox.OFF)
+    assert finding.severity == config_check.WARNING
+    assert 'auto' in finding.fix
