@@ -479,6 +479,7 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
         files + list(extra_files)) if files or extra_files
         else 'No configuration files read.'))
     found += check_qemu_img()
+    found += sandbox.findings(conf[options.GROUP].sandbox)
     found += check_plugin_enabled(conf)
     found += check_work_dir(conf)
     found += check_lock_path(conf)

@@ -40,6 +40,7 @@ from oslo_utils.imageutils import format_inspector as fi
 
 from glance_convert import settings as config_check
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import sandbox
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import options
@@ -141,6 +142,7 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
         'detail': None,
         'plugin_action': None,
         'space_needed': {},
+        'confinement': sandbox.applied_layers(),
     }
     try:
         if formats.is_convertible(claimed):
@@ -184,6 +186,8 @@ def _print_inspect(report: dict) -> None:
     print('File size:        %s' % _human(report['file_size']))
     print('Allocated:        %s' % _human(report['allocated_size']))
     print('Verdict:          %s' % report['verdict'])
+    confined = ', '.join(report['confinement']) or 'nothing (sandbox = off)'
+    print('qemu-img confined: %s' % confined)
     for reason in report['reasons']:
         print('  - %s' % reason)
     if report['detail'] and report['verdict'] == 'rejected':

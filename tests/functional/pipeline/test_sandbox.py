@@ -5,6 +5,7 @@ Confined, every attempt fails and the conversion still compares equal;
 with ``sandbox = off`` the same attempts succeed, so these tests can fail.
 """
 
+import json
 import logging
 import os
 import subprocess
@@ -247,3 +248,114 @@ def test_failure_in_the_child_refuses(scene, monkeypatch, mode):
     assert 'landlock_restrict_self' in exc_info.value.detail
     assert sorted(os.listdir(scene.staging)) == before
     assert scene.effects() == []
+
+
+# --- the hostile corpus with every policy check switched off -----------------
+
+CORPUS_RUNNER = r'''
+import json, os, sys
+from glance_convert.pipeline import conversion, inspection, sandbox
+from tests.hostile_corpus import pipeline_settings
+# Test only: no byte check, no judgement of qemu-img info or check, no
+# output check.  Only the confinement stands between qemu-img and the host.
+inspection.inspect_bytes = lambda path, claimed, policy: (
+    inspection.SourceFacts(claimed, claimed, 0, os.path.getsize(path)))
+inspection.check_info = lambda *a, **kw: None
+inspection.check_consistency = lambda *a, **kw: None
+inspection.verify_output = lambda *a, **kw: None
+mode, work_dir, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sandbox.configure(mode)
+for i, (path, claimed) in enumerate(cases):
+    target = 'qcow2' if claimed == 'raw' else 'raw'
+    try:
+        conversion.convert_image(path, claimed, image_id='case%d' % i,
+                                 work_dir=work_dir,
+                                 settings=pipeline_settings(target))
+        print('CONVERTED', path)
+    except Exception as exc:
+        print('FAILED', path, type(exc).__name__)
+'''
+
+
+def _strace_works():
+    try:
+        subprocess.run(['strace', '-f', '-o', os.devnull, 'true'],
+                       check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def qemu_img_opens(trace):
+    """Files that qemu-img processes (and their threads) opened.
+
+    ``trace``: ``strace -f -z`` output (successful calls only).  A pid is
+    qemu-img's once it has executed qemu-img; its clones inherit that.
+    """
+    qemu, opened = set(), set()
+    for line in trace.splitlines():
+        pid, _, call = line.partition(' ')
+        name = call.split('(', 1)[0]
+        if name == 'execve':
+            if '/qemu-img"' in call.split(',', 1)[0]:
+                qemu.add(pid)
+            else:
+                qemu.discard(pid)
+        elif pid in qemu and name in ('clone', 'clone3', 'fork', 'vfork'):
+            qemu.add(call.rsplit('=', 1)[1].strip().split()[0])
+        elif pid in qemu and 'open' in name and '"' in call:
+            opened.add(call.split('"')[1])
+    return opened
+
+
+SYSTEM = ('/usr/', '/lib', '/etc/ld.so.cache', '/dev/null', '/dev/urandom')
+
+
+def _corpus_run(tmp_path, mode_name):
+    from tests.functional.pipeline import test_hostile
+    cases = [c for c in test_hostile.CASES
+             if c.reason_substring != hostile_corpus.VSIZE]
+    work = tmp_path / ('work-' + mode_name)
+    work.mkdir()
+    log = str(tmp_path / ('strace-%s.log' % mode_name))
+    proc = subprocess.run(
+        ['strace', '-f', '-z', '-qq', '-s', '4096', '-e',
+         'trace=open,openat,openat2,creat,execve,clone,clone3,fork,vfork',
+         '-o', log, sys.executable, '-c', CORPUS_RUNNER, mode_name,
+         str(work), json.dumps([(c.path, c.claimed_format) for c in cases])],
+        cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(log) as f:
+        opened = qemu_img_opens(f.read())
+    outputs = sorted(str(p) for p in work.iterdir())
+    leaked = set()
+    for path in outputs:
+        with open(path, 'rb') as f:
+            data = f.read()
+        leaked |= {c.name for c in test_hostile.CANARIED
+                   if hostile_corpus.canary_bytes(c.canary_path) in data}
+    uploads = {c.path for c in cases}
+    host_files = {p for p in opened
+                  if not p.startswith(SYSTEM) and p not in uploads
+                  and not p.startswith(str(work))}
+    return proc.stdout, opened, host_files, leaked
+
+
+@pytest.mark.skipif(not _strace_works(), reason='strace missing or ptrace '
+                    'not permitted')
+@pytest.mark.parametrize('mode_name', [sandbox.AUTO, sandbox.OFF])
+def test_corpus_without_checks(tmp_path, qemu_tools, mode_name):
+    """Confined, qemu-img fed the whole corpus unchecked opens no host
+    file and no canary byte reaches an output; off (the control), it
+    opens the canaries and copies their bytes."""
+    stdout, opened, host_files, leaked = _corpus_run(tmp_path, mode_name)
+    assert stdout.count('CONVERTED') >= 10, stdout   # qemu-img did work
+    assert '/etc/ld.so.cache' in opened, opened   # the trace works
+    if mode_name == sandbox.AUTO:
+        assert host_files == set(), host_files
+        assert leaked == set()
+    else:
+        from tests.functional.pipeline import test_hostile
+        canaries = {c.canary_path for c in test_hostile.CANARIED}
+        assert host_files & canaries, host_files
+        assert leaked
