@@ -1,0 +1,84 @@
+"""qemu-img confinement inside a real glance-api.
+
+The glance-api server inherits an environment that puts the hostile
+stand-in (tests/standin.py) first on PATH, so every qemu-img the plugin
+starts in the server is the stand-in.  An import through glance-direct
+must succeed with the image intact and nothing stolen when confined; with
+``sandbox = off`` the same import carries the stolen secrets into the
+store, so the test can fail.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from glance_convert.pipeline import qemu_img
+from glance_convert.testing import localglance
+from tests import standin
+from tests.integration import glancetest
+
+MiB = 1024 * 1024
+
+
+class HostileGlance(localglance.GlanceServer):
+    """A glance-api whose qemu-img is the stand-in."""
+
+    escapes = None
+
+    def write_config(self):
+        super().write_config()
+        if self.escapes is None:
+            self.escapes = standin.Escapes(self.base_dir, self.staging_dir,
+                                           self.conf_dir)
+
+    @property
+    def env(self):
+        env = super().env
+        return self.escapes.env(env) if self.escapes else env
+
+
+@pytest.fixture
+def source(tmp_path, qemu_tools):
+    path = str(tmp_path / 'source.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', path, '8M'],
+                   check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 1M 2M',
+                    path], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(params=['auto', 'off'])
+def server(request, tmp_path):
+    glance = HostileGlance(str(tmp_path / ('glance-' + request.param)),
+                           plugin_conf={'output_format': 'raw',
+                                        'sandbox': request.param})
+    try:
+        glance.start()
+        yield glance
+    finally:
+        glance.stop()
+        if glance.escapes is not None:
+            glance.escapes.close()
+
+
+def test_import_through_glance_api(server, source):
+    mode = server.plugin_conf['sandbox']
+    escapes = server.escapes
+    client, image, task = glancetest.run_import(server, source, 'qcow2',
+                                                'glance-direct')
+    assert task['status'] == 'success', (task['message'],
+                                         server.log_tail())
+    assert image['status'] == 'active' and image['disk_format'] == 'raw'
+    stored = os.path.join(server.store_dir, image['id'])
+    if mode == 'auto':
+        assert escapes.stolen(stored) == []
+        assert escapes.effects() == []
+        # The stand-in ran (its mark) and the data is intact.
+        assert os.path.getsize(stored) == 8 * MiB + standin.RAN_MARK
+        assert qemu_img.compare(source, 'qcow2', stored, 'raw')
+    else:
+        expected = {'canary', 'sibling', 'conf', 'proc', 'listing', 'tcp',
+                    'abstract', 'etc_glance'} & set(escapes.attempts())
+        assert escapes.stolen(stored) == sorted(expected)
+        assert escapes.effects() == ['abstract', 'signal', 'tcp', 'write']
