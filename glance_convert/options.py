@@ -4,9 +4,10 @@ Every option lives here, with its help text, so that
 ``oslo-config-generator --namespace glance_convert`` documents them all.
 Glance's own settings that the plugin honours (``[image_format]
 vmdk_allowed_types``, ``gpt_safety_checks_nonfatal``,
-``require_image_format_match``, ``[DEFAULT] image_size_cap``, ``[wsgi]
-python_interpreter``) are read through :func:`glance_setting`, so the plugin
-also works where Glance's options are not registered (the CLI, unit tests).
+``require_image_format_match``, ``[DEFAULT] image_size_cap``) are read
+through
+:func:`glance_convert.flow.glance_conf.glance_setting`, so the plugin also
+works where Glance's options are not registered (the CLI, unit tests).
 """
 
 from oslo_config import cfg
@@ -250,35 +251,3 @@ CONF.register_opts(ALL_OPTS, group=GROUP)
 def list_opts():
     """Options for oslo-config-generator."""
     return [(GROUP, ALL_OPTS)]
-
-
-# Glance's own settings the plugin honours, with Glance's defaults for when
-# they are not registered (outside glance-api).
-_GLANCE_DEFAULTS = {
-    ('image_format', 'vmdk_allowed_types'): ['streamOptimized',
-                                             'monolithicSparse'],
-    ('image_format', 'gpt_safety_checks_nonfatal'): [],
-    ('image_format', 'require_image_format_match'): True,
-    (None, 'image_size_cap'): 1099511627776,
-    ('wsgi', 'python_interpreter'): None,
-    ('oslo_concurrency', 'lock_path'): None,
-}
-
-
-def glance_setting(group, name, conf=None):
-    """Read one of Glance's settings, or its default if not registered."""
-    conf = conf or CONF
-    try:
-        value = getattr(conf[group], name) if group else conf[name]
-    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, KeyError,
-            AttributeError):
-        return _GLANCE_DEFAULTS[(group, name)]
-    return value
-
-
-def max_virtual_size(conf=None):
-    conf = conf or CONF
-    value = conf[GROUP].max_virtual_size
-    if value is None:
-        value = glance_setting(None, 'image_size_cap', conf)
-    return value

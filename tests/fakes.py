@@ -1,9 +1,11 @@
-"""Stand-ins for Glance's ImportActionWrapper, for unit and functional tests.
+"""Stand-ins for Glance (ImportActionWrapper, repositories, tasks) and
+ready-made plugin settings and tasks, for unit and functional tests.
 
 They record what the task asks of the image so tests can assert on it; the
 integration tests use a real glance-api instead.
 """
 
+import os
 import uuid
 
 SETTABLE = {'status', 'disk_format', 'container_format', 'virtual_size',
@@ -112,3 +114,76 @@ class RecordingStatus:
 
     def is_aborted(self):
         return self.aborted
+
+
+class FakeTask:
+    """A Glance task as recovery sees it."""
+
+    def __init__(self, status='processing'):
+        self.status = status
+        self.message = ''
+
+    def fail(self, message):
+        self.status = 'failure'
+        self.message = message
+
+
+class Repo(dict):
+    """Glance's image or task repository over a dict of id -> object."""
+
+    def get(self, key):
+        if key not in self:
+            raise LookupError(key)
+        return self[key]
+
+    def save(self, obj, *args):
+        self.saved = getattr(self, 'saved', 0) + 1
+
+    def delete_property_atomic(self, image, name, value):
+        assert image.extra_properties[name] == value
+        del image.extra_properties[name]
+
+
+def settings(target='raw', **overrides):
+    """The plugin's Settings with test limits, ``overrides`` applied."""
+    from glance_convert.pipeline import conversion
+    from glance_convert.pipeline import inspection
+    from glance_convert.pipeline import qemu_img
+    values = dict(
+        target=target,
+        source_formats=('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'),
+        keep_formats=('iso',),
+        policy=inspection.Policy(),
+        inspect_limits=qemu_img.Limits(timeout=30),
+        convert_limits=qemu_img.Limits(timeout=60),
+        tuning=qemu_img.Tuning(),
+        out_options={},
+        compressed=False,
+        progress_interval=1.0)
+    values.update(overrides)
+    return conversion.Settings(**values)
+
+
+def make_workspace(work_dir, **limits):
+    """A Workspace in ``work_dir`` whose lock files live next to it (so
+    that tests can expect ``work_dir`` to hold only their files)."""
+    from glance_convert.host import workspace as workspaces
+    values = dict(max_concurrent=0, reserved_bytes=0, max_bytes=0)
+    values.update(limits)
+    return workspaces.Workspace(
+        str(work_dir), lock_dir=os.path.join(os.path.dirname(
+            str(work_dir).rstrip('/')), 'locks'), **values)
+
+
+def make_task(image, staging, target='raw', status=None, workspace=None,
+              **kw):
+    """A ConvertImage task for ``image`` staged in ``staging``: returns
+    (task, action wrapper)."""
+    from glance_convert.flow import task as tasks
+    wrapper = FakeActionWrapper(image)
+    ws = workspace if workspace is not None else make_workspace(staging)
+    task = tasks.ConvertImage(
+        'task-1', 'api_image_import', wrapper, ['fs'],
+        status=status or RecordingStatus(),
+        config=lambda: tasks.TaskConfig(settings(target, **kw), ws))
+    return task, wrapper

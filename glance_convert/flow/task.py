@@ -1,17 +1,22 @@
-"""The taskflow task Glance runs between staging and store upload."""
+"""The taskflow tasks Glance runs between staging and store upload."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from typing import Callable, Protocol
 
+from oslo_config import cfg
 from oslo_log import log as logging
 from taskflow import task
 from taskflow.types import failure
 
 from glance_convert.pipeline import conversion
 from glance_convert import errors
+from glance_convert import options
 from glance_convert import units
+from glance_convert.flow import glance_conf
+from glance_convert.flow import recovery
+from glance_convert.host import workspace as workspaces
 
 LOG = logging.getLogger(__name__)
 
@@ -44,35 +49,78 @@ def _local_path(file_path: str) -> str:
     return file_path[len(FILE_SCHEME):]
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What one conversion task reads from the configuration, at once."""
+
+    settings: conversion.Settings
+    workspace: workspaces.Workspace
+    slot_timeout: float = 600
+    record_properties: bool = True
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'TaskConfig':
+        """Raises ``errors.ConversionError`` (misconfiguration) or
+        ``errors.WorkspaceError`` (no work directory), for the user."""
+        conf = conf or options.CONF
+        group = conf[options.GROUP]
+        return cls(settings=conversion.Settings.from_conf(conf),
+                   workspace=workspaces.from_conf(conf=conf),
+                   slot_timeout=group.slot_wait_timeout,
+                   record_properties=group.record_properties)
+
+
+class RecoverInterrupted(task.Task):
+    """Release the images of this host's imports that a dead glance-api
+    left in the middle of a conversion (see :mod:`recovery`).
+
+    A task of its own, first in the flow, so that building the flow does
+    nothing and the log shows when recovery runs.  Best effort: it never
+    fails the import that runs it.
+    """
+
+    def __init__(self, task_id: str, task_type: str, context):
+        super().__init__(name='%s-GlanceConvertRecover-%s'
+                         % (task_type, task_id))
+        self.context = context
+
+    def execute(self) -> None:
+        try:
+            ws = workspaces.from_conf()
+        except errors.WorkspaceError as exc:
+            LOG.debug('No recovery of interrupted conversions: %s',
+                      exc.detail)
+            return  # the conversion reports it to the user
+        recovery.recover_on_import(self.context, ws,
+                                   glance_conf.staging_dir())
+
+    def revert(self, *args, **kwargs) -> None:
+        """Nothing to undo: released images stay released."""
+
+
 class ConvertImage(task.Task):
     """Convert the staged image; provide the converted file's path.
 
     ``execute`` takes the ``file_path`` the staging task provided and
     provides a new ``file_path``, so that every later task (store upload,
-    delete from staging) works on the converted file.
+    delete from staging) works on the converted file.  ``config`` returns
+    the :class:`TaskConfig`; it is read when the task runs, so that a
+    misconfiguration fails the import with a message for the user.
     """
 
     default_provides = 'file_path'
 
     def __init__(self, task_id: str, task_type: str, action_wrapper,
                  stores: list[str] | None,
-                 settings_factory: Callable[[], conversion.Settings],
                  status: TaskStatus | None = None,
-                 work_dir: str | None = None,
-                 workspace_factory: Callable[[str], object] | None = None,
-                 slot_timeout: float = 600,
-                 record_properties: bool = True):
+                 config: Callable[[], TaskConfig] = TaskConfig.from_conf):
         super().__init__(name='%s-GlanceConvert-%s' % (task_type, task_id))
         self.task_id = task_id
         self.action_wrapper = action_wrapper
         self.image_id = action_wrapper.image_id
         self.stores = list(stores or [])
-        self.settings_factory = settings_factory
         self.status = status or SilentStatus()
-        self.work_dir = work_dir
-        self.workspace_factory = workspace_factory
-        self.slot_timeout = slot_timeout
-        self.record_properties = record_properties
+        self.config = config
         self._source: str | None = None
         self._output: str | None = None
         self._old_formats: tuple[str, str] | None = None
@@ -85,29 +133,21 @@ class ConvertImage(task.Task):
         with self.action_wrapper as action:
             claimed = action.image_disk_format
             old = (action.image_disk_format, action.image_container_format)
-        settings = self.settings_factory()
-        work_dir = self.work_dir or os.path.dirname(src)
-        workspace = (self.workspace_factory(work_dir)
-                     if self.workspace_factory else None)
-        # qemu-img reads the allocated data.
-        progress = _Progress(self.status, units.allocated_bytes(src))
+        config = self.config()
         self.status.set_message('Checking the %s image' % claimed)
         result = conversion.convert_image(
-            src, claimed, image_id=self.image_id, work_dir=work_dir,
-            settings=settings, workspace=workspace,
-            on_progress=progress.update,
-            on_wait=lambda: self.status.set_message(
-                'Waiting for a conversion slot'),
-            on_wait_space=lambda: self.status.set_message(
-                'Waiting for work space to convert the image'),
-            should_cancel=self.status.is_aborted,
-            slot_timeout=self.slot_timeout,
+            src, claimed, image_id=self.image_id,
+            work_dir=config.workspace.work_dir, settings=config.settings,
+            workspace=config.workspace,
+            # qemu-img reads the allocated data.
+            status=_UserStatus(self.status, units.allocated_bytes(src)),
+            slot_timeout=config.slot_timeout,
             info_for_ledger={'task_id': self.task_id})
         if not result.converted:
             # Checked like a conversion, then stored as uploaded.
             LOG.info('Image %s: disk_format %s is not converted to %s; '
                      'passing it through', self.image_id, claimed,
-                     settings.target)
+                     config.settings.target)
             return file_path
         self._output = result.path
         self._old_formats = old
@@ -116,7 +156,7 @@ class ConvertImage(task.Task):
                                        container_format='bare',
                                        size=result.size,
                                        virtual_size=result.virtual_size)
-            if self.record_properties:
+            if config.record_properties:
                 action.set_image_extra_properties({
                     'glance_convert_source_format': result.source_format,
                     'glance_convert_duration_s': '%.1f' % result.duration,
@@ -163,13 +203,24 @@ def _detail(result: failure.Failure) -> str:
     return result.exception_str
 
 
-class _Progress:
-    """Turns bytes read by qemu-img into a percentage in the task message."""
+class _UserStatus:
+    """The pipeline's status (conversion.Status) shown in the task message.
+    """
 
     def __init__(self, status: TaskStatus, total: int):
         self.status = status
         self.total = max(total, 1)
 
-    def update(self, bytes_read: int) -> None:
+    def progress(self, bytes_read: int) -> None:
         percent = min(99, int(bytes_read * 100 / self.total))
         self.status.set_message('Converting: %d%%' % percent)
+
+    def waiting_for_slot(self) -> None:
+        self.status.set_message('Waiting for a conversion slot')
+
+    def waiting_for_space(self) -> None:
+        self.status.set_message('Waiting for work space to convert the '
+                                'image')
+
+    def is_aborted(self) -> bool:
+        return self.status.is_aborted()

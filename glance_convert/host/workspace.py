@@ -341,27 +341,19 @@ class Workspace:
                 'paths': [p for e in entries for p in e['paths']]}
 
 
-def staging_dir() -> str | None:
-    """Glance's local staging directory, or None outside glance-api."""
-    try:
-        from glance import housekeeping
-        return housekeeping.staging_store_path()
-    except Exception:  # noqa: BLE001 - not in Glance, or not a file:// URI
-        return None
-
-
 def from_conf(work_dir: str | None = None, conf=None) -> Workspace:
     """The host's workspace as configured in ``[glance_convert]``.
 
-    ``work_dir`` overrides the option (the task passes the directory of the
-    staged file when the option is unset).  Lock and ledger files go to
+    The work directory is :func:`glance_conf.work_dir`'s (``work_dir``
+    overrides it, for tests and tools).  Lock and ledger files go to
     Glance's ``[oslo_concurrency] lock_path`` when set, else to the work
     directory.
     """
     from glance_convert import options
+    from glance_convert.flow import glance_conf
     conf = conf or options.CONF
     group = conf[options.GROUP]
-    work_dir = work_dir or group.work_dir or staging_dir()
+    work_dir = work_dir or glance_conf.work_dir(conf)
     if not work_dir:
         raise errors.WorkspaceError(
             'The image cannot be converted because the conversion work '
@@ -370,8 +362,8 @@ def from_conf(work_dir: str | None = None, conf=None) -> Workspace:
             'directory is not a local file:// URI')
     return Workspace(
         work_dir,
-        lock_dir=options.glance_setting('oslo_concurrency', 'lock_path',
-                                        conf),
+        lock_dir=glance_conf.glance_setting('oslo_concurrency', 'lock_path',
+                                            conf),
         max_concurrent=group.max_concurrent_conversions,
         reserved_bytes=group.reserved_space_mb * 1024 * 1024,
         max_bytes=group.max_workspace_bytes)

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from oslo_log import log as logging
 
@@ -42,6 +42,46 @@ class Result:
     size: int
     bytes_in: int
     duration: float
+
+
+class Status(Protocol):
+    """What a conversion tells its caller, and asks it, while it runs."""
+
+    def progress(self, bytes_read: int) -> None:
+        """qemu-img has read ``bytes_read`` bytes of the source."""
+
+    def waiting_for_slot(self) -> None:
+        """All conversion slots of the host are taken: waiting."""
+
+    def waiting_for_space(self) -> None:
+        """The work directory has no room for the output yet: waiting."""
+
+    def is_aborted(self) -> bool:
+        """True to stop: the conversion is cancelled, nothing is left."""
+
+
+class NoStatus:
+    """A Status that listens to nothing and never aborts."""
+
+    def progress(self, bytes_read: int) -> None:
+        pass
+
+    def waiting_for_slot(self) -> None:
+        pass
+
+    def waiting_for_space(self) -> None:
+        pass
+
+    def is_aborted(self) -> bool:
+        return False
+
+
+def _progress_callback(status: Status):
+    """``status.progress``, or None when it listens to nothing: qemu-img's
+    progress is then not polled at all."""
+    if type(status).progress is NoStatus.progress:
+        return None
+    return status.progress
 
 
 class _NoReservation:
@@ -223,18 +263,16 @@ def remove_file(path: str | None) -> None:
 
 def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   settings: Settings, workspace=None,
-                  on_progress: Callable[[int], None] | None = None,
-                  on_wait: Callable[[], None] | None = None,
-                  should_cancel: Callable[[], bool] | None = None,
+                  status: Status | None = None,
                   slot_timeout: float = 600,
-                  info_for_ledger: dict | None = None,
-                  on_wait_space: Callable[[], None] | None = None
-                  ) -> Result:
+                  info_for_ledger: dict | None = None) -> Result:
     """Check and convert ``src``; return the result.
 
-    The source is never modified or removed here.  On failure no work file
-    is left behind.
+    ``status`` hears of progress and waits and is asked whether the
+    import was aborted.  The source is never modified or removed here.  On
+    failure no work file is left behind.
     """
+    status = status or NoStatus()
     started = time.monotonic()
     if not os.path.isfile(src):
         raise errors.ConversionError(
@@ -258,20 +296,20 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(workspace.slot(
-                owner, slot_timeout, on_wait=on_wait,
-                should_cancel=should_cancel))
+                owner, slot_timeout, on_wait=status.waiting_for_slot,
+                should_cancel=status.is_aborted))
             # The work files are recorded with the reservation, before
             # they exist: a crash leaves nothing unknown (and one ledger
             # write does it, not three).
             res, estimate = _reserve(
                 stack, workspace, owner, src, claimed, target, virtual_size,
-                settings, timeout=slot_timeout, on_wait=on_wait_space,
-                should_cancel=should_cancel, info=info_for_ledger or {},
+                settings, timeout=slot_timeout,
+                on_wait=status.waiting_for_space,
+                should_cancel=status.is_aborted, info=info_for_ledger or {},
                 paths=(tmp, final))
             tmp, final = res.track(tmp), res.track(final)
             _run_convert(src, claimed, tmp, target, virtual_size, estimate,
-                         settings, on_progress, should_cancel,
-                         on_start=res.add_process,
+                         settings, status, on_start=res.add_process,
                          parallel_source=use_parallel(claimed, target, info,
                                                       settings))
             os.rename(tmp, final)
@@ -350,20 +388,20 @@ def use_parallel(claimed: str, target: str, info: dict,
 
 
 def _run_parallel(src, claimed, tmp, virtual_size, limits, settings,
-                  on_progress, should_cancel, on_start) -> None:
+                  status, on_start) -> None:
     from glance_convert.pipeline import parallel
     parallel.convert_to_raw(
         src, formats.qemu_driver(claimed), tmp, virtual_size,
         workers=settings.parallel_workers,
         tuning=settings.tuning, limits=limits,
-        should_cancel=should_cancel,
-        on_start=on_start, on_progress=on_progress,
+        should_cancel=status.is_aborted,
+        on_start=on_start, on_progress=_progress_callback(status),
         progress_interval=settings.progress_interval)
 
 
 def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
-                 settings, on_progress, should_cancel,
-                 on_start=None, parallel_source=False) -> None:
+                 settings, status, on_start=None,
+                 parallel_source=False) -> None:
     # Bound the output: an expansion bomb is killed by RLIMIT_FSIZE before
     # it can fill the disk.  Raw output is as long as the virtual size.
     file_limit = (max(virtual_size, estimate) + virtual_size // 64
@@ -371,14 +409,14 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
     limits = dataclasses.replace(settings.convert_limits,
                                  file_size=file_limit)
     remove_file(tmp)
-    if should_cancel is not None and should_cancel():
+    if status.is_aborted():
         raise errors.ConversionCancelled(
             'The import was cancelled before conversion.')
     presize = formats.get(target).presize(virtual_size, settings.out_options)
     try:
         if parallel_source:
             _run_parallel(src, claimed, tmp, virtual_size, limits, settings,
-                          on_progress, should_cancel, on_start)
+                          status, on_start)
             return
         if presize is not None:
             qemu_img.create(tmp, formats.qemu_driver(target), presize,
@@ -387,9 +425,9 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
             src, formats.qemu_driver(claimed), tmp,
             formats.qemu_driver(target), out_options=settings.out_options,
             tuning=settings.tuning, compressed=settings.compressed,
-            limits=limits, on_progress=on_progress,
+            limits=limits, on_progress=_progress_callback(status),
             progress_interval=settings.progress_interval,
-            should_cancel=should_cancel, on_start=on_start,
+            should_cancel=status.is_aborted, on_start=on_start,
             existing_target=presize is not None)
     except qemu_img.QemuImgCancelled as exc:
         raise errors.ConversionCancelled(

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from glance_convert.testing import localglance
-from glance_convert.flow import plugin
+from glance_convert.flow import recovery
 from glance_convert.host import procs
 from glance_convert.host import workspace
 from tests import imagefactory
@@ -160,7 +160,7 @@ def test_recover_releases_an_interrupted_import_without_an_import(
     [task] = client.get_tasks(image_id)
     assert task['id'] == task_id
     assert task['status'] == 'failure'
-    assert task['message'] == plugin.INTERRUPTED
+    assert task['message'] == recovery.INTERRUPTED
     assert server.staging_files() == []
 
     # Running it again, with glance-api up (ExecStartPost), is harmless.

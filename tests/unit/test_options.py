@@ -1,7 +1,7 @@
-"""Options: defaults, Glance's settings and the deprecated alias."""
+"""Options: defaults and the deprecated alias (Glance's settings: see
+tests/unit/flow/test_glance_conf.py)."""
 
 import pytest
-from oslo_config import cfg
 
 from glance_convert.pipeline import conversion
 from glance_convert import options
@@ -32,24 +32,6 @@ def test_unknown_target_is_refused(conf):
     c = conf('[glance_convert]\noutput_format = vhdx\n')
     with pytest.raises(ValueError):
         c[options.GROUP].output_format
-
-
-def test_glance_settings_fall_back_to_glance_defaults(conf):
-    c = conf('')
-    assert options.glance_setting(
-        'image_format', 'vmdk_allowed_types', c) == ['streamOptimized',
-                                                     'monolithicSparse']
-    assert options.max_virtual_size(c) == 1 << 40
-
-
-def test_glance_settings_are_honoured_when_registered(conf):
-    c = conf('[DEFAULT]\nimage_size_cap = 1048576\n'
-             '[image_format]\nvmdk_allowed_types = streamOptimized\n')
-    c.register_opt(cfg.IntOpt('image_size_cap', default=1 << 40))
-    c.register_opt(cfg.ListOpt('vmdk_allowed_types'), group='image_format')
-    settings = conversion.Settings.from_conf(c)
-    assert settings.policy.max_virtual_size == 1048576
-    assert settings.policy.vmdk_allowed_types == ('streamOptimized',)
 
 
 def test_list_opts_covers_every_option():

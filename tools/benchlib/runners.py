@@ -109,23 +109,20 @@ def fresh_link(src, run_dir):
 def plugin_real(src, claimed, target, work_dir, image_id):
     """The plugin's task ``execute``, as Glance's flow calls it.
 
-    Everything but Glance: the settings come from the [glance_convert]
-    options (output_format set to ``target``), the workspace (slots and
-    space reservations) from the same factory ``plugin.get_flow`` uses,
-    progress goes to a silent status.  The task consumes ``src``.
+    Everything but Glance: the settings and the workspace (slots and
+    space reservations) come from the [glance_convert] options
+    (output_format set to ``target``, work_dir to ``work_dir``) as in
+    glance-api, progress goes to a silent status.  The task consumes
+    ``src``.
     """
     from oslo_config import cfg
-    from glance_convert.pipeline import conversion
     from glance_convert import options
     from glance_convert.flow import task as tasks
-    from glance_convert.host import workspace
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
+    cfg.CONF.set_override('work_dir', work_dir, group=options.GROUP)
     task = tasks.ConvertImage(
         'bench', 'import', _FakeActionWrapper(image_id, claimed), [],
-        settings_factory=conversion.Settings.from_conf,
-        status=tasks.SilentStatus(), work_dir=work_dir,
-        workspace_factory=workspace.from_conf,
-        slot_timeout=cfg.CONF[options.GROUP].slot_wait_timeout)
+        status=tasks.SilentStatus())
     return task.execute('file://' + src).split('file://')[-1]
 
 

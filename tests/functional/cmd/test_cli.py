@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
+from glance_convert.cmd import convert as convert_cmd
 from glance_convert.cmd import main as cli
 from glance_convert.pipeline import conversion
 from glance_convert import errors
+from tests import fakes
 from tests import imagefactory
-from tests.unit.flow.test_task import settings as task_settings
 
 MiB = 1024 * 1024
 
@@ -96,7 +97,7 @@ def test_inspect_hostile_image_gives_the_plugins_reason(tmp_path, backed):
     assert proc.returncode == cli.EXIT_REJECTED, proc.stderr
     report = json.loads(proc.stdout)
     with pytest.raises(errors.ImageRejected) as exc_info:
-        conversion.inspect_source(backed, 'qcow2', task_settings())
+        conversion.inspect_source(backed, 'qcow2', fakes.settings())
     assert report['reasons'] == [str(exc_info.value)]
     assert 'backing file' in report['reasons'][0]
 
@@ -126,7 +127,7 @@ def test_inspect_refuses_an_unconverted_format_like_the_plugin(tmp_path,
     with pytest.raises(errors.ImageRejected) as exc_info:
         conversion.convert_image(backed, 'iso', image_id='x',
                                  work_dir=str(tmp_path),
-                                 settings=task_settings())
+                                 settings=fakes.settings())
     assert report['reasons'] == [str(exc_info.value)]
     assert 'not iso as claimed' in report['reasons'][0]
 
@@ -192,7 +193,7 @@ def test_convert_refusal_exit_2_same_sentence_no_output(tmp_path, backed):
                 '-o', out], tmp_path)
     assert proc.returncode == cli.EXIT_REJECTED
     with pytest.raises(errors.ImageRejected) as exc_info:
-        conversion.inspect_source(backed, 'qcow2', task_settings())
+        conversion.inspect_source(backed, 'qcow2', fakes.settings())
     assert proc.stderr.splitlines()[0] == \
         'glance-convert: %s' % exc_info.value
     assert not out.exists()
@@ -336,7 +337,7 @@ def test_progress_bar_rendering():
             pass
 
     stream = Stream()
-    bar = cli.ProgressBar(total=10 * MiB, stream=stream, width=10)
+    bar = convert_cmd.ProgressBar(total=10 * MiB, stream=stream, width=10)
     bar.update(5 * MiB)
     assert stream.text == '\r[#####-----]  50%  5.0 / 10.0 MiB read'
     bar.update(20 * MiB)  # reads beyond the allocated size are capped

@@ -15,6 +15,7 @@ import pytest
 from glance_convert import settings as config_check
 from glance_convert.pipeline import conversion
 from glance_convert import options
+from glance_convert.flow import glance_conf
 from tests import imagefactory
 
 MiB = 1024 * 1024
@@ -23,7 +24,7 @@ ODD_SIZE = 4 * MiB + 3 * 512
 
 
 def make_settings(**overrides):
-    conf = config_check.new_conf()
+    conf = glance_conf.new_conf()
     conf(args=[], default_config_files=[], use_env=False)
     for name, value in overrides.items():
         conf.set_override(name, value, group=options.GROUP)

@@ -7,7 +7,6 @@ import pytest
 from glance_convert import formats
 from tests import fakes
 from tests import imagefactory
-from tests.unit.flow.test_task import make_task
 
 PAIRS = [(s, t) for s in formats.CONVERTIBLE for t in formats.CONVERTIBLE]
 
@@ -26,7 +25,7 @@ def test_pair(tmp_path, reference, source, target):
     staging.mkdir()
     image = fakes.FakeImage(source)
     src = imagefactory.make_image(staging, source, name=image.image_id)
-    task, _ = make_task(image, staging, target=target)
+    task, _ = fakes.make_task(image, staging, target=target)
 
     result = task.execute('file://' + src)
     out = result[len('file://'):]

@@ -6,7 +6,6 @@ from glance_convert.pipeline import conversion
 from glance_convert import settings as settings_mod
 from tests import fakes
 from tests import imagefactory
-from tests.unit.flow.test_task import make_task
 
 MiB = 1024 * 1024
 # Data spread over the whole disk so that every range has some.
@@ -23,8 +22,8 @@ def _convert(tmp_path, workers):
                                   name=image.image_id,
                                   options={'subformat': 'streamOptimized'})
     status = fakes.RecordingStatus()
-    task, _ = make_task(image, staging, status=status,
-                        parallel_workers=workers, progress_interval=0.05)
+    task, _ = fakes.make_task(image, staging, status=status,
+                              parallel_workers=workers, progress_interval=0.05)
     out = task.execute('file://' + src)[len('file://'):]
     return out, image
 

@@ -8,11 +8,12 @@ import os
 import pytest
 
 from glance_convert.cmd import main as cli
-from glance_convert.flow import plugin
+from glance_convert.cmd import recover as cmd
+from glance_convert.flow import recovery
 from glance_convert.host import workspace
 from tests import fakes
-from tests.unit.flow.test_recovery import FakeTask
-from tests.unit.flow.test_recovery import Repo
+from tests.fakes import FakeTask
+from tests.fakes import Repo
 
 ctx = multiprocessing.get_context('fork')
 
@@ -63,7 +64,7 @@ def test_interrupted_import_is_released_and_its_files_removed(host):
     image, work, staged = interrupted(ws, staging)
     images, tasks = Repo({image.image_id: image}), Repo({'t1': FakeTask()})
 
-    [report] = cli.recover(ws, images, tasks, staging)
+    [report] = cmd.recover(ws, images, tasks, staging)
 
     assert report['result'] == 'released'
     assert (report['image_id'], report['task_id']) == (image.image_id, 't1')
@@ -72,8 +73,8 @@ def test_interrupted_import_is_released_and_its_files_removed(host):
     assert not os.path.exists(work) and not os.path.exists(staged)
     assert image.status == 'queued'
     assert 'os_glance_import_task' not in image.extra_properties
-    assert tasks['t1'].message == plugin.INTERRUPTED
-    assert cli.recover(ws, images, tasks, staging) == []
+    assert tasks['t1'].message == recovery.INTERRUPTED
+    assert cmd.recover(ws, images, tasks, staging) == []
 
 
 def test_dry_run_reports_and_changes_nothing(host):
@@ -81,7 +82,7 @@ def test_dry_run_reports_and_changes_nothing(host):
     image, work, staged = interrupted(ws, staging)
     images, tasks = Repo({image.image_id: image}), Repo({'t1': FakeTask()})
 
-    [report] = cli.recover(ws, images, tasks, staging, dry_run=True)
+    [report] = cmd.recover(ws, images, tasks, staging, dry_run=True)
 
     assert report['result'] == 'would release'
     assert report['removed'] == [work]
@@ -91,7 +92,7 @@ def test_dry_run_reports_and_changes_nothing(host):
     assert tasks['t1'].status == 'processing'
     assert not getattr(images, 'saved', 0)
     # The record is still there for the real run.
-    [report] = cli.recover(ws, images, tasks, staging)
+    [report] = cmd.recover(ws, images, tasks, staging)
     assert report['result'] == 'released'
 
 
@@ -99,7 +100,7 @@ def test_deleted_image_is_skipped_but_its_work_file_removed(host):
     ws, staging = host
     image, work, staged = interrupted(ws, staging)
 
-    [report] = cli.recover(ws, Repo(), Repo(), staging)
+    [report] = cmd.recover(ws, Repo(), Repo(), staging)
 
     assert report['result'] == 'skipped'
     assert report['reason'] == 'the image no longer exists'
@@ -113,7 +114,7 @@ def test_image_another_import_holds_is_left_alone(host):
     image, work, staged = interrupted(ws, staging)
     image.extra_properties['os_glance_import_task'] = 'newer'
 
-    [report] = cli.recover(ws, Repo({image.image_id: image}),
+    [report] = cmd.recover(ws, Repo({image.image_id: image}),
                            Repo({'t1': FakeTask()}), staging)
 
     assert report['result'] == 'skipped'
@@ -140,7 +141,7 @@ def test_a_failed_release_is_reported_and_the_others_go_on(host):
         def delete_property_atomic(self, image, *args):
             good.delete_property_atomic(image, *args)
 
-    reports = cli.recover(ws, Either(),
+    reports = cmd.recover(ws, Either(),
                           Repo({'t1': FakeTask(), 't2': FakeTask()}),
                           staging)
 
@@ -153,7 +154,7 @@ def test_a_failed_release_is_reported_and_the_others_go_on(host):
 
 def test_no_ledger_means_nothing_to_do_and_nothing_created(host, tmp_path):
     ws, staging = host
-    assert cli.recover(ws, Repo(), Repo(), staging) == []
+    assert cmd.recover(ws, Repo(), Repo(), staging) == []
     assert os.listdir(staging) == []
     assert not os.path.exists(str(tmp_path / 'locks'))
 
@@ -164,7 +165,7 @@ def test_dry_run_of_an_unreadable_ledger_says_so_and_keeps_it(host):
     with open(ws.ledger_path, 'w') as f:
         f.write('{not json')
     with pytest.raises(cli.UsageError) as exc:
-        cli.recover(ws, Repo(), Repo(), staging, dry_run=True)
+        cmd.recover(ws, Repo(), Repo(), staging, dry_run=True)
     assert str(exc.value).startswith(
         'cannot read the conversion ledger %s: ' % ws.ledger_path)
     with open(ws.ledger_path) as f:
@@ -177,7 +178,7 @@ def test_root_refuses_a_ledger_of_another_user(host):
     image, work, staged = interrupted(ws, staging)
     os.chown(ws.ledger_path, 65534, 65534)
     with pytest.raises(cli.UsageError) as exc:
-        cli.recover(ws, Repo(), Repo(), staging)
+        cmd.recover(ws, Repo(), Repo(), staging)
     assert 'run recover as the user glance-api runs as' in str(exc.value)
     assert os.path.exists(work)  # nothing was touched
 
@@ -185,9 +186,9 @@ def test_root_refuses_a_ledger_of_another_user(host):
 def test_text_report_names_what_was_done(host, capsys):
     ws, staging = host
     image, work, staged = interrupted(ws, staging)
-    reports = cli.recover(ws, Repo({image.image_id: image}),
+    reports = cmd.recover(ws, Repo({image.image_id: image}),
                           Repo({'t1': FakeTask()}), staging)
-    cli._print_recover(reports, ws, dry_run=False)
+    cmd._print_recover(reports, ws, dry_run=False)
     out = capsys.readouterr().out.splitlines()
     assert out[1].startswith('Released image %s (import task t1, '
                              'glance-api pid ' % image.image_id)
@@ -200,16 +201,16 @@ def test_a_failed_release_is_kept_and_retried(host):
     ws, staging = host
     image, work, staged = interrupted(ws, staging, 't1')
     tasks = Repo({'t1': FakeTask()})
-    first = cli.recover(ws, BrokenRepo({image.image_id: image}), tasks,
+    first = cmd.recover(ws, BrokenRepo({image.image_id: image}), tasks,
                         staging)
     assert [r['result'] for r in first] == ['failed']
     assert not os.path.exists(work)   # the work file goes at once
     # The database is back: the next run releases the image.
-    second = cli.recover(ws, Repo({image.image_id: image}), tasks, staging)
+    second = cmd.recover(ws, Repo({image.image_id: image}), tasks, staging)
     assert [r['result'] for r in second] == ['released']
     assert image.status == 'queued'
     assert not os.path.exists(staged)
-    assert cli.recover(ws, Repo({image.image_id: image}), tasks,
+    assert cmd.recover(ws, Repo({image.image_id: image}), tasks,
                        staging) == []
 
 
@@ -221,7 +222,7 @@ def test_a_release_that_keeps_failing_is_given_up(host):
     results = []
     for _ in range(workspace.MAX_RECOVERY_ATTEMPTS + 1):
         results.append([r['result'] for r in
-                        cli.recover(ws, broken, tasks, staging)])
+                        cmd.recover(ws, broken, tasks, staging)])
     assert results[:workspace.MAX_RECOVERY_ATTEMPTS] == (
         [['failed']] * workspace.MAX_RECOVERY_ATTEMPTS)
     assert results[-1] == []
@@ -238,14 +239,13 @@ def test_the_plugin_keeps_what_it_could_not_release(host, monkeypatch):
 
     def database_down(context):
         raise RuntimeError('database went away')
-    monkeypatch.setattr(plugin, 'admin_repos', database_down)
-    monkeypatch.setattr(workspace, 'staging_dir', lambda: staging)
-    plugin._recover(Context(), ws)
+    monkeypatch.setattr(recovery, 'admin_repos', database_down)
+    recovery.recover_on_import(Context(), ws, staging)
     assert image.status == 'importing'
 
-    monkeypatch.setattr(plugin, 'admin_repos', lambda context: (
+    monkeypatch.setattr(recovery, 'admin_repos', lambda context: (
         Repo({image.image_id: image}), tasks))
-    plugin._recover(Context(), ws)
+    recovery.recover_on_import(Context(), ws, staging)
     assert image.status == 'queued'
     assert tasks['t1'].status == 'failure'
     assert not os.path.exists(staged)

@@ -1,45 +1,32 @@
 """Release of images whose conversion died with its glance-api."""
 
-from glance_convert.flow import plugin
+import logging
+
+from glance_convert.flow import recovery
 from tests import fakes
+from tests.fakes import FakeTask
+from tests.fakes import Repo
 
 
-class FakeTask:
-    def __init__(self, status='processing'):
-        self.status = status
-        self.message = ''
-
-    def fail(self, message):
-        self.status = 'failure'
-        self.message = message
+def released(reports):
+    return [r['image_id'] for r in reports if r['result'] == 'released']
 
 
-class Repo(dict):
-    def get(self, key):
-        if key not in self:
-            raise LookupError(key)
-        return self[key]
-
-    def save(self, obj, *args):
-        self.saved = getattr(self, 'saved', 0) + 1
-
-    def delete_property_atomic(self, image, name, value):
-        assert image.extra_properties[name] == value
-        del image.extra_properties[name]
-
-
-def test_interrupted_import_is_released(tmp_path):
+def test_interrupted_import_is_released(tmp_path, caplog):
     image = fakes.FakeImage('qcow2')
     image.extra_properties['os_glance_import_task'] = 't1'
     staged = tmp_path / image.image_id
     staged.write_bytes(b'data')
     images, tasks = Repo({image.image_id: image}), Repo({'t1': FakeTask()})
 
-    released = plugin.recover_interrupted(
-        [{'owner': image.image_id, 'info': {'task_id': 't1'}}],
-        images, tasks, staging_dir=str(tmp_path))
+    with caplog.at_level(logging.INFO, logger=recovery.__name__):
+        reports, retry = recovery.release_all(
+            [{'owner': image.image_id, 'info': {'task_id': 't1'}}],
+            images, tasks, staging_dir=str(tmp_path))
 
-    assert released == [image.image_id]
+    assert released(reports) == [image.image_id]
+    assert retry == []
+    assert reports[0]['staged_data'] == str(staged)
     assert image.status == 'queued'
     assert 'os_glance_import_task' not in image.extra_properties
     assert image.extra_properties['os_glance_failed_import'] == 'fs'
@@ -47,6 +34,9 @@ def test_interrupted_import_is_released(tmp_path):
     assert tasks['t1'].status == 'failure'
     assert 'import the image again' in tasks['t1'].message
     assert not staged.exists()
+    [line] = [r for r in caplog.records if image.image_id in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage().startswith('Released image %s' % image.image_id)
 
 
 def test_image_taken_over_by_another_import_is_left_alone(tmp_path):
@@ -54,15 +44,62 @@ def test_image_taken_over_by_another_import_is_left_alone(tmp_path):
     image.extra_properties['os_glance_import_task'] = 'newer'
     staged = tmp_path / image.image_id
     staged.write_bytes(b'data')
-    released = plugin.recover_interrupted(
+    reports, retry = recovery.release_all(
         [{'owner': image.image_id, 'info': {'task_id': 't1'}}],
         Repo({image.image_id: image}), Repo({'t1': FakeTask()}),
         staging_dir=str(tmp_path))
-    assert released == []
+    assert released(reports) == []
+    assert [r['result'] for r in reports] == ['skipped']
+    assert retry == []
     assert image.status == 'importing'
     assert staged.exists()
 
 
 def test_deleted_image_is_skipped():
-    assert plugin.recover_interrupted(
-        [{'owner': 'gone', 'info': {'task_id': 't1'}}], Repo(), Repo()) == []
+    reports, retry = recovery.release_all(
+        [{'owner': 'gone', 'info': {'task_id': 't1'}}], Repo(), Repo(),
+        staging_dir=None)
+    assert released(reports) == []
+    assert reports[0]['reason'] == 'the image no longer exists'
+    assert retry == []
+
+
+class _Ledger:
+    """The two workspace calls recovery makes, over a list."""
+
+    def __init__(self, records):
+        self.records = list(records)
+        self.work_dir = '/work'
+
+    def take_orphans(self):
+        taken, self.records = self.records, []
+        return taken
+
+    def return_orphans(self, records):
+        self.records += records
+
+
+def test_recover_logs_a_summary_and_keeps_failures(caplog):
+    image = fakes.FakeImage('qcow2')
+    image.extra_properties['os_glance_import_task'] = 't1'
+    ledger = _Ledger([{'owner': image.image_id, 'info': {'task_id': 't1'}},
+                      {'owner': 'gone', 'info': {'task_id': 't2'}}])
+
+    class Broken(Repo):
+        def save(self, obj, *args):
+            raise RuntimeError('database went away')
+
+    with caplog.at_level(logging.INFO, logger=recovery.__name__):
+        reports = recovery.recover(
+            ledger, lambda: (Broken({image.image_id: image}),
+                             Repo({'t1': FakeTask()})), None)
+    assert [r['result'] for r in reports] == ['failed', 'skipped']
+    assert [r['owner'] for r in ledger.records] == [image.image_id]
+    assert ('Recovery of interrupted conversions in /work ran: 0 image(s) '
+            'released, 1 skipped, 1 failed') in caplog.text
+
+
+def test_recover_without_records_does_not_touch_glance():
+    def no_database():
+        raise AssertionError('Glance asked for nothing to recover')
+    assert recovery.recover(_Ledger([]), no_database, None) == []

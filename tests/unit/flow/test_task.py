@@ -8,40 +8,10 @@ import os
 import pytest
 from taskflow.types import failure
 
-from glance_convert.pipeline import conversion
 from glance_convert import errors
-from glance_convert.pipeline import inspection
-from glance_convert.pipeline import qemu_img
 from glance_convert.flow import task as tasks
 from tests import fakes
 from tests import imagefactory
-
-
-def settings(target='raw', **overrides):
-    values = dict(
-        target=target,
-        source_formats=('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'),
-        keep_formats=('iso',),
-        policy=inspection.Policy(),
-        inspect_limits=qemu_img.Limits(timeout=30),
-        convert_limits=qemu_img.Limits(timeout=60),
-        tuning=qemu_img.Tuning(),
-        out_options={},
-        compressed=False,
-        progress_interval=1.0)
-    values.update(overrides)
-    return conversion.Settings(**values)
-
-
-def make_task(image, staging, target='raw', status=None,
-              workspace_factory=None, **kw):
-    wrapper = fakes.FakeActionWrapper(image)
-    task = tasks.ConvertImage(
-        'task-1', 'api_image_import', wrapper, ['fs'],
-        settings_factory=lambda: settings(target, **kw),
-        status=status or fakes.RecordingStatus(),
-        workspace_factory=workspace_factory)
-    return task, wrapper
 
 
 @pytest.fixture
@@ -61,7 +31,7 @@ def test_execute_converts_and_publishes_metadata(staging):
     image = fakes.FakeImage('qcow2')
     src = stage(staging, image, 'qcow2')
     reference = imagefactory.make_image(staging, 'raw', name='ref.raw')
-    task, _ = make_task(image, staging)
+    task, _ = fakes.make_task(image, staging)
 
     result = task.execute('file://' + src)
 
@@ -83,7 +53,7 @@ def test_same_format_passes_through_untouched(staging):
     image = fakes.FakeImage('raw')
     src = stage(staging, image, 'raw')
     before = open(src, 'rb').read()
-    task, _ = make_task(image, staging, target='raw')
+    task, _ = fakes.make_task(image, staging, target='raw')
 
     assert task.execute('file://' + src) == 'file://' + src
     assert open(src, 'rb').read() == before
@@ -101,7 +71,7 @@ def test_other_formats_pass_through(staging, disk_format):
         hostile_corpus._iso(str(src))
     else:
         src.write_bytes(b'\x01' * 4096)
-    task, _ = make_task(image, staging)
+    task, _ = fakes.make_task(image, staging)
     assert task.execute('file://%s' % src) == 'file://%s' % src
     assert image.disk_format == disk_format
 
@@ -109,7 +79,7 @@ def test_other_formats_pass_through(staging, disk_format):
 def test_source_formats_limit_what_is_converted(staging):
     image = fakes.FakeImage('vdi')
     src = stage(staging, image, 'vdi')
-    task, _ = make_task(image, staging, source_formats=('qcow2',))
+    task, _ = fakes.make_task(image, staging, source_formats=('qcow2',))
     assert task.execute('file://' + src) == 'file://' + src
     assert image.disk_format == 'vdi'
 
@@ -117,7 +87,7 @@ def test_source_formats_limit_what_is_converted(staging):
 def test_failure_is_user_readable_and_leaves_nothing(staging):
     image = fakes.FakeImage('qcow2')        # claims qcow2 ...
     src = stage(staging, image, 'vmdk')     # ... but is a vmdk
-    task, wrapper = make_task(image, staging)
+    task, wrapper = fakes.make_task(image, staging)
 
     with pytest.raises(errors.ImageRejected) as exc_info:
         task.execute('file://' + src)
@@ -137,7 +107,7 @@ def test_failure_is_user_readable_and_leaves_nothing(staging):
 def test_revert_after_later_failure_restores_formats(staging):
     image = fakes.FakeImage('vhd')
     src = stage(staging, image, 'vhd')
-    task, _ = make_task(image, staging, target='qcow2')
+    task, _ = fakes.make_task(image, staging, target='qcow2')
     out = task.execute('file://' + src)[len('file://'):]
     assert os.path.exists(out)
 
@@ -153,7 +123,7 @@ def test_revert_after_later_failure_restores_formats(staging):
 def test_revert_survives_a_lost_lock(staging):
     image = fakes.FakeImage('qcow2')
     src = stage(staging, image, 'qcow2')
-    task, wrapper = make_task(image, staging)
+    task, wrapper = fakes.make_task(image, staging)
     wrapper.lock_held = False  # image deleted / lock taken over
     task._source = src
     task.revert(result=None)  # must not raise
@@ -162,7 +132,7 @@ def test_revert_survives_a_lost_lock(staging):
 
 def test_non_file_staging_uri_is_a_clear_error(staging):
     image = fakes.FakeImage('qcow2')
-    task, _ = make_task(image, staging)
+    task, _ = fakes.make_task(image, staging)
     with pytest.raises(errors.ConversionError) as exc_info:
         task.execute('rbd://pool/image')
     assert 'local file' in str(exc_info.value)
@@ -170,7 +140,7 @@ def test_non_file_staging_uri_is_a_clear_error(staging):
 
 def test_missing_staged_file_is_a_clear_error(staging):
     image = fakes.FakeImage('qcow2')
-    task, _ = make_task(image, staging)
+    task, _ = fakes.make_task(image, staging)
     with pytest.raises(errors.ConversionError) as exc_info:
         task.execute('file://%s/%s' % (staging, image.image_id))
     assert 'not found on this node' in str(exc_info.value)
@@ -192,7 +162,7 @@ def test_aborted_import_is_not_converted(staging):
     src = stage(staging, image, 'qcow2')
     status = fakes.RecordingStatus()
     status.aborted = True
-    task, _ = make_task(image, staging, status=status)
+    task, _ = fakes.make_task(image, staging, status=status)
     with pytest.raises(errors.ConversionCancelled):
         task.execute('file://' + src)
     task.revert(result=None)
@@ -204,11 +174,10 @@ def test_workspace_refusal_reaches_the_user(staging, tmp_path):
     image = fakes.FakeImage('qcow2')
     src = stage(staging, image, 'qcow2')
 
-    def small_workspace(work_dir):
-        return workspace.Workspace(work_dir, lock_dir=str(tmp_path),
-                                   max_concurrent=1, reserved_bytes=0,
-                                   max_bytes=64 * 1024)
-    task, _ = make_task(image, staging, workspace_factory=small_workspace)
+    small_workspace = workspace.Workspace(
+        str(staging), lock_dir=str(tmp_path), max_concurrent=1,
+        reserved_bytes=0, max_bytes=64 * 1024)
+    task, _ = fakes.make_task(image, staging, workspace=small_workspace)
     with pytest.raises(errors.WorkspaceError) as exc_info:
         task.execute('file://' + src)
     assert 'Not enough space' in str(exc_info.value)
@@ -222,14 +191,10 @@ def test_workspace_tracks_the_output_until_glance_removes_it(staging,
     from glance_convert.host import workspace
     image = fakes.FakeImage('vdi')
     src = stage(staging, image, 'vdi')
-    spaces = []
-
-    def factory(work_dir):
-        spaces.append(workspace.Workspace(
-            work_dir, lock_dir=str(tmp_path), max_concurrent=2,
-            reserved_bytes=0, max_bytes=0))
-        return spaces[0]
-    task, _ = make_task(image, staging, workspace_factory=factory)
+    spaces = [workspace.Workspace(
+        str(staging), lock_dir=str(tmp_path), max_concurrent=2,
+        reserved_bytes=0, max_bytes=0)]
+    task, _ = fakes.make_task(image, staging, workspace=spaces[0])
     out = task.execute('file://' + src)[len('file://'):]
     usage = spaces[0].usage()
     assert usage['reserved_bytes'] == 0, 'bytes are released after success'
@@ -240,7 +205,6 @@ def test_misconfiguration_reaches_the_user_as_one_sentence(staging,
                                                            tmp_path):
     from oslo_config import cfg
 
-    from glance_convert.pipeline import conversion
     from glance_convert import options
     conf = cfg.ConfigOpts()
     conf.register_opts(options.ALL_OPTS, group=options.GROUP)
@@ -253,7 +217,7 @@ def test_misconfiguration_reaches_the_user_as_one_sentence(staging,
     wrapper = fakes.FakeActionWrapper(image)
     task = tasks.ConvertImage(
         't', 'api_image_import', wrapper, ['fs'],
-        settings_factory=lambda: conversion.Settings.from_conf(conf))
+        config=lambda: tasks.TaskConfig.from_conf(conf))
     with pytest.raises(errors.ConversionError) as exc_info:
         task.execute('file://' + src)
     assert str(exc_info.value) == (
@@ -267,7 +231,7 @@ def test_passed_through_uploads_are_inspected_too(staging, disk_format):
     """Stored as uploaded, so refused like a conversion would be."""
     image = fakes.FakeImage(disk_format)
     src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
-    task, _ = make_task(image, staging, target='raw')
+    task, _ = fakes.make_task(image, staging, target='raw')
     with pytest.raises(errors.ImageRejected):
         task.execute('file://' + src)
     task.revert(result=None)

@@ -169,5 +169,6 @@ def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
     monkeypatch.setattr(qemu_img, 'convert', too_big)
     with pytest.raises(errors.ImageRejected) as exc_info:
         conversion._run_convert(str(src), 'raw', str(tmp_path / 'out'),
-                                'qcow2', MiB, MiB, settings, None, None)
+                                'qcow2', MiB, MiB, settings,
+                                conversion.NoStatus())
     assert exc_info.value.reason == checks.OUTPUT_LIMIT.sentence

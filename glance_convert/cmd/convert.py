@@ -1,0 +1,122 @@
+"""``glance-convert convert``: check and convert a file as the plugin
+would, with its options and limits."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import uuid
+
+from glance_convert import formats
+from glance_convert import options
+from glance_convert import units
+from glance_convert.cmd import main as cli
+from glance_convert.pipeline import conversion
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser('convert', help='Check and convert an image file as '
+                       'the plugin would.')
+    p.add_argument('file', metavar='FILE')
+    p.add_argument('--disk-format', metavar='FMT', required=True,
+                   help='The disk format the image claims (Glance names).')
+    p.add_argument('--to', metavar='FMT', choices=formats.CONVERTIBLE,
+                   help='Target format (default: [glance_convert] '
+                        'output_format).')
+    p.add_argument('-o', '--output', metavar='OUT',
+                   help='Output file (default: FILE\'s name with the target '
+                        'format as extension, in the current directory).')
+    p.add_argument('--force', action='store_true',
+                   help='Replace OUT if it exists.')
+    p.add_argument('-q', '--quiet', action='store_true',
+                   help='No progress bar and no summary.')
+    cli.config_args(p)
+    p.set_defaults(func=run)
+
+
+class ProgressBar(conversion.NoStatus):
+    """A one-line progress bar on a terminal: the conversion's status."""
+
+    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
+        self.total = max(total, 1)
+        self.stream = stream
+        self.width = width
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        fraction = min(done / self.total, 1.0)
+        filled = int(fraction * self.width)
+        self.stream.write('\r[%s%s] %3d%%  %.1f / %.1f MiB read' % (
+            '#' * filled, '-' * (self.width - filled), fraction * 100,
+            min(done, self.total) / units.MiB, self.total / units.MiB))
+        self.stream.flush()
+        self.shown = True
+
+    def progress(self, bytes_read: int) -> None:
+        self.update(bytes_read)
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+def _output_path(args, target: str) -> str:
+    if args.output:
+        out = args.output
+    else:
+        base = os.path.basename(args.file)
+        stem, ext = os.path.splitext(base)
+        out = '%s.%s' % (stem if ext else base, target)
+    out = os.path.abspath(out)
+    if os.path.exists(out) and os.path.samefile(out, args.file):
+        raise cli.UsageError('the output %s is the input file' % out)
+    if os.path.isdir(out):
+        raise cli.UsageError('the output %s is a directory' % out)
+    if os.path.exists(out) and not args.force:
+        raise cli.UsageError('%s exists; use --force to replace it' % out)
+    if not os.path.isdir(os.path.dirname(out)):
+        raise cli.UsageError('the directory of %s does not exist' % out)
+    return out
+
+
+def run(args) -> int:
+    cli.check_file(args.file)
+    if not formats.is_convertible(args.disk_format):
+        raise cli.UsageError(
+            '--disk-format %s: the plugin converts only %s'
+            % (args.disk_format, ', '.join(formats.CONVERTIBLE)))
+    conf = cli.load_conf(args)
+    target = args.to or conf[options.GROUP].output_format
+    settings = cli.plugin_settings(conf, target)
+    out = _output_path(args, target)
+    if conversion.plan(args.disk_format, settings) is None:
+        print('The plugin would not convert this %s image to %s (same '
+              'format without output options that ask for a re-write, or '
+              'not in source_formats/in keep_formats); nothing written.'
+              % (args.disk_format, target))
+        return cli.EXIT_OK
+    bar = None
+    if sys.stderr.isatty() and not args.quiet:
+        bar = ProgressBar(units.allocated_bytes(args.file))
+        settings = dataclasses.replace(settings, progress_interval=0.5)
+        bar.update(0)
+    try:
+        result = conversion.convert_image(
+            args.file, args.disk_format,
+            image_id='cli-%s' % uuid.uuid4().hex,
+            work_dir=os.path.dirname(out), settings=settings,
+            status=bar)
+        if bar is not None:
+            bar.update(bar.total)
+    finally:
+        if bar is not None:
+            bar.finish()
+    os.replace(result.path, out)
+    if not args.quiet:
+        print('Converted %s (%s) to %s (%s): virtual size %s, file size %s, '
+              '%.1f s.' % (args.file, args.disk_format, out, target,
+                           cli.human(result.virtual_size),
+                           cli.human(result.size), result.duration))
+    return cli.EXIT_OK

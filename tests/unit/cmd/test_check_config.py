@@ -1,0 +1,181 @@
+"""The host checks behind ``glance-convert check-config``."""
+
+import os
+import stat
+import sys
+
+import pytest
+
+from glance_convert import options
+from glance_convert import settings as config_check
+from glance_convert.cmd import check_config
+from glance_convert.flow import glance_conf
+
+
+def errors_of(found):
+    return [f for f in found if f.severity == config_check.ERROR]
+
+
+def warnings_of(found):
+    return [f for f in found if f.severity == config_check.WARNING]
+
+
+# --- check_host --------------------------------------------------------------
+
+def write_conf(directory, api, image_import='[image_import_opts]\n'
+               'image_import_plugins = [glance_convert]\n'):
+    directory.mkdir(exist_ok=True)
+    (directory / 'glance-api.conf').write_text(api)
+    if image_import is not None:
+        (directory / 'glance-image-import.conf').write_text(image_import)
+    return str(directory)
+
+
+def good_api_conf(tmp_path):
+    staging = tmp_path / 'staging'
+    staging.mkdir(exist_ok=True)
+    locks = tmp_path / 'locks'
+    locks.mkdir(exist_ok=True)
+    return ('[DEFAULT]\nnode_staging_uri = file://%s\n'
+            '[wsgi]\npython_interpreter = %s\n'
+            '[oslo_concurrency]\nlock_path = %s\n'
+            '[glance_convert]\noutput_format = qcow2\n'
+            'reserved_space_mb = 0\n' % (staging, sys.executable, locks))
+
+
+def by_check(found, check):
+    return [f for f in found if f.check == check]
+
+
+def test_good_config_has_no_errors_or_warnings(tmp_path):
+    config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
+    found = check_config.check_host(config_dir)
+    assert errors_of(found) == [] and warnings_of(found) == [], found
+    for check in ('config', 'qemu-img', 'plugin', 'work_dir', 'lock_path',
+                  'options'):
+        assert by_check(found, check), check
+    work = by_check(found, 'work_dir')[0].message
+    assert str(tmp_path / 'staging') in work and 'free' in work
+
+
+def test_missing_plugin_and_the_in_tree_plugin(tmp_path):
+    config_dir = write_conf(
+        tmp_path / 'etc', good_api_conf(tmp_path),
+        '[image_import_opts]\nimage_import_plugins = [image_conversion]\n')
+    errs = errors_of(check_config.check_host(config_dir))
+    messages = ' '.join(e.message for e in errs)
+    assert 'glance_convert is not in' in messages
+    assert 'converted twice' in messages
+    assert all(e.check == 'plugin' for e in errs)
+
+
+def test_work_dir_missing(tmp_path):
+    api = good_api_conf(tmp_path) + 'work_dir = %s\n' % (tmp_path / 'nope')
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'etc',
+                                                        api)))
+    assert [e.check for e in errs] == ['work_dir']
+    assert 'does not exist' in errs[0].message
+    assert 'install -d' in errs[0].fix
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root can write anywhere')
+def test_work_dir_not_writable(tmp_path):
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    api = good_api_conf(tmp_path) + 'work_dir = %s\n' % ro
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'etc',
+                                                        api)))
+    assert [e.check for e in errs] == ['work_dir']
+
+
+def test_remote_staging_without_work_dir(tmp_path):
+    api = good_api_conf(tmp_path).replace(
+        'node_staging_uri = file://', 'node_staging_uri = rbd://')
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'etc',
+                                                        api)))
+    assert [e.check for e in errs] == ['work_dir']
+    assert 'not a local file://' in errs[0].message
+
+
+def test_multistore_staging_dir_is_used(tmp_path):
+    staging = tmp_path / 'ms-staging'
+    staging.mkdir()
+    api = good_api_conf(tmp_path) + (
+        '[DEFAULT]\nenabled_backends = fs:file\n'
+        '[os_glance_staging_store]\nfilesystem_store_datadir = %s\n'
+        % staging)
+    found = check_config.check_host(write_conf(tmp_path / 'etc', api))
+    assert str(staging) in by_check(found, 'work_dir')[0].message
+
+
+def test_reserved_space_larger_than_free_space_warns(tmp_path):
+    api = good_api_conf(tmp_path).replace('reserved_space_mb = 0',
+                                          'reserved_space_mb = 1000000000')
+    found = check_config.check_host(write_conf(tmp_path / 'etc', api))
+    assert [w.check for w in warnings_of(found)] == ['work_dir']
+
+
+def test_lock_path_unset_warns_and_bad_lock_path_fails(tmp_path):
+    api = good_api_conf(tmp_path)
+    unset = api.replace('lock_path = ', '# lock_path = ')
+    found = check_config.check_host(write_conf(tmp_path / 'a', unset))
+    assert [w.check for w in warnings_of(found)] == ['lock_path']
+    assert errors_of(found) == []
+
+    one = unset.replace('[DEFAULT]\n', '[DEFAULT]\nworkers = 1\n', 1)
+    found = check_config.check_host(write_conf(tmp_path / 'b', one))
+    assert warnings_of(found) == []
+
+    bad = api.replace(str(tmp_path / 'locks'), str(tmp_path / 'gone'))
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'c',
+                                                        bad)))
+    assert [e.check for e in errs] == ['lock_path']
+
+
+def test_invalid_options_are_reported(tmp_path):
+    api = good_api_conf(tmp_path) + 'preallocation = metadata\n'
+    api = api.replace('output_format = qcow2', 'output_format = raw')
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'etc',
+                                                        api)))
+    assert [e.check for e in errs] == ['options']
+
+
+def test_bad_value_and_broken_file_are_reported_not_raised(tmp_path):
+    api = good_api_conf(tmp_path).replace('output_format = qcow2',
+                                          'output_format = vhdx')
+    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'a',
+                                                        api)))
+    assert [e.check for e in errs] == ['config']
+    assert 'vhdx' in errs[0].message
+
+    errs = errors_of(check_config.check_host(write_conf(
+        tmp_path / 'b', 'this is not an ini file\n[')))
+    assert [e.check for e in errs] == ['config']
+
+
+def test_missing_config_dir_and_file(tmp_path):
+    errs = errors_of(check_config.check_host(str(tmp_path / 'nothing')))
+    assert [e.check for e in errs] == ['config']
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    errs = errors_of(check_config.check_host(str(empty)))
+    assert 'No glance-api.conf' in errs[0].message
+
+
+def test_deprecated_alias_is_read_and_warned_about(tmp_path):
+    api = good_api_conf(tmp_path).replace(
+        '[glance_convert]\noutput_format = qcow2\n',
+        '[image_conversion]\noutput_format = vmdk\n[glance_convert]\n')
+    config_dir = write_conf(tmp_path / 'etc', api)
+    found = check_config.check_host(config_dir)
+    assert any('deprecated alias' in w.message for w in warnings_of(found))
+    conf = glance_conf.load(config_dir)
+    assert conf[options.GROUP].output_format == 'vmdk'
+
+
+def test_qemu_img_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', str(tmp_path))
+    found = check_config.check_qemu_img()
+    assert [f.severity for f in found] == [config_check.ERROR]
+    assert 'not installed' in found[0].message
