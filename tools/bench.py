@@ -38,7 +38,8 @@ GiB = images.GiB
 
 RUNNERS = ('plugin', 'stock', 'copy', 'qemu', 'parallel')
 DEFAULT_RUNNERS = ('plugin', 'stock', 'copy', 'qemu')
-DEFAULT_PAIRS = ('qcow2:raw', 'vmdk-stream:raw', 'vmdk-sparse:raw',
+DEFAULT_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'qcow2-zstd:raw',
+                 'cloud-zlib:raw', 'vmdk-stream:raw', 'vmdk-sparse:raw',
                  'vdi:raw', 'vhd:raw', 'raw:qcow2')
 # Issue 5's targets: plugin / other runner, on medians.
 TARGETS = {'stock': 1.00, 'copy': 1.15, 'qemu': 1.10}
@@ -79,11 +80,12 @@ def parse_pairs(text):
     pairs = []
     for item in text.split(','):
         src, sep, dst = item.strip().partition(':')
-        if not sep or src not in images.VARIANTS or \
+        if not sep or src not in images.source_names() or \
                 dst not in ('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'):
             raise UsageError(
                 'bad pair %r: SOURCE:TARGET with SOURCE one of %s and TARGET '
-                'a Glance disk format' % (item, ', '.join(images.VARIANTS)))
+                'a Glance disk format'
+                % (item, ', '.join(images.source_names())))
         pairs.append((src, dst))
     return pairs
 
@@ -104,8 +106,12 @@ def parse_args(argv):
                                           '/var/tmp/glance-convert-bench'),
                    help='where images are cached and outputs written')
     p.add_argument('--pairs', default=','.join(DEFAULT_PAIRS),
-                   help='comma-separated SOURCE:TARGET pairs; sources: %s'
-                        % ', '.join(images.VARIANTS))
+                   help='comma-separated SOURCE:TARGET pairs; sources: %s '
+                        '(cloud-*: compressed qcow2 of %d MiB virtual, '
+                        '%.0f%%%% allocated, whatever --size says)'
+                        % (', '.join(images.source_names()),
+                           images.CLOUD_SIZE // MiB,
+                           images.CLOUD_ALLOCATED * 100))
     p.add_argument('--runners', default=','.join(DEFAULT_RUNNERS),
                    help='subset of %s' % ', '.join(RUNNERS))
     p.add_argument('--cache', choices=('warm', 'cold', 'both'),
@@ -167,7 +173,7 @@ class Bench:
         run_dir = self.fresh_run_dir()
         src = imgs.path(src_v)
         fmt = imgs.fmt(src_v)
-        raw = imgs.path('raw')
+        raw = imgs.raw_path(src_v)
         cache_paths = [raw] if runner == 'copy' else [src]
         link = runners.fresh_link(src, run_dir)
         dst = os.path.join(run_dir, 'out.%s' % target)
@@ -281,7 +287,10 @@ class Bench:
                             raise RuntimeError('%s %s->%s failed: %s' % (
                                 runner, src_v, target, res['error']))
                         entry['runs'].setdefault(runner, []).append(res)
-                entry['summary'] = summarize(entry['runs'], imgs.data_bytes())
+                entry['summary'] = summarize(entry['runs'],
+                                             imgs.data_bytes(src_v))
+                entry['data_bytes'] = imgs.data_bytes(src_v)
+                entry['virtual_size'] = imgs.virtual_size(src_v)
                 results.append(entry)
                 print_entry(entry)
         return results
@@ -306,13 +315,15 @@ class Bench:
                             raise RuntimeError('qemu-img %s failed: %s'
                                                % (name, res['error']))
                         entry['runs'].setdefault(name, []).append(res)
-                entry['summary'] = summarize(entry['runs'], imgs.data_bytes())
+                entry['summary'] = summarize(entry['runs'],
+                                             imgs.data_bytes(src_v))
                 results.append(entry)
                 print_sweep(entry)
         return results
 
     # ------------------------------------------------------------- scaling
-    def scaling(self, base):
+    def scaling(self, catalog):
+        base = catalog.base
         big = images.ImageSet(self.work, base.size, base.seed, scale=32)
         big.ensure(['qcow2'], log=log)
         out = {'virtual_sizes': [base.size, base.size * 32], 'runs': {}}
@@ -351,7 +362,7 @@ class Bench:
                     raise RuntimeError('concurrent run: %s' % errors[0])
                 out['levels'].setdefault(str(n), []).append(wall)
                 shutil.rmtree(run_dir, ignore_errors=True)
-        data = imgs.data_bytes()
+        data = imgs.data_bytes('qcow2')
         out['summary'] = {
             n: {'wall_median': statistics.median(w),
                 'aggregate_MiBps': int(n) * data / MiB / statistics.median(w)}
@@ -569,17 +580,20 @@ def main(argv=None):
         print('bench: %s' % exc, file=sys.stderr)
         return 2
     caches = ['warm', 'cold'] if args.cache == 'both' else [args.cache]
-    variants = sorted({s for s, _ in args.pairs} | {'qcow2'})
-    imgs = images.ImageSet(bench.work, args.size, args.seed)
+    sources = sorted({s for s, _ in args.pairs} | {'qcow2'})
+    imgs = images.Catalog(bench.work, args.size, args.seed)
     report = {'environment': environment(bench),
               'image': {'virtual_size': args.size,
-                        'data_bytes': imgs.data_bytes()}}
+                        'data_bytes': imgs.data_bytes('qcow2')}}
     started = time.time()
     try:
-        imgs.ensure(variants, log=log)
-        print('glance-convert benchmark: %d MiB virtual, %d MiB data; '
-              'cold cache via %s; %d rounds after warm-up'
-              % (args.size // MiB, imgs.data_bytes() // MiB,
+        imgs.ensure(sources, log=log)
+        print('glance-convert benchmark: %d MiB virtual, %d MiB data '
+              '(cloud-*: %d MiB virtual, %d MiB data); cold cache via %s; '
+              '%d rounds after warm-up'
+              % (args.size // MiB, imgs.data_bytes('qcow2') // MiB,
+                 images.CLOUD_SIZE // MiB,
+                 imgs.data_bytes('cloud-zlib') // MiB,
                  bench.cache.method,
                  args.sweep_rounds if args.sweep else args.rounds))
         if args.sweep:

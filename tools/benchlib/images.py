@@ -34,15 +34,24 @@ _ALPHABET = b'etaoin s'
 _COMPRESSIBLE = bytes(_ALPHABET[i % len(_ALPHABET)] for i in range(256))
 
 #: Benchmark source variants: name -> (glance disk_format, qemu driver,
-#: qemu-img create options).  'raw' is the generated file itself.
+#: qemu-img create options, compressed).  'raw' is the generated file
+#: itself.  The compressed qcow2 variants are what distributions publish
+#: as cloud images (zlib; some zstd).
 VARIANTS = {
-    'raw': ('raw', 'raw', None),
-    'qcow2': ('qcow2', 'qcow2', None),
-    'vmdk-stream': ('vmdk', 'vmdk', 'subformat=streamOptimized'),
-    'vmdk-sparse': ('vmdk', 'vmdk', 'subformat=monolithicSparse'),
-    'vdi': ('vdi', 'vdi', None),
-    'vhd': ('vhd', 'vpc', 'subformat=dynamic,force_size=on'),
+    'raw': ('raw', 'raw', None, False),
+    'qcow2': ('qcow2', 'qcow2', None, False),
+    'qcow2-zlib': ('qcow2', 'qcow2', None, True),
+    'qcow2-zstd': ('qcow2', 'qcow2', 'compression_type=zstd', True),
+    'vmdk-stream': ('vmdk', 'vmdk', 'subformat=streamOptimized', False),
+    'vmdk-sparse': ('vmdk', 'vmdk', 'subformat=monolithicSparse', False),
+    'vdi': ('vdi', 'vdi', None, False),
+    'vhd': ('vhd', 'vpc', 'subformat=dynamic,force_size=on', False),
 }
+
+#: The shape of a distribution cloud image: 3.5 GiB virtual, about
+#: 1.8 GiB of it allocated.
+CLOUD_SIZE = 3584 * MiB
+CLOUD_ALLOCATED = 0.515
 
 
 def layout(size, seed, allocated=0.4):
@@ -104,9 +113,12 @@ def write_raw(path, size, seed, allocated=0.4, scale=1):
 
 
 def derive(raw, variant, path):
-    _fmt, driver, opts = VARIANTS[variant]
+    _fmt, driver, opts, compressed = VARIANTS[variant]
     tmp = path + '.part'
     cmd = ['qemu-img', 'convert', '-f', 'raw', '-O', driver]
+    if compressed:
+        # Several requests in flight: qemu compresses in a thread pool.
+        cmd += ['-c', '-m', '16']
     if opts:
         cmd += ['-o', opts]
     subprocess.run(cmd + [raw, tmp], check=True, stdout=subprocess.DEVNULL)
@@ -130,6 +142,9 @@ class ImageSet:
 
     def fmt(self, variant):
         return VARIANTS[variant][0]
+
+    def raw_path(self, _variant=None):
+        return self.path('raw')
 
     def ensure(self, variants, log=print):
         """Create what is missing; return {variant: path}."""
@@ -161,6 +176,62 @@ class ImageSet:
         with open(os.path.join(self.dir, 'manifest.json'), 'w') as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
 
-    def data_bytes(self):
+    def data_bytes(self, _variant=None):
         return sum(length for _o, length, _c in
                    layout(self.size, self.seed, self.allocated))
+
+
+#: Sources named ``cloud-<variant>`` come from an image of the cloud
+#: image shape (:data:`CLOUD_SIZE`, :data:`CLOUD_ALLOCATED`) rather than
+#: of ``--size``.
+CLOUD_PREFIX = 'cloud-'
+CLOUD_SOURCES = ('cloud-zlib', 'cloud-zstd')
+
+
+def source_names():
+    """Every name a benchmark pair may use as its source."""
+    return list(VARIANTS) + list(CLOUD_SOURCES)
+
+
+class Catalog:
+    """The image sets of one run: ``--size`` and the cloud image shape.
+
+    Pair sources are names of :func:`source_names`; ``cloud-zlib`` is the
+    ``qcow2-zlib`` variant of the cloud-shaped set, and so on.
+    """
+
+    def __init__(self, work_dir, size, seed):
+        self.base = ImageSet(work_dir, size, seed)
+        self.cloud = ImageSet(work_dir, CLOUD_SIZE, seed, CLOUD_ALLOCATED)
+
+    def resolve(self, source):
+        """(ImageSet, variant) of a pair's source name."""
+        if source.startswith(CLOUD_PREFIX):
+            return self.cloud, 'qcow2-' + source[len(CLOUD_PREFIX):]
+        return self.base, source
+
+    def path(self, source):
+        imgs, variant = self.resolve(source)
+        return imgs.path(variant)
+
+    def raw_path(self, source):
+        """The raw image holding the same data as ``source``."""
+        return self.resolve(source)[0].path('raw')
+
+    def fmt(self, source):
+        imgs, variant = self.resolve(source)
+        return imgs.fmt(variant)
+
+    def data_bytes(self, source):
+        return self.resolve(source)[0].data_bytes()
+
+    def virtual_size(self, source):
+        return self.resolve(source)[0].size
+
+    def ensure(self, sources, log=print):
+        wanted = {}
+        for source in sources:
+            imgs, variant = self.resolve(source)
+            wanted.setdefault(imgs.dir, (imgs, set()))[1].add(variant)
+        for imgs, variants in wanted.values():
+            imgs.ensure(sorted(variants), log=log)
