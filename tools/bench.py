@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from benchlib import chart  # noqa: E402
 from benchlib import images  # noqa: E402
 from benchlib import measure  # noqa: E402
 from benchlib import order  # noqa: E402
@@ -126,6 +127,11 @@ def parse_args(argv):
     p.add_argument('--sweep', action='store_true',
                    help='only run the qemu-img tuning sweep')
     p.add_argument('--sweep-rounds', type=int, default=3)
+    p.add_argument('--chart', metavar='FILE',
+                   help='draw the table into FILE (.svg or .png; needs '
+                        'matplotlib); default WORK_DIR/bench-chart.svg')
+    p.add_argument('--no-chart', action='store_true',
+                   help='do not draw the chart')
     p.add_argument('--json', metavar='FILE',
                    help='also write all results as JSON ("-" for stdout)')
     args = p.parse_args(argv)
@@ -568,6 +574,23 @@ def _gist(error):
     return lines[0] if lines else ''
 
 
+def write_chart(report, args):
+    path = args.chart or os.path.join(args.work_dir, 'bench-chart.svg')
+    if not chart.available():
+        log('bench: matplotlib is not installed: no chart')
+        return None
+    env = report['environment']
+    title = 'glance-convert benchmark, %s; %s CPUs, load %.1f at start' % (
+        env['time'][:10], env['cpus'], env['loadavg'][0])
+    try:
+        chart.draw(report['table'], path, title=title)
+    except (OSError, ValueError) as exc:
+        log('bench: cannot draw the chart: %s' % exc)
+        return None
+    print('chart: %s' % path)
+    return path
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
@@ -614,6 +637,8 @@ def main(argv=None):
     finally:
         shutil.rmtree(bench.runs_dir, ignore_errors=True)
     report['elapsed'] = time.time() - started
+    if report.get('table') and not args.no_chart:
+        report['chart'] = write_chart(report, args)
     print('\nelapsed %.0fs' % report['elapsed'])
     if args.json:
         text = json.dumps(report, indent=1, sort_keys=True)
