@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import chart  # noqa: E402
+from benchlib import fixedcost  # noqa: E402
 from benchlib import images  # noqa: E402
 from benchlib import measure  # noqa: E402
 from benchlib import order  # noqa: E402
@@ -44,6 +45,10 @@ DEFAULT_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'qcow2-zstd:raw',
                  'vdi:raw', 'vhd:raw', 'raw:qcow2')
 # Issue 5's targets: plugin / other runner, on medians.
 TARGETS = {'stock': 1.00, 'copy': 1.15, 'qemu': 1.10}
+
+# --fixed-cost: small images, where the fixed cost is nearly everything.
+FIXED_COST_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'vdi:raw')
+FIXED_COST_TARGET = 0.020
 
 # --sweep: qemu-img tuning variants, each compared with qemu-img's defaults.
 SWEEP = (
@@ -127,6 +132,10 @@ def parse_args(argv):
     p.add_argument('--sweep', action='store_true',
                    help='only run the qemu-img tuning sweep')
     p.add_argument('--sweep-rounds', type=int, default=3)
+    p.add_argument('--fixed-cost', action='store_true',
+                   help='only measure the fixed cost per import: plugin '
+                        'minus bare qemu-img on 64 MiB images, with where '
+                        'the plugin spends it (--rounds, default 15)')
     p.add_argument('--chart', metavar='FILE',
                    help='draw the table into FILE (.svg or .png; needs '
                         'matplotlib); default WORK_DIR/bench-chart.svg')
@@ -135,6 +144,12 @@ def parse_args(argv):
     p.add_argument('--json', metavar='FILE',
                    help='also write all results as JSON ("-" for stdout)')
     args = p.parse_args(argv)
+    if args.fixed_cost:
+        if '--pairs' not in ' '.join(argv or sys.argv):
+            args.pairs = ','.join(FIXED_COST_PAIRS)
+        if '--rounds' not in ' '.join(argv or sys.argv):
+            args.rounds = 15
+        args.size = '64M'
     if args.quick:
         args.size = '256M'
         args.rounds = min(args.rounds, 2)
@@ -174,9 +189,15 @@ class Bench:
         return self.runs_dir
 
     def one(self, runner, imgs, src_v, target, cache_mode, trace=False,
-            tuning=None):
-        """Prepare, run and clean up one measured run."""
+            tuning=None, phases=False):
+        """Prepare, run and clean up one measured run.
+
+        ``phases``: time the plugin's phases and process starts
+        (``benchlib/fixedcost.py``); they come back as ``result['phases']``.
+        """
         run_dir = self.fresh_run_dir()
+        phases_file = os.path.join(run_dir, 'phases.json')
+        prepare = None
         src = imgs.path(src_v)
         fmt = imgs.fmt(src_v)
         raw = imgs.raw_path(src_v)
@@ -202,7 +223,18 @@ class Bench:
                         json.dump({
                             'template': template, 'parallel': parallel,
                             'steps': runners.timing_breakdown()}, f)
+                if phases:
+                    collected = fixedcost.collected()
+                    for name, secs in runners.timing_breakdown():
+                        label = 'process: %s' % name
+                        total, calls = collected.get(label, (0, 0))
+                        collected[label] = [total + secs, calls + 1]
+                    with open(phases_file, 'w') as f:
+                        json.dump(collected, f)
                 return out
+
+            if phases:
+                prepare = _start_phase_timers
         elif runner == 'stock':
             def fn():
                 return runners.stock(link, fmt, target)
@@ -224,7 +256,10 @@ class Bench:
         else:
             raise AssertionError(runner)
         self.cache.apply(cache_mode, cache_paths)
-        result = measure.run_forked(fn, trace_python=trace)
+        result = measure.run_forked(fn, prepare=prepare, trace_python=trace)
+        if phases and os.path.exists(phases_file):
+            with open(phases_file) as f:
+                result['phases'] = json.load(f)
         if trace and runner == 'plugin' and 'error' not in result:
             argv_file = os.path.join(run_dir, 'argv.json')
             if os.path.exists(argv_file):
@@ -299,6 +334,37 @@ class Bench:
                 entry['virtual_size'] = imgs.virtual_size(src_v)
                 results.append(entry)
                 print_entry(entry)
+        return results
+
+    # ---------------------------------------------------------- fixed cost
+    def fixed_cost(self, imgs, pairs):
+        """Plugin against bare qemu-img on small images, phase by phase."""
+        results = []
+        for src_v, target in pairs:
+            self.one('plugin', imgs, src_v, target, 'warm', trace=True)
+            entry = {'source': src_v, 'target': target, 'cache': 'warm',
+                     'runs': {}, 'phases': {}}
+            for rnd in range(self.args.rounds):
+                for runner in order.round_order(('plugin', 'qemu'), rnd):
+                    res = self.one(runner, imgs, src_v, target, 'warm',
+                                   phases=(runner == 'plugin'))
+                    if 'error' in res:
+                        raise RuntimeError('%s %s->%s failed: %s' % (
+                            runner, src_v, target, res['error']))
+                    for label, (secs, calls) in res.pop('phases',
+                                                        {}).items():
+                        entry['phases'].setdefault(label, []).append(
+                            [secs, calls])
+                    entry['runs'].setdefault(runner, []).append(res)
+            entry['summary'] = summarize(entry['runs'],
+                                         imgs.data_bytes(src_v))
+            p = entry['summary']['plugin']
+            p['fixed_cost'] = p['median'] - entry['summary']['qemu']['median']
+            p['fixed_cost_paired'] = statistics.median(
+                a['wall'] - b['wall'] for a, b in
+                zip(entry['runs']['plugin'], entry['runs']['qemu']))
+            results.append(entry)
+            print_fixed_cost(entry)
         return results
 
     # --------------------------------------------------------------- sweep
@@ -384,6 +450,11 @@ class Bench:
 
 
 _TUNING_FLAGS = {'-m': 1, '-W': 0, '-t': 1, '-T': 1}
+
+
+def _start_phase_timers():
+    fixedcost.start()
+    runners.start_capture()
 
 
 def with_tuning(template, flags):
@@ -526,6 +597,26 @@ def print_sweep(entry):
     sys.stdout.flush()
 
 
+def print_fixed_cost(entry):
+    s = entry['summary']
+    p, q = s['plugin'], s['qemu']
+    print('\nfixed cost, %s -> %s (%d MiB virtual, warm, %d rounds)' % (
+        entry['source'], entry['target'], entry.get('virtual_size', 0) // MiB
+        if entry.get('virtual_size') else 64, p['n']))
+    print('  plugin %.1f ms, bare qemu-img %.1f ms (medians); fixed cost '
+          '%.1f ms (%s %.0f ms), paired %.1f ms; minimums %.1f vs %.1f ms'
+          % (p['median'] * 1e3, q['median'] * 1e3, p['fixed_cost'] * 1e3,
+             'ok <=' if p['fixed_cost'] <= FIXED_COST_TARGET else '>',
+             FIXED_COST_TARGET * 1e3, p['fixed_cost_paired'] * 1e3,
+             p['min'] * 1e3, q['min'] * 1e3))
+    print('  where the plugin spends it (median per run, ms; phases nest):')
+    for label, runs in entry['phases'].items():
+        secs = statistics.median(r[0] for r in runs)
+        calls = max(r[1] for r in runs)
+        print('    %-48s %7.1f  x%d' % (label, secs * 1e3, calls))
+    sys.stdout.flush()
+
+
 def print_scaling(out):
     s = out['summary']
     print('\nscaling: qcow2 -> raw, same data, %d MiB vs %d MiB virtual' % (
@@ -619,7 +710,9 @@ def main(argv=None):
                  imgs.data_bytes('cloud-zlib') // MiB,
                  bench.cache.method,
                  args.sweep_rounds if args.sweep else args.rounds))
-        if args.sweep:
+        if args.fixed_cost:
+            report['fixed_cost'] = bench.fixed_cost(imgs, args.pairs)
+        elif args.sweep:
             report['sweep'] = bench.sweep(imgs, args.pairs,
                                           ['warm', 'cold'] if args.cache ==
                                           'warm' else caches)
