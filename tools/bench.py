@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import chart  # noqa: E402
+from benchlib import e2e  # noqa: E402
 from benchlib import fixedcost  # noqa: E402
 from benchlib import images  # noqa: E402
 from benchlib import measure  # noqa: E402
@@ -45,6 +46,9 @@ DEFAULT_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'qcow2-zstd:raw',
                  'vdi:raw', 'vhd:raw', 'raw:qcow2')
 # Issue 5's targets: plugin / other runner, on medians.
 TARGETS = {'stock': 1.00, 'copy': 1.15, 'qemu': 1.10}
+
+# --e2e: a cloud image through glance-api.
+E2E_PAIR = 'cloud-zlib:raw'
 
 # --fixed-cost: small images, where the fixed cost is nearly everything.
 FIXED_COST_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'vdi:raw')
@@ -132,6 +136,11 @@ def parse_args(argv):
     p.add_argument('--sweep', action='store_true',
                    help='only run the qemu-img tuning sweep')
     p.add_argument('--sweep-rounds', type=int, default=3)
+    p.add_argument('--e2e', action='store_true',
+                   help='only import through two real glance-api servers, '
+                        'plugin and stock, and time staging, conversion '
+                        'and store upload (default pair %s, --rounds 3)'
+                        % E2E_PAIR)
     p.add_argument('--fixed-cost', action='store_true',
                    help='only measure the fixed cost per import: plugin '
                         'minus bare qemu-img on 64 MiB images, with where '
@@ -144,10 +153,16 @@ def parse_args(argv):
     p.add_argument('--json', metavar='FILE',
                    help='also write all results as JSON ("-" for stdout)')
     args = p.parse_args(argv)
+    given = ' '.join(argv if argv is not None else sys.argv)
+    if args.e2e:
+        if '--pairs' not in given:
+            args.pairs = E2E_PAIR
+        if '--rounds' not in given:
+            args.rounds = 3
     if args.fixed_cost:
-        if '--pairs' not in ' '.join(argv or sys.argv):
+        if '--pairs' not in given:
             args.pairs = ','.join(FIXED_COST_PAIRS)
-        if '--rounds' not in ' '.join(argv or sys.argv):
+        if '--rounds' not in given:
             args.rounds = 15
         args.size = '64M'
     if args.quick:
@@ -710,7 +725,14 @@ def main(argv=None):
                  imgs.data_bytes('cloud-zlib') // MiB,
                  bench.cache.method,
                  args.sweep_rounds if args.sweep else args.rounds))
-        if args.fixed_cost:
+        if args.e2e:
+            report['e2e'] = []
+            for src_v, target in args.pairs:
+                result = e2e.run(imgs, src_v, target, args.rounds,
+                                 bench.work, bench.cache, log)
+                e2e.print_result(result, args.rounds)
+                report['e2e'].append(result)
+        elif args.fixed_cost:
             report['fixed_cost'] = bench.fixed_cost(imgs, args.pairs)
         elif args.sweep:
             report['sweep'] = bench.sweep(imgs, args.pairs,
@@ -724,7 +746,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('bench: interrupted', file=sys.stderr)
         return 130
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+    except (RuntimeError, OSError, subprocess.CalledProcessError,
+            e2e.localglance.LocalGlanceError) as exc:
         print('bench: %s' % exc, file=sys.stderr)
         return 1
     finally:
