@@ -32,6 +32,13 @@ QEMU_INFO = 'qemu-img info'
 _DEFAULT_CLUSTER = 65536
 
 
+#: ``-m`` of ``qemu-img convert`` unless chosen otherwise: qemu-img's own.
+DEFAULT_COROUTINES = 8
+#: ``-m`` for sources with compressed clusters: the most qemu-img takes,
+#: so that decompression keeps every core of the thread pool busy.
+DECOMPRESSING_COROUTINES = 16
+
+
 def _bound(virtual_size: int, metadata: int, cluster: int) -> int:
     return virtual_size + metadata + 16 * units.MiB + 8 * cluster
 
@@ -88,6 +95,15 @@ class Format:
     parallel_subformats: tuple[str, ...] = ()
     #: Output can be written in disjoint ranges by several processes.
     parallel_output: bool = False
+    #: ``qemu-img check`` counts its compressed clusters, which qemu
+    #: decompresses in a thread pool: a source that has them converts at
+    #: CPU speed, so it gets :data:`DECOMPRESSING_COROUTINES` requests in
+    #: flight, ``-W`` where the output row allows it, and several processes
+    #: to plain raw output (``conversion.source_tuning``, ``use_parallel``).
+    compressed_clusters: bool = False
+    #: ``-W`` (when ``convert_out_of_order`` is unset) for output in this
+    #: format from a source with compressed clusters.
+    out_of_order_decompressing: bool = False
     #: A valid image of it may read as raw to format_inspector (a fixed
     #: VHD is the disk followed by a footer).
     may_read_as_raw: bool = False
@@ -127,7 +143,10 @@ RAW = Format(
     # or not.  At most the virtual size, less where sparse.
     upper_bound=lambda size, opts: size,
     measure_as_qcow2=_raw_measure,
-    parallel_output=True, output_size_from=FILE_LENGTH)
+    parallel_output=True, output_size_from=FILE_LENGTH,
+    # In order, unless the source decompresses: then -W lets the writes
+    # of finished clusters overtake the slower ones.
+    out_of_order_decompressing=True)
 
 
 # --- qcow2 -------------------------------------------------------------------
@@ -191,7 +210,9 @@ QCOW2 = Format(
     measure_as_qcow2=lambda opts: opts,  # measured as itself
     # -W helped qcow2 output cold and warm in the benchmark; raw output
     # not consistently.
-    out_of_order=True, output_size_from=HEADER)
+    out_of_order=True, output_size_from=HEADER,
+    # Distribution cloud images: zlib or zstd compressed clusters.
+    compressed_clusters=True, out_of_order_decompressing=True)
 
 
 # --- vmdk --------------------------------------------------------------------

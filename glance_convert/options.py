@@ -209,20 +209,25 @@ _tuning_opts = [
         'parallel_workers',
         default=2, min=1, max=8,
         help='qemu-img processes that convert one VMDK (streamOptimized '
-             'or monolithicSparse) to raw, each over its own part of the '
-             'disk. qemu-img converts these in one thread, bound by the '
-             'CPU (decompression, grain tables), so more processes put more '
+             'or monolithicSparse) or one qcow2 with compressed clusters '
+             '(distribution cloud images) to raw, each over its own part '
+             'of the disk. qemu-img converts these bound by the CPU '
+             '(decompression, grain tables), so more processes put more '
              'cores to work. Such a conversion uses this many cores within '
              'its one conversion slot. 1 turns it off.'),
     cfg.IntOpt(
         'convert_coroutines',
-        default=8, min=1, max=16,
-        help='Parallel coroutines of qemu-img convert ("-m"). 8 is '
-             'qemu-img\'s own default.'),
+        min=1, max=16,
+        help='Parallel coroutines of qemu-img convert ("-m"). Unset (the '
+             'default): qemu-img\'s own default, except for qcow2 sources '
+             'with compressed clusters (distribution cloud images), which '
+             'qemu decompresses in a thread pool: they get the most '
+             'requests in flight. Set: this value for every source.'),
     cfg.BoolOpt(
         'convert_out_of_order',
-        help='Allow out-of-order writes ("-W"). Unset (the default): only '
-             'for uncompressed qcow2 output. true: for every output; '
+        help='Allow out-of-order writes ("-W"). Unset (the default): for '
+             'uncompressed qcow2 output, and for raw output of qcow2 '
+             'sources with compressed clusters. true: for every output; '
              'false: never. Never used with compressed output, whatever '
              'the setting.'),
     cfg.StrOpt(

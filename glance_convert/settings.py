@@ -62,6 +62,9 @@ class Settings:
     compressed: bool
     progress_interval: float
     parallel_workers: int = 1
+    #: Tuning options the operator set; the others are chosen per source
+    #: (``conversion.source_tuning``).
+    tuning_set: frozenset = frozenset()
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
@@ -101,13 +104,19 @@ class Settings:
                 timeout=group.convert_timeout or None),
             # -W is left out for compressed output by qemu_img itself.
             tuning=qemu_img.Tuning(
-                coroutines=group.convert_coroutines,
+                coroutines=(group.convert_coroutines
+                            or formats.DEFAULT_COROUTINES),
                 out_of_order=out_of_order,
                 source_cache=group.convert_source_cache,
                 target_cache=group.convert_target_cache),
             out_options=out_options,
             compressed=compressed,
             parallel_workers=group.parallel_workers,
+            tuning_set=frozenset(
+                name for name, value in (
+                    ('coroutines', group.convert_coroutines),
+                    ('out_of_order', group.convert_out_of_order))
+                if value is not None),
             progress_interval=group.progress_interval)
 
 

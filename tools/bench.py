@@ -227,17 +227,18 @@ class Bench:
                                      os.path.basename(link))
                 if trace:
                     argv = runners.qemu_convert_argv(runners.CAPTURED)
+                    steps = runners.timing_breakdown()
                     parallel = runners.is_parallel_argv(argv)
                     if parallel:
                         template = runners.single_convert_template(
-                            fmt, target)
+                            fmt, target, src)
                     else:
                         template = argv and runners.template_from(argv)
                     with open(os.path.join(run_dir, 'argv.json'),
                               'w') as f:
                         json.dump({
                             'template': template, 'parallel': parallel,
-                            'steps': runners.timing_breakdown()}, f)
+                            'steps': steps}, f)
                 if phases:
                     collected = fixedcost.collected()
                     for name, secs in runners.timing_breakdown():

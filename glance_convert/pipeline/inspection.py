@@ -56,6 +56,7 @@ class SourceFacts:
     file_size: int
     subformat: str | None = None
     qemu_sizes: tuple = ()  # virtual sizes qemu-img may report
+    compressed_clusters: int = 0  # qcow2, counted by qemu-img check
 
 
 def _shown(value) -> str:

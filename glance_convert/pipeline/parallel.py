@@ -1,20 +1,24 @@
 """Convert one image to raw with several qemu-img processes.
 
 Some sources convert at the speed of one core: qemu-img decompresses a
-streamOptimized VMDK (or a compressed qcow2) in its single main thread, and
-walks a monolithicSparse VMDK's grain tables at about 0.9 CPU seconds per
-819 MiB; neither ``-m`` nor ``-W`` changes that.  Raw output can be written
+streamOptimized VMDK in its single main thread, and walks a
+monolithicSparse VMDK's grain tables at about 0.9 CPU seconds per 819 MiB;
+neither ``-m`` nor ``-W`` changes that.  A compressed qcow2 is
+decompressed in a small thread pool, but one process still got less done
+than two on a busy host (the performance docs).  Raw output can be written
 in disjoint pieces, so N ``qemu-img convert`` processes, each given one
 range of the virtual disk, use N cores.  (The pipeline uses this for those
-two VMDK types: see ``conversion.use_parallel``.)
+sources: see ``conversion.use_parallel``.)
 
 Each process sees its range through qemu's ``raw`` driver with ``offset``
-and ``size`` stacked on the source's format driver, and writes it through
-the same window onto one pre-sized sparse output file::
+and ``size`` stacked on the source's format driver, with no backing file
+(as ``qemu-img check`` does), and writes it through the same window onto
+one pre-sized sparse output file::
 
     qemu-img convert -n --target-is-zero -m 8 \\
-      --image-opts driver=raw,offset=O,size=L,file.driver=vmdk,\\
-                   file.file.driver=file,file.file.filename=SRC \\
+      'json:{"driver": "raw", "offset": O, "size": L, "file":
+             {"driver": "vmdk", "backing": null,
+              "file": {"driver": "file", "filename": SRC}}}' \\
       --target-image-opts driver=raw,offset=O,size=L,file.driver=file,\\
                    file.filename=DST
 
@@ -24,8 +28,9 @@ in the options), every process runs under the same resource limits and
 wall-clock watchdog (through :mod:`glance_convert.pipeline.qemu_img`),
 and a failure or cancellation of one process kills the others and
 removes the output.
-The ranges are balanced by allocated data (the VMDK's grain tables, read
-without qemu: see :func:`allocation_map`), not by virtual size, so both
+The ranges are balanced by allocated data (the VMDK's grain tables; the
+qcow2's L2 tables, where compressed clusters weigh more), read without
+qemu (see :func:`allocation_map`), not by virtual size, so both
 processes get about the same amount of work.
 
 Only raw output is supported: other formats cannot be written at an offset.
@@ -34,6 +39,7 @@ Only raw output is supported: other formats cannot be written at an offset.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 
@@ -59,20 +65,39 @@ def window(driver: str, path: str, offset: int, length: int) -> str:
     return 'driver=raw,offset=%d,size=%d,%s' % (offset, length, file_opts)
 
 
-def allocation_map(src: str) -> list[tuple[int, int]] | None:
-    """Where a sparse VMDK holds data: [(offset, bytes)], per grain table.
+def source_spec(driver: str, path: str, offset: int, length: int) -> str:
+    """``json:`` name of ``length`` bytes at ``offset`` of a source image
+    in format ``driver``, never opening a backing file."""
+    image = {'driver': driver, 'file': {'driver': 'file', 'filename': path}}
+    if driver != 'raw':
+        image['backing'] = None
+    return 'json:' + json.dumps({'driver': 'raw', 'offset': offset,
+                                 'size': length, 'file': image})
 
-    Read from the grain directory and tables
-    (:func:`glance_convert.pipeline.headers.vmdk_data_by_table`), with
+
+_TABLE_READERS = {'vmdk': headers.vmdk_data_by_table,
+                  'qcow2': headers.qcow2_work_map}
+
+
+def allocation_map(src: str, fmt: str = 'vmdk'
+                   ) -> list[tuple[int, int]] | None:
+    """Where the work of converting a sparse VMDK or a qcow2 lies:
+    [(offset, bytes)], per grain table or piece of an L2 table.
+
+    Read from the image's tables
+    (:func:`glance_convert.pipeline.headers.vmdk_data_by_table`,
+    :func:`~glance_convert.pipeline.headers.qcow2_work_map`), with
     memory and reads bounded by the virtual size, however fragmented the image:
     ``qemu-img map`` prints one JSON entry per run of data, which a
     deliberately fragmented upload turns into hundreds of MiB for Python
     to read.  None (split by length instead) if the tables are unusual.
     """
+    reader = _TABLE_READERS.get(fmt)
+    if reader is None:
+        return None
     try:
         with open(src, 'rb') as f:
-            return headers.vmdk_data_by_table(f, os.fstat(f.fileno())
-                                              .st_size)
+            return reader(f, os.fstat(f.fileno()).st_size)
     except (OSError, headers.Malformed):
         return None
 
@@ -121,7 +146,7 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
     :class:`qemu_img.QemuImgError` (or a subclass) if any process fails;
     ``dst`` is removed then.
     """
-    extents = allocation_map(src) if workers > 1 and fmt == 'vmdk' else None
+    extents = allocation_map(src, fmt) if workers > 1 else None
     ranges = split(virtual_size, workers, extents)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -150,7 +175,7 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
     def work(offset: int, length: int) -> None:
         args = ['convert', '-n', '--target-is-zero']
         args += qemu_img.tuning_args(tuning)
-        args += ['--image-opts', window(fmt, src, offset, length),
+        args += [source_spec(fmt, src, offset, length),
                  '--target-image-opts',
                  window('raw', dst, offset, length)]
         try:

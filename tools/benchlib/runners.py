@@ -178,7 +178,12 @@ def plugin_setup():
     from glance_convert.pipeline import parallel  # noqa: F401
     from glance_convert.flow import task as tasks  # noqa: F401
     from glance_convert.host import workspace  # noqa: F401
+    from glance_convert.pipeline import qemu_img
     conversion.Settings.from_conf(cfg.CONF)
+    # How qemu-img is started is found out once per process, as in
+    # glance-api.
+    if hasattr(qemu_img, '_launcher'):
+        qemu_img._launcher()
 
 
 def stock_setup():
@@ -242,16 +247,17 @@ def template_from(argv):
 
 def is_parallel_argv(argv):
     """True for one range of pipeline.parallel (not a whole image)."""
-    return bool(argv) and '--image-opts' in argv
+    return bool(argv) and '--target-image-opts' in argv
 
 
-def single_convert_template(claimed, target):
+def single_convert_template(claimed, target, src):
     """The one-process ``qemu-img convert`` argv the plugin would run.
 
     Built by the plugin's own code (``qemu_img.convert_args`` with the
-    settings of the [glance_convert] options), for the pairs where the
-    plugin runs several qemu-img over ranges instead: (d) stays "one bare
-    qemu-img with the same options".
+    settings of the [glance_convert] options and the tuning it chooses for
+    this source), for the pairs where the plugin runs several qemu-img
+    over ranges instead: (d) stays "one bare qemu-img with the same
+    options".
     """
     from oslo_config import cfg
     from glance_convert.pipeline import conversion
@@ -259,10 +265,13 @@ def single_convert_template(claimed, target):
     from glance_convert.pipeline import qemu_img
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     settings = conversion.Settings.from_conf()
+    facts, _info = conversion.inspect_source(src, claimed, settings)
+    tuning = getattr(conversion, 'source_tuning', None)
     args = qemu_img.convert_args(
         '{SRC}', formats.qemu_driver(claimed), '{DST}',
         formats.qemu_driver(target), out_options=settings.out_options,
-        tuning=settings.tuning,
+        tuning=(tuning(claimed, facts, settings) if tuning
+                else settings.tuning),
         compressed=settings.compressed)
     return ['qemu-img'] + args
 
