@@ -373,6 +373,12 @@ def _verify_output(final: str, target: str, virtual_size: int,
     return out_virtual
 
 
+#: Compressed clusters below which one process converts the image: a
+#: second one costs more to start than it saves (64 MiB of 64 KiB
+#: clusters).
+PARALLEL_MIN_COMPRESSED_CLUSTERS = 1024
+
+
 def _decompressing(claimed: str,
                    facts: inspection.SourceFacts | None) -> bool:
     """The source has compressed clusters its row says qemu decompresses
@@ -421,7 +427,7 @@ def use_parallel(claimed: str, target: str, info: dict,
             or settings.out_options):
         return False
     if _decompressing(claimed, facts):
-        return True
+        return facts.compressed_clusters >= PARALLEL_MIN_COMPRESSED_CLUSTERS
     specific = (info.get('format-specific') or {}).get('data') or {}
     return (specific.get('create-type')
             in formats.get(claimed).parallel_subformats)

@@ -2,6 +2,7 @@
 and the output is the same guest data."""
 
 import dataclasses
+import os
 import subprocess
 
 import pytest
@@ -36,7 +37,7 @@ def _convert(tmp_path, src, settings, monkeypatch):
         return real(*args, **kwargs)
     monkeypatch.setattr(qemu_img, 'convert', spy)
     work = tmp_path / 'work'
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     result = conversion.convert_image(src, 'qcow2', image_id='img',
                                       work_dir=str(work), settings=settings)
     return result, used
@@ -96,6 +97,14 @@ def test_compressed_source_to_raw_runs_over_ranges(tmp_path, monkeypatch,
     monkeypatch.setattr(parallel, 'convert_to_raw', spy)
     settings = dataclasses.replace(hostile_corpus.pipeline_settings('raw'),
                                    parallel_workers=2)
+    # A small image takes one process ...
+    result, used = _convert(tmp_path, src, settings, monkeypatch)
+    assert len(used) == 1 and calls == []
+    # ... a larger one (here: a lower threshold) several.
+    facts, _ = conversion.inspect_source(src, 'qcow2', settings)
+    monkeypatch.setattr(conversion, 'PARALLEL_MIN_COMPRESSED_CLUSTERS',
+                        facts.compressed_clusters)
+    os.unlink(result.path)
     result, used = _convert(tmp_path, src, settings, monkeypatch)
 
     assert used == [], 'one qemu-img converted it all'
