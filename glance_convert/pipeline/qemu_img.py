@@ -215,17 +215,25 @@ def _run(args: Sequence[str], limits: Limits, *,
     confinement = sandbox.prepare(reads, writes,
                                   sandbox.resolve(QEMU_IMG, env))
 
+    exit_codes: list[int] = []
+
     def started(proc) -> None:
         confinement.close()  # the child has its own copy of the ruleset
         watchdog.start(proc)
 
+    def completed(proc) -> None:
+        # processutils returns no exit code: the accepted non-zero ones
+        # (compare's 1, check's 2 and 3) must not read as 0.
+        exit_codes.append(proc.returncode)
+        watchdog.stop(proc)
+
     try:
         stdout, stderr = processutils.execute(
             *cmd, env_variables=env, check_exit_code=list(check_exit_code),
-            on_execute=started, on_completion=watchdog.stop,
+            on_execute=started, on_completion=completed,
             preexec_fn=_child_setup(limits.rlimits(), confinement),
             log_errors=processutils.LOG_FINAL_ERROR)
-        return 0, stdout, stderr
+        return (exit_codes[-1] if exit_codes else 0), stdout, stderr
     except processutils.ProcessExecutionError as exc:
         code = exc.exit_code
         if (code == sandbox.EXIT_NOT_CONFINED

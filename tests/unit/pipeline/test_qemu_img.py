@@ -172,3 +172,13 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
     while _qemu_img_pids() & child and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _qemu_img_pids() & child
+
+
+def test_compare_tells_different_images_apart(tmp_path):
+    """qemu-img compare exits 1 on a mismatch: that must not read as 0."""
+    from tests import imagefactory
+    a = imagefactory.make_raw(tmp_path / 'a.raw', 1 << 20,
+                              [(4096, 4096, 0x41)])
+    b = imagefactory.make_raw(tmp_path / 'b.raw', 1 << 20, [])
+    assert qemu_img.compare(a, 'raw', a, 'raw')
+    assert not qemu_img.compare(a, 'raw', b, 'raw')
