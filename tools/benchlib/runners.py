@@ -178,12 +178,7 @@ def plugin_setup():
     from glance_convert.pipeline import parallel  # noqa: F401
     from glance_convert.flow import task as tasks  # noqa: F401
     from glance_convert.host import workspace  # noqa: F401
-    from glance_convert.pipeline import qemu_img
     conversion.Settings.from_conf(cfg.CONF)
-    # How qemu-img is started is found out once per process, as in
-    # glance-api.
-    if hasattr(qemu_img, '_launcher'):
-        qemu_img._launcher()
 
 
 def stock_setup():
