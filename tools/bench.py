@@ -189,7 +189,8 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.work = os.path.abspath(args.work_dir)
-        self.runs_dir = os.path.join(self.work, 'runs')
+        # Per process: two runs sharing a work dir keep their own outputs.
+        self.runs_dir = os.path.join(self.work, 'runs-%d' % os.getpid())
         self.cache = measure.CacheControl(args.cold_method)
         self.templates = {}   # (src_variant, target) -> qemu argv template
         self.plugin_fn = runners.plugin_real

@@ -144,7 +144,8 @@ def run(catalog, source, target, rounds, work_dir, cache, log):
     path = catalog.path(source)
     fmt = catalog.fmt(source)
     result = {'source': source, 'target': target, 'runs': {}}
-    with Servers(os.path.join(work_dir, 'e2e'), target, log) as servers:
+    with Servers(os.path.join(work_dir, 'e2e-%d' % os.getpid()), target,
+                 log) as servers:
         names = list(servers.servers)
         for rnd in range(rounds + 1):   # round 0 warms up
             for name in (names if rnd % 2 == 0 else names[::-1]):
