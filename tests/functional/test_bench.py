@@ -88,3 +88,30 @@ def test_run_order_is_balanced(n):
     if n > 1:
         assert len(follows) == n * (n - 1)
         assert len(set(follows.values())) == 1
+
+
+def test_chart_is_drawn_when_matplotlib_is_there(report):
+    pytest.importorskip('matplotlib')
+    data, _ = report
+    with open(data['chart']) as f:
+        assert '<svg' in f.read()
+
+
+def test_fixed_cost_mode_says_where_the_time_goes(tmp_path, qemu_tools):
+    pytest.importorskip('glance.async_.flows.plugins.image_conversion')
+    out = tmp_path / 'fixed.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'bench.py'),
+         '--fixed-cost', '--rounds', '1', '--pairs', 'qcow2:raw',
+         '--work-dir', str(tmp_path / 'work'), '--json', str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [entry] = json.loads(out.read_text())['fixed_cost']
+    phases = entry['phases']
+    # The conversion and the checks before it are timed in the run itself.
+    assert phases['qemu-img convert'][0][1] == 1
+    assert phases['  qemu-img info'][0][0] > 0
+    plugin = entry['summary']['plugin']
+    assert plugin['fixed_cost'] == pytest.approx(
+        plugin['median'] - entry['summary']['qemu']['median'])
+    assert 'fixed cost' in proc.stdout
