@@ -367,3 +367,30 @@ class KeystoneAdmin:
         for role in roles:
             self.grant(project_id, user_id, role)
         return project_id, user_id
+
+    def register_service(self, service_type, name, url, region):
+        """Put a service in the catalog with ``url`` for every interface.
+
+        Real clients (glance, openstack) find Glance through the catalog.
+        """
+        _, _, found = _http('GET', '%s/services?type=%s'
+                            % (self.url, urllib.parse.quote(service_type)),
+                            token=self.token)
+        if found['services']:
+            service_id = found['services'][0]['id']
+        else:
+            _, _, created = _http('POST', self.url + '/services', {
+                'service': {'type': service_type, 'name': name,
+                            'enabled': True}}, token=self.token)
+            service_id = created['service']['id']
+        _, _, existing = _http('GET', '%s/endpoints?service_id=%s'
+                               % (self.url, service_id), token=self.token)
+        for endpoint in existing['endpoints']:
+            _http('DELETE', '%s/endpoints/%s' % (self.url, endpoint['id']),
+                  token=self.token)
+        for interface in ('public', 'internal', 'admin'):
+            _http('POST', self.url + '/endpoints', {'endpoint': {
+                'service_id': service_id, 'interface': interface,
+                'url': url, 'region_id': region, 'enabled': True}},
+                token=self.token)
+        return service_id
