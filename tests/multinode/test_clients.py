@@ -71,8 +71,8 @@ def documented_commands(paths):
     """Client command lines in the literal blocks of reStructuredText files.
 
     Backslash continuations are joined, a ``$`` prompt and a trailing
-    ``# comment`` dropped, whitespace collapsed and every ``<PLACEHOLDER>``
-    written ``<X>``.
+    ``# comment`` dropped, whitespace collapsed and every placeholder
+    (``<IMAGE>``, ``ID``) written ``<X>``.
     """
     found = []
     for path in paths:
@@ -96,7 +96,9 @@ def documented_commands(paths):
 
 
 def _normal(command):
-    return re.sub(r'<[^>]*>', '<X>', ' '.join(command.split()))
+    # Placeholders: <ANYTHING> or a bare upper-case word such as ID.
+    return ' '.join('<X>' if re.fullmatch(r'<[^>]*>|[A-Z][A-Z_]*', word)
+                    else word for word in command.split())
 
 
 def test_documented_client_commands_are_the_verified_ones():
@@ -118,10 +120,12 @@ def test_documented_commands_parser(tmp_path):
     doc = tmp_path / 'x.rst'
     doc.write_text('Run::\n\n  $ glance image-show <IMAGE>   # status\n'
                    '  glance image-create-via-import --name a \\\n'
-                   '      --file f\nglance prose is not a command\n')
+                   '      --file f\n  openstack image task show TASK_ID\n'
+                   'glance prose is not a command\n')
     assert [c for _, c in documented_commands([str(doc)])] == [
         'glance image-show <X>',
-        'glance image-create-via-import --name a --file f']
+        'glance image-create-via-import --name a --file f',
+        'openstack image task show <X>']
 
 
 @pytest.fixture(scope='module')
