@@ -9,16 +9,18 @@ e.g. ``glance==30.2.0:tools/constraints/upper-constraints-2025.1.txt``
 1. ``python -m build``: an sdist, then a wheel built from that sdist (so a
    file missing from the sdist breaks the wheel here, not on PyPI);
 2. ``twine check --strict`` on both;
-3. per release: a new virtualenv, ``pip install -c CONSTRAINTS GLANCE_REQ
-   WHEEL``, then in it: stevedore loads the ``glance_convert`` plugin of
-   ``glance.image_import.plugins`` (the way Glance does), the installed
-   version is the wheel's, ``glance-convert --help`` runs and
-   ``glance-convert check-config`` passes on a minimal configuration.
+3. per release (two at a time, ``--jobs``): a new virtualenv, ``pip
+   install -c CONSTRAINTS GLANCE_REQ WHEEL``, then in it: stevedore loads
+   the ``glance_convert`` plugin of ``glance.image_import.plugins`` (the
+   way Glance does), the installed version is the wheel's,
+   ``glance-convert --help`` runs and ``glance-convert check-config``
+   passes on a minimal configuration.
 
 Exits non-zero at the first failure, saying which step failed.
 """
 
 import argparse
+import concurrent.futures
 import glob
 import os
 import shutil
@@ -55,8 +57,13 @@ class Failed(Exception):
     pass
 
 
-def run(cmd, what, **kwargs):
-    print('check-package: %s' % ' '.join(cmd), flush=True)
+def run(cmd, what, log=None, **kwargs):
+    line = 'check-package: %s' % ' '.join(
+        '<script>' if '\n' in c else c for c in cmd)
+    if log is None:
+        print(line, flush=True)
+    else:
+        log.append(line)
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, **kwargs)
@@ -105,18 +112,21 @@ def minimal_config(base):
 
 
 def check_release(wheel, glance_req, constraints, keep):
+    """Install and probe one release; return its log lines."""
+    log = []
     base = tempfile.mkdtemp(prefix='check-package-')
     try:
         venv = os.path.join(base, 'venv')
         py = os.path.join(venv, 'bin', 'python')
-        run([sys.executable, '-m', 'venv', venv], 'creating a virtualenv')
+        run([sys.executable, '-m', 'venv', venv], 'creating a virtualenv',
+            log)
         run([py, '-m', 'pip', 'install', '--quiet', '-c', constraints,
              glance_req, wheel],
-            'pip install %s %s' % (glance_req, os.path.basename(wheel)))
-        print(run([py, '-c', PROBE, wheel_version(wheel)],
-                  'loading the plugin through stevedore').strip())
+            'pip install %s %s' % (glance_req, os.path.basename(wheel)), log)
+        log.append(run([py, '-c', PROBE, wheel_version(wheel)],
+                       'loading the plugin through stevedore', log).strip())
         cli = os.path.join(venv, 'bin', 'glance-convert')
-        out = run([cli, '--help'], 'glance-convert --help')
+        out = run([cli, '--help'], 'glance-convert --help', log)
         if 'check-config' not in out:
             raise Failed('glance-convert --help does not list check-config:'
                          '\n%s' % out)
@@ -124,13 +134,17 @@ def check_release(wheel, glance_req, constraints, keep):
         env = {k: v for k, v in os.environ.items()
                if k not in ('OS_GLANCE_CONFIG_DIR', 'PYTHONPATH')}
         out = run([cli, 'check-config', '--config-dir', etc],
-                  'glance-convert check-config', env=env)
+                  'glance-convert check-config', log, env=env)
         if '0 error(s)' not in out:
             raise Failed('check-config found errors:\n%s' % out)
-        print(out.strip().splitlines()[-1])
+        log.append(out.strip().splitlines()[-1])
+        log.append('check-package: %s: OK' % glance_req)
+        return log
+    except Failed as e:
+        raise Failed('%s: %s\n%s' % (glance_req, e, '\n'.join(log)))
     finally:
         if keep:
-            print('check-package: kept %s' % base)
+            log.append('check-package: kept %s' % base)
         else:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -143,6 +157,9 @@ def main(argv=None):
                         help='where the sdist and wheel go (default: dist/)')
     parser.add_argument('--keep', action='store_true',
                         help='keep the virtualenvs (their paths are shown)')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='releases installed at once (default 2: pip '
+                        'waits on the network much of the time)')
     args = parser.parse_args(argv)
     try:
         releases = []
@@ -154,9 +171,13 @@ def main(argv=None):
             releases.append((req, os.path.abspath(constraints)))
         wheel = build(os.path.abspath(args.dist))
         print('check-package: built %s' % os.path.basename(wheel))
-        for req, constraints in releases:
-            check_release(wheel, req, constraints, args.keep)
-            print('check-package: %s: OK' % req, flush=True)
+        with concurrent.futures.ThreadPoolExecutor(
+                max(1, args.jobs)) as pool:
+            futures = [pool.submit(check_release, wheel, req, constraints,
+                                   args.keep)
+                       for req, constraints in releases]
+            for future in concurrent.futures.as_completed(futures):
+                print('\n'.join(future.result()), flush=True)
     except Failed as e:
         print('check-package: error: %s' % e, file=sys.stderr)
         return 1
