@@ -99,11 +99,20 @@ def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
         except FileNotFoundError:
             pass
         shutil.rmtree(venv_dir, ignore_errors=True)
-        _run([_base_python(), '-m', 'venv', venv_dir], timeout=300,
-             what='creating the Keystone venv %s' % venv_dir)
-        _run([os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
-              'install', '--quiet'] + requirements, timeout=timeout,
-             what='pip install %s into %s'
+        uv = shutil.which('uv')
+        if uv:  # seconds where pip takes minutes
+            _run([uv, 'venv', '--quiet', '--python', _base_python(),
+                  venv_dir], timeout=300,
+                 what='creating the Keystone venv %s' % venv_dir)
+            install = [uv, 'pip', 'install', '--quiet', '--python',
+                       os.path.join(venv_dir, 'bin', 'python')]
+        else:
+            _run([_base_python(), '-m', 'venv', venv_dir], timeout=300,
+                 what='creating the Keystone venv %s' % venv_dir)
+            install = [os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
+                       'install', '--quiet']
+        _run(install + requirements, timeout=timeout,
+             what='installing %s into %s'
              % (' '.join(requirements), venv_dir))
         _run([os.path.join(venv_dir, 'bin', 'python'), '-c',
               'import keystone.server.wsgi, gunicorn'],
