@@ -12,7 +12,10 @@ reads these, each file overriding the ones before it:
 3. the ``*.conf`` files, in name order, of ``glance.conf.d`` and then
    ``glance-api.conf.d``, each taken from the first of ``~/.glance/``,
    ``~/``, ``/etc/glance/`` and ``/etc/`` that has it (oslo.config's
-   search path; ``$OS_GLANCE_CONFIG_DIR`` is not searched);
+   search path; ``$OS_GLANCE_CONFIG_DIR`` is not searched).  Before
+   Glance 33 the second is named after the WSGI server instead
+   (:mod:`glance_convert.flow.compat`), which the CLI cannot know: it
+   reads ``glance.conf.d`` only;
 4. ``OS_<GROUP>__<OPTION>`` environment variables, over every file.
 
 :func:`load` reads the same, then the CLI's ``--config-file`` files.
@@ -26,9 +29,9 @@ import os
 from oslo_config import cfg
 
 from glance_convert import options
+from glance_convert.flow import compat
 
 PROJECT = 'glance'
-PROG = 'glance-api'
 CONFIG_DIR_ENV = 'OS_GLANCE_CONFIG_DIR'
 DEFAULT_CONFIG_DIR = '/etc/glance'
 API_CONF = 'glance-api.conf'
@@ -150,7 +153,9 @@ def config_files(config_dir: str | None, extra_files=()) -> list[str]:
     if config_dir:
         files += [os.path.join(config_dir, name) for name in API_FILES
                   if os.path.isfile(os.path.join(config_dir, name))]
-        for conf_d in cfg.find_config_dirs(project=PROJECT, prog=PROG):
+        prog = compat.api_prog() or PROJECT
+        for conf_d in dict.fromkeys(cfg.find_config_dirs(project=PROJECT,
+                                                         prog=prog)):
             files += sorted(glob.glob(os.path.join(conf_d, '*.conf')))
     return files + list(extra_files)
 
@@ -188,8 +193,8 @@ def load(config_dir: str | None = None, extra_files=(),
     conf = _glance_conf() if glance else new_conf()
     # default_config_dirs=[]: the .conf.d files are in ``files`` already,
     # in glance-api's order, and before extra_files.
-    conf(args=[], project=PROJECT, prog=PROG, default_config_files=files,
-         default_config_dirs=[])
+    conf(args=[], project=PROJECT, prog=compat.API_PROG,
+         default_config_files=files, default_config_dirs=[])
     if glance:
         _register_store_opts(conf)
     for opt in options.ALL_OPTS:

@@ -78,9 +78,11 @@ def test_import_through_glance_api(server, source):
         assert os.path.getsize(stored) == 8 * MiB + standin.RAN_MARK
         assert qemu_img.compare(source, 'qcow2', stored, 'raw')
     else:
-        # Not 'proc': gunicorn's setproctitle writes the process title over
-        # the environment block that /proc/PID/environ shows.
         expected = {'canary', 'sibling', 'conf', 'listing', 'tcp',
                     'abstract', 'etc_glance'} & set(escapes.attempts())
-        assert escapes.stolen(stored) == sorted(expected)
+        stolen = set(escapes.stolen(stored))
+        # 'proc' may or may not show: where gunicorn has setproctitle (the
+        # newer releases' constraints), the process title overwrites the
+        # environment block that /proc/PID/environ shows.
+        assert stolen - {'proc'} == expected
         assert escapes.effects() == ['abstract', 'signal', 'tcp', 'write']
