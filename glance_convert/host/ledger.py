@@ -12,13 +12,25 @@ whole one.  It holds::
          "bytes": reserved, "paths": [work files it owns],
          "processes": [[pid, start], ...],   # its qemu-img children
          "info": {"task_id": ...}, "active": false once released,
-         "since": epoch}},
+         "since": epoch,
+         "kind": "import" for an import record (see below),
+         "watch": [files that keep a finished entry, never removed]}},
      "queue": [{"id", "owner", "pid", "start", "since"}],  # slot waiters
      "orphans": [{"owner", "info", "pid", "removed": [paths],
-                  "found_at", "attempts"}]}   # dead holders' conversions
+                  "found_at", "attempts",
+                  "claim": [pid, start] of the recovery working on it}]}
 
 Older ledgers may lack ``queue``, ``orphans``, ``active``, ``processes``,
-``info`` and ``attempts``; the defaults are empty, active and 0.
+``info``, ``attempts``, ``kind``, ``watch`` and ``claim``; the defaults
+are empty, active, 0 and none.
+
+An *import record* (``kind: import``, no bytes, no work files) exists
+from the first moment of an import task to its end, so that an import
+whose glance-api dies before it reserves anything (waiting for a slot or
+for space, inspecting) is recovered like one that dies converting.  When
+the task hands its file on to Glance's upload, the record stops being
+active and *watches* that file: it goes once Glance deletes the file after
+the upload, and becomes an orphan if the holder dies first.
 
 An entry whose holder died (its pid is gone, or was reused by a process
 that started at another time) is dropped whenever the ledger is read under
@@ -44,13 +56,30 @@ LOG = logging.getLogger(__name__)
 MAX_ORPHAN_RECORDS = 100
 
 
+IMPORT = 'import'
+
+
 def new_entry(owner: str, nbytes: int, paths: list[str],
-              info: dict | None) -> dict:
-    """The record of a reservation that this process holds."""
+              info: dict | None, kind: str | None = None) -> dict:
+    """The record of a reservation (or import) that this process holds."""
     pid, start = procs.current()
-    return {'owner': owner, 'pid': pid, 'start': start, 'bytes': nbytes,
-            'paths': list(paths), 'processes': [], 'info': info or {},
-            'active': True, 'since': time.time()}
+    entry = {'owner': owner, 'pid': pid, 'start': start, 'bytes': nbytes,
+             'paths': list(paths), 'processes': [], 'info': info or {},
+             'active': True, 'since': time.time()}
+    if kind:
+        entry['kind'] = kind
+    return entry
+
+
+def is_import(entry: dict) -> bool:
+    """Whether the entry is an import record rather than a reservation."""
+    return entry.get('kind') == IMPORT
+
+
+def _leftovers(entry: dict) -> bool:
+    """Whether any file that keeps a finished entry still exists."""
+    return any(os.path.lexists(p)
+               for p in entry['paths'] + entry.get('watch', []))
 
 
 def is_active(entry: dict) -> bool:
@@ -66,6 +95,26 @@ def _orphan_record(entry: dict, removed: list[str]) -> dict:
 
 def _orphan_key(record: dict) -> tuple:
     return record.get('owner'), (record.get('info') or {}).get('task_id')
+
+
+def _add_orphan(ledger: dict, record: dict) -> None:
+    """Record an orphan; one record per import (its reservation and its
+    import record die together), whose ``removed`` lists every file."""
+    key = _orphan_key(record)
+    if key[1] is not None:
+        for known in ledger['orphans']:
+            if _orphan_key(known) == key:
+                known['removed'] = known.get('removed', []) + [
+                    p for p in record['removed']
+                    if p not in known.get('removed', [])]
+                return
+    ledger['orphans'].append(record)
+
+
+def _claimed(record: dict) -> bool:
+    """Whether a live recovery is releasing the record right now."""
+    claim = record.get('claim')
+    return bool(claim) and procs.alive(claim[0], claim[1])
 
 
 def _parse(text: str) -> dict:
@@ -151,7 +200,8 @@ class Ledger:
     def _reap_dead(self, ledger: dict) -> list[str]:
         """Drop entries of dead holders, kill their children, remove files.
 
-        Also drops finished entries (no bytes, every file gone).
+        Also drops finished entries (no bytes, every file gone), and frees
+        orphan records claimed by a recovery that died, for the next one.
         """
         removed = []
         ledger['queue'] = [w for w in ledger['queue']
@@ -159,8 +209,7 @@ class Ledger:
         entries = ledger['entries']
         for entry_id, e in list(entries.items()):
             if procs.alive(e['pid'], e.get('start')):
-                if not is_active(e) and not any(
-                        os.path.lexists(p) for p in e['paths']):
+                if not is_active(e) and not _leftovers(e):
                     del entries[entry_id]  # kept files were consumed
                 continue
             for pid, start in e.get('processes', []):
@@ -185,7 +234,13 @@ class Ledger:
                         ', '.join(gone) or 'no files')
             removed.extend(gone)
             del entries[entry_id]
-            ledger['orphans'].append(_orphan_record(e, gone))
+            _add_orphan(ledger, _orphan_record(e, gone))
+        for record in ledger['orphans']:
+            if record.get('claim') and not _claimed(record):
+                LOG.warning('Recovery of image %s by process %s ended '
+                            'before it finished; offering it again',
+                            record.get('owner'), record['claim'][0])
+                del record['claim']
         del ledger['orphans'][:-MAX_ORPHAN_RECORDS]
         return removed
 
@@ -227,8 +282,44 @@ class Ledger:
             e['processes'] = []
             e['bytes'] = 0
             e['active'] = False
-            if not any(os.path.lexists(p) for p in e['paths']):
+            if not _leftovers(e):
                 del ledger['entries'][entry_id]
+
+    # ------------------------------------------------------ import records
+
+    def begin_import(self, owner: str, info: dict) -> str:
+        """Add an import record for this process; return its id."""
+        entry_id = uuid.uuid4().hex
+        with self.locked() as ledger:
+            ledger['entries'][entry_id] = new_entry(owner, 0, [], info,
+                                                    kind=IMPORT)
+        return entry_id
+
+    def end_import(self, entry_id: str, watch: str | None = None) -> None:
+        """The import's task is done: forget the record, or, with
+        ``watch``, keep it until that file is gone."""
+        with self.locked() as ledger:
+            e = ledger['entries'].get(entry_id)
+            if e is None:
+                return
+            e['active'] = False
+            e['watch'] = [watch] if watch else []
+            if not _leftovers(e):
+                del ledger['entries'][entry_id]
+
+    def abandon_import(self, entry_id: str, reason: str) -> None:
+        """Turn a live import record into an orphan record now.
+
+        For an import whose own clean-up could not put its image back (the
+        database was down): recovery retries what the task could not.
+        """
+        with self.locked() as ledger:
+            e = ledger['entries'].pop(entry_id, None)
+            if e is None:
+                return
+            record = _orphan_record(e, [])
+            record['info'] = dict(record['info'], reason=reason)
+            _add_orphan(ledger, record)
 
     def entries(self) -> list[dict]:
         with self.locked() as ledger:
@@ -258,10 +349,62 @@ class Ledger:
     # ------------------------------------------------------------- orphans
 
     def take_orphans(self) -> list[dict]:
+        """Remove and return the records no live recovery has claimed."""
         with self.locked() as ledger:
-            orphans = ledger['orphans']
-            ledger['orphans'] = []
+            orphans = [o for o in ledger['orphans'] if not _claimed(o)]
+            ledger['orphans'] = [o for o in ledger['orphans']
+                                 if _claimed(o)]
+        for o in orphans:
+            o.pop('claim', None)
         return orphans
+
+    def claim_orphans(self) -> list[dict]:
+        """Claim the records no live recovery has claimed; return copies.
+
+        They stay in the ledger until :meth:`settle_orphans`: a recovery
+        that dies half-way loses nothing, since a claim of a dead process
+        is void at the next access and the records are offered again.
+        """
+        me = list(procs.current())
+        with self.locked() as ledger:
+            claimed = []
+            for record in ledger['orphans']:
+                if not _claimed(record):
+                    record['claim'] = me
+                    claimed.append(dict(record))
+        for record in claimed:
+            del record['claim']
+        return claimed
+
+    def settle_orphans(self, done: list[dict], retry: list[dict],
+                       max_attempts: int) -> list[dict]:
+        """End this process's claims: forget ``done``, count one more
+        attempt on ``retry`` and offer it again.
+
+        Returns the ``retry`` records that reached ``max_attempts``, which
+        are dropped.
+        """
+        me = list(procs.current())
+        forget = {_orphan_key(r) for r in done}
+        again = {_orphan_key(r) for r in retry}
+        given_up = []
+        with self.locked() as ledger:
+            kept = []
+            for record in ledger['orphans']:
+                key = _orphan_key(record)
+                if record.get('claim') != me or key not in forget | again:
+                    kept.append(record)
+                    continue
+                del record['claim']
+                if key in forget:
+                    continue
+                record['attempts'] = int(record.get('attempts') or 0) + 1
+                if record['attempts'] >= max_attempts:
+                    given_up.append(record)
+                else:
+                    kept.append(record)
+            ledger['orphans'] = kept
+        return given_up
 
     def return_orphans(self, records: list[dict],
                        max_attempts: int) -> list[dict]:
@@ -304,10 +447,12 @@ class Ledger:
             raise errors.WorkspaceError(
                 'The conversion ledger is unreadable',
                 'cannot read the conversion ledger %s: %s' % (self.path, e))
-        found = list(ledger['orphans'])
+        view = {'orphans': [dict(o) for o in ledger['orphans']]}
+        for o in view['orphans']:
+            o.pop('claim', None)
         for e in ledger['entries'].values():
             if not procs.alive(e.get('pid'), e.get('start')):
-                found.append(_orphan_record(e, [
+                _add_orphan(view, _orphan_record(e, [
                     p for p in e.get('paths', [])
                     if self.layout.is_work_file(p) and os.path.lexists(p)]))
-        return found
+        return view['orphans']

@@ -103,6 +103,32 @@ class Reservation:
             self.paths.remove(path)
 
 
+class ImportRecord:
+    """The ledger's record of one import task, from its start to its end.
+
+    Made by :meth:`Workspace.begin_import`.  While it exists, the death of
+    its glance-api process leaves an orphan record that recovery uses to
+    release the image, whatever the import was doing: waiting for a slot
+    or for space, inspecting, converting, or handing its file to Glance's
+    upload.
+    """
+
+    def __init__(self, ledger: ledger_.Ledger, entry_id: str, owner: str):
+        self._ledger = ledger
+        self.entry_id = entry_id
+        self.owner = owner
+
+    def end(self, watch: str | None = None) -> None:
+        """The task is done.  ``watch``: the file handed to Glance's upload;
+        the record stays until Glance deletes it after the upload, so a
+        crash during the upload is recovered too."""
+        self._ledger.end_import(self.entry_id, watch=watch)
+
+    def abandon(self, reason: str) -> None:
+        """Leave the image to recovery: the task could not release it."""
+        self._ledger.abandon_import(self.entry_id, reason)
+
+
 class Workspace:
     """Per-host conversion slots and space reservations in ``work_dir``.
 
@@ -159,6 +185,18 @@ class Workspace:
         """
         return self._slots.hold(owner, timeout, on_wait=on_wait,
                                 should_cancel=should_cancel)
+
+    # --------------------------------------------------------------- imports
+
+    def begin_import(self, owner: str, info: dict) -> ImportRecord:
+        """Record an import task of image ``owner`` (``info``: its task id).
+
+        Call it first thing in the task: the record is what makes an
+        import that dies before it reserves anything recoverable.
+        """
+        layout_.check_owner(owner)
+        return ImportRecord(self._ledger,
+                            self._ledger.begin_import(owner, info), owner)
 
     # --------------------------------------------------------- reservations
 
@@ -314,6 +352,28 @@ class Workspace:
         """
         return self._ledger.peek_orphans()
 
+    def claim_orphans(self) -> list[dict]:
+        """Like :meth:`take_orphans`, but the records stay in the ledger,
+        claimed by this process, until :meth:`settle_orphans`.
+
+        A recovery killed half-way loses nothing: the claims of a dead
+        process are void and the next recovery gets the records again.
+        Concurrent recoveries get disjoint records.
+        """
+        return self._ledger.claim_orphans()
+
+    def settle_orphans(self, done: list[dict],
+                       retry: list[dict]) -> list[dict]:
+        """Forget the claimed records in ``done`` (released, or nothing to
+        do); offer those in ``retry`` again, with one more failed attempt
+        counted.  Returns the records given up after
+        ``MAX_RECOVERY_ATTEMPTS``, with an error in the log.
+        """
+        given_up = self._ledger.settle_orphans(done, retry,
+                                               MAX_RECOVERY_ATTEMPTS)
+        self._log_given_up(given_up)
+        return given_up
+
     def return_orphans(self, records: list[dict]) -> list[dict]:
         """Put back orphan records whose release failed, for a later try.
 
@@ -324,21 +384,34 @@ class Workspace:
         """
         given_up = self._ledger.return_orphans(records,
                                                MAX_RECOVERY_ATTEMPTS)
+        self._log_given_up(given_up)
+        return given_up
+
+    @staticmethod
+    def _log_given_up(given_up: list[dict]) -> None:
         for record in given_up:
             LOG.error('Giving up releasing image %s of interrupted import '
                       'task %s after %d attempts; release it by hand',
                       record.get('owner'),
                       (record.get('info') or {}).get('task_id'),
                       record['attempts'])
-        return given_up
 
     def usage(self) -> dict:
-        """What the ledger holds now: for logs, the CLI and tests."""
-        entries = self._ledger.entries()
+        """What the ledger holds now: for logs, the CLI and tests.
+
+        Import records are not reservations: see :meth:`imports`.
+        """
+        entries = [e for e in self._ledger.entries()
+                   if not ledger_.is_import(e)]
         return {'reservations': len([e for e in entries
                                      if ledger_.is_active(e)]),
                 'reserved_bytes': sum(e['bytes'] for e in entries),
                 'paths': [p for e in entries for p in e['paths']]}
+
+    def imports(self) -> list[dict]:
+        """The import records in the ledger: ``owner``, ``info``,
+        ``active`` (False once handed to the upload) and ``watch``."""
+        return [e for e in self._ledger.entries() if ledger_.is_import(e)]
 
 
 def from_conf(work_dir: str | None = None, conf=None) -> Workspace:
