@@ -18,7 +18,8 @@ whole one.  It holds::
      "queue": [{"id", "owner", "pid", "start", "since"}],  # slot waiters
      "orphans": [{"owner", "info", "pid", "removed": [paths],
                   "found_at", "attempts",
-                  "claim": [pid, start] of the recovery working on it}]}
+                  "claim": [pid, start] of the recovery working on it,
+                  "retry_after": epoch, after a failed release}]}
 
 Older ledgers may lack ``queue``, ``orphans``, ``active``, ``processes``,
 ``info``, ``attempts``, ``kind``, ``watch`` and ``claim``; the defaults
@@ -109,6 +110,18 @@ def _add_orphan(ledger: dict, record: dict) -> None:
                     if p not in known.get('removed', [])]
                 return
     ledger['orphans'].append(record)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before a record whose release failed ``attempts`` times is
+    offered again: a database that is down for a minute or two (a
+    restart, a fail-over) does not use up every attempt at once."""
+    return min(60.0, 5.0 * 2 ** attempts)
+
+
+def is_due(record: dict, now: float | None = None) -> bool:
+    """Whether a record waits for no retry delay."""
+    return (record.get('retry_after') or 0) <= (now or time.time())
 
 
 def _claimed(record: dict) -> bool:
@@ -358,18 +371,21 @@ class Ledger:
             o.pop('claim', None)
         return orphans
 
-    def claim_orphans(self) -> list[dict]:
+    def claim_orphans(self, due_only: bool = True) -> list[dict]:
         """Claim the records no live recovery has claimed; return copies.
 
         They stay in the ledger until :meth:`settle_orphans`: a recovery
         that dies half-way loses nothing, since a claim of a dead process
         is void at the next access and the records are offered again.
+        ``due_only``: leave the records whose retry delay runs.
         """
         me = list(procs.current())
+        now = time.time()
         with self.locked() as ledger:
             claimed = []
             for record in ledger['orphans']:
-                if not _claimed(record):
+                if not _claimed(record) and (is_due(record, now)
+                                             or not due_only):
                     record['claim'] = me
                     claimed.append(dict(record))
         for record in claimed:
@@ -399,6 +415,8 @@ class Ledger:
                 if key in forget:
                     continue
                 record['attempts'] = int(record.get('attempts') or 0) + 1
+                record['retry_after'] = time.time() + retry_delay(
+                    record['attempts'])
                 if record['attempts'] >= max_attempts:
                     given_up.append(record)
                 else:

@@ -352,21 +352,23 @@ class Workspace:
         """
         return self._ledger.peek_orphans()
 
-    def claim_orphans(self) -> list[dict]:
+    def claim_orphans(self, due_only: bool = True) -> list[dict]:
         """Like :meth:`take_orphans`, but the records stay in the ledger,
         claimed by this process, until :meth:`settle_orphans`.
 
         A recovery killed half-way loses nothing: the claims of a dead
         process are void and the next recovery gets the records again.
-        Concurrent recoveries get disjoint records.
+        Concurrent recoveries get disjoint records.  A record whose
+        release failed waits (10 s, 20 s, 40 s, then 60 s) before it is
+        offered again, unless ``due_only`` is False.
         """
-        return self._ledger.claim_orphans()
+        return self._ledger.claim_orphans(due_only)
 
     def settle_orphans(self, done: list[dict],
                        retry: list[dict]) -> list[dict]:
         """Forget the claimed records in ``done`` (released, or nothing to
-        do); offer those in ``retry`` again, with one more failed attempt
-        counted.  Returns the records given up after
+        do); offer those in ``retry`` again after a delay, with one more
+        failed attempt counted.  Returns the records given up after
         ``MAX_RECOVERY_ATTEMPTS``, with an error in the log.
         """
         given_up = self._ledger.settle_orphans(done, retry,

@@ -322,13 +322,25 @@ def test_failed_releases_are_retried_then_given_up(tmp_path):
     ws = make_ws(tmp_path)
     _dead_import(ws)
     for attempt in range(1, workspace.MAX_RECOVERY_ATTEMPTS):
-        [record] = ws.claim_orphans()
+        [record] = ws.claim_orphans(due_only=False)
         assert int(record.get('attempts') or 0) == attempt - 1
         assert ws.settle_orphans([], [record]) == []
-    [record] = ws.claim_orphans()
+        # Not offered again at once: the database may be down a while.
+        assert ws.claim_orphans() == []
+        [waiting] = ws.peek_orphans()
+        assert not ledger_.is_due(waiting)
+        assert ledger_.is_due(waiting, now=waiting['retry_after'])
+    [record] = ws.claim_orphans(due_only=False)
     [given_up] = ws.settle_orphans([], [record])
     assert given_up['attempts'] == workspace.MAX_RECOVERY_ATTEMPTS
-    assert ws.claim_orphans() == []
+    assert ws.claim_orphans(due_only=False) == []
+
+
+def test_retry_delays_outlast_a_database_restart():
+    delays = [ledger_.retry_delay(n)
+              for n in range(1, workspace.MAX_RECOVERY_ATTEMPTS)]
+    assert delays == sorted(delays)
+    assert sum(delays) >= 120
 
 
 def test_peek_shows_claimed_records_without_the_claim(tmp_path):
