@@ -12,6 +12,9 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover - CLI outside a Glance environment
     _Base = Exception
 
+#: The exceptions whose text Glance's executor shows the user.
+GLANCE_REPORTED = _Base
+
 
 class ConversionError(_Base):
     """An import failed; ``str(self)`` is the sentence for the end user."""

@@ -108,12 +108,16 @@ class RecordingStatus:
     def __init__(self):
         self.messages = []
         self.aborted = False
+        self.failed = None
 
     def set_message(self, message):
         self.messages.append(message)
 
     def is_aborted(self):
         return self.aborted
+
+    def fail(self, message):
+        self.failed = message
 
 
 class FakeTask:

@@ -135,8 +135,9 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
                 peek_orphans(ws), image_repo, task_repo, staging_dir,
                 dry_run=True)
             return reports
+        # The operator asks now: records waiting for a retry go too.
         return recovery.recover(ws, lambda: (image_repo, task_repo),
-                                staging_dir)
+                                staging_dir, due_only=False)
     except errors.WorkspaceError as exc:
         raise cli.UsageError('conversion work area %s: %s'
                              % (ws.work_dir, exc.detail))

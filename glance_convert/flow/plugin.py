@@ -53,6 +53,23 @@ class GlanceTaskStatus:
             LOG.debug('Could not update task %s message: %s',
                       self.task_id, exc)
 
+    def fail(self, message: str) -> None:
+        """Fail the task with ``message`` now, unless it has ended.
+
+        Glance's executor then keeps this message instead of its own
+        "Internal Error" (it does not touch a task that has failed).
+        """
+        if self.task_repo is None:
+            return
+        try:
+            task = self._task()
+            if task is None or task.status != 'processing':
+                return
+            task.fail(message)
+            self.task_repo.save(task)
+        except Exception as exc:  # noqa: BLE001 - Glance fails it anyway
+            LOG.warning('Could not fail task %s: %s', self.task_id, exc)
+
     def is_aborted(self) -> bool:
         """True once the image is gone, the lock lost or the task ended."""
         if self._aborted:

@@ -16,6 +16,8 @@ import os
 
 from oslo_log import log as logging
 
+from glance_convert.flow import glance_conf
+from glance_convert.host import watch
 from glance_convert.pipeline import conversion
 
 LOG = logging.getLogger(__name__)
@@ -73,16 +75,32 @@ def orphan_target(orphan, image_repo):
     return image_id, task_id, image, None
 
 
-def release(image, task_id, image_repo, task_repo) -> None:
-    """Fail the dead task, put the image back to queued, drop the lock."""
+def release(image, task_id, image_repo, task_repo,
+            formats: list | None = None) -> None:
+    """Fail the dead task, put the image back to queued, drop the lock.
+
+    ``formats``: the image's (disk_format, container_format) before the
+    import, from its import record.  A conversion sets the converted
+    format; were it kept on a queued image, the user's next upload of the
+    original file would be refused as not matching it.
+    """
     try:
         task = task_repo.get(task_id)
         if task.status in ('pending', 'processing'):
             task.fail(INTERRUPTED)
             task_repo.save(task)
+        elif task.status == 'failure' and 'Internal Error' in (
+                task.message or ''):
+            # A stopping glance-api (SIGTERM) fails its running flows
+            # itself ("cannot schedule new futures after shutdown"), which
+            # Glance reports as an internal error; say what happened.
+            task.message = INTERRUPTED
+            task_repo.save(task)
     except Exception as exc:  # noqa: BLE001 - task culled
         LOG.debug('Task %s of image %s not failed: %s', task_id,
                   image.image_id, exc)
+    if formats and image.status in ('importing', 'queued'):
+        image.disk_format, image.container_format = formats
     props = image.extra_properties
     stores = [s for s in props.get('os_glance_importing_to_stores',
                                    '').split(',') if s]
@@ -144,7 +162,8 @@ def _release_one(orphan, image_repo, task_repo, staging_dir, dry_run):
     if dry_run:
         return dict(report, result=WOULD_RELEASE)
     try:
-        release(image, task_id, image_repo, task_repo)
+        release(image, task_id, image_repo, task_repo,
+                (orphan.get('info') or {}).get('formats'))
     except Exception as exc:  # noqa: BLE001 - reported, retried
         LOG.warning('Cannot release image %s of interrupted import task '
                     '%s: %s', image_id, task_id, exc)
@@ -160,16 +179,21 @@ def _release_one(orphan, image_repo, task_repo, staging_dir, dry_run):
     return dict(report, result=RELEASED)
 
 
-def recover(ws, get_repos, staging_dir: str | None) -> list[dict]:
-    """Take the workspace's records, release their images; log a summary.
+def recover(ws, get_repos, staging_dir: str | None,
+            due_only: bool = True) -> list[dict]:
+    """Claim the workspace's records, release their images; log a summary.
 
     ``get_repos()`` returns Glance's (image, task) repositories; it is only
-    called when there is something to release.  The records whose release
-    failed go back to the workspace, for the next recovery to retry (all
-    of them if ``get_repos`` fails).  Raises ``errors.WorkspaceError`` when
-    the records cannot be read.
+    called when there is something to release.  The records stay in the
+    ledger, claimed by this process, until they are settled here: a
+    recovery killed half-way loses none, and concurrent recoveries (two
+    glance-api, the look-out of each worker) never release one twice.
+    Those whose release failed are offered again after a delay (all of
+    them if ``get_repos`` fails); ``due_only=False`` also takes the records
+    whose delay still runs (an operator's ``glance-convert recover``).
+    Raises ``errors.WorkspaceError`` when the records cannot be read.
     """
-    orphans = ws.take_orphans()
+    orphans = ws.claim_orphans(due_only=due_only)
     reports: list[dict] = []
     retry: list[dict] = orphans
     try:
@@ -178,8 +202,8 @@ def recover(ws, get_repos, staging_dir: str | None) -> list[dict]:
             reports, retry = release_all(orphans, image_repo, task_repo,
                                          staging_dir)
     finally:
-        if retry:
-            ws.return_orphans(retry)
+        if orphans:
+            ws.settle_orphans([o for o in orphans if o not in retry], retry)
     log_summary(ws.work_dir, reports)
     return reports
 
@@ -203,6 +227,25 @@ def recover_on_import(context, ws, staging_dir: str | None) -> None:
     """
     try:
         recover(ws, lambda: admin_repos(context.elevated()), staging_dir)
+    except Exception:  # noqa: BLE001
+        LOG.exception('Recovery of interrupted conversions in %s failed',
+                      ws.work_dir)
+
+
+def start_watch(ws) -> None:
+    """Start this process's look-out (:mod:`glance_convert.host.watch`),
+    once: a WSGI server replaces a dead worker without restarting
+    glance-api, so without it the dead worker's images would stay locked
+    until the next import on the host."""
+    watch.ensure_started(lambda: ws, _recover_as_admin)
+
+
+def _recover_as_admin(ws) -> None:
+    """Recovery for the look-out, with Glance's admin context."""
+    from glance import context
+    try:
+        recover(ws, lambda: admin_repos(context.get_admin_context()),
+                glance_conf.staging_dir())
     except Exception:  # noqa: BLE001
         LOG.exception('Recovery of interrupted conversions in %s failed',
                       ws.work_dir)

@@ -30,6 +30,8 @@ class TaskStatus(Protocol):
 
     def is_aborted(self) -> bool: ...
 
+    def fail(self, message: str) -> None: ...
+
 
 class SilentStatus:
     """A TaskStatus that shows nothing and never aborts."""
@@ -39,6 +41,16 @@ class SilentStatus:
 
     def is_aborted(self) -> bool:
         return False
+
+    def fail(self, message: str) -> None:
+        LOG.debug('Task failed: %s', message)
+
+
+#: For a store upload that failed after the conversion with an error that
+#: Glance would only call an "Internal Error".
+STORE_FAILED = ('The image passed its checks but could not be saved to '
+                'the image store; it is back to queued: please import it '
+                'again, or ask the cloud operator if this persists.')
 
 
 def _local_path(file_path: str) -> str:
@@ -93,6 +105,7 @@ class RecoverInterrupted(task.Task):
             return  # the conversion reports it to the user
         recovery.recover_on_import(self.context, ws,
                                    glance_conf.staging_dir())
+        recovery.start_watch(ws)
 
     def revert(self, *args, **kwargs) -> None:
         """Nothing to undo: released images stay released."""
@@ -124,6 +137,7 @@ class ConvertImage(task.Task):
         self._source: str | None = None
         self._output: str | None = None
         self._old_formats: tuple[str, str] | None = None
+        self._record = None
 
     # -- execute -----------------------------------------------------------
 
@@ -134,6 +148,10 @@ class ConvertImage(task.Task):
             claimed = action.image_disk_format
             old = (action.image_disk_format, action.image_container_format)
         config = self.config()
+        # From here on, a death of this process leaves a record that
+        # recovery uses to release the image, whatever the import is doing.
+        self._record = config.workspace.begin_import(
+            self.image_id, {'task_id': self.task_id, 'formats': list(old)})
         self.status.set_message('Checking the %s image' % claimed)
         result = conversion.convert_image(
             src, claimed, image_id=self.image_id,
@@ -148,6 +166,7 @@ class ConvertImage(task.Task):
             LOG.info('Image %s: disk_format %s is not converted to %s; '
                      'passing it through', self.image_id, claimed,
                      config.settings.target)
+            self._end_record(watch=src)
             return file_path
         self._output = result.path
         self._old_formats = old
@@ -165,11 +184,31 @@ class ConvertImage(task.Task):
                                 % (result.source_format, result.disk_format))
         # Only the converted image is kept: the staged source goes now.
         conversion.remove_file(src)
+        self._end_record(watch=result.path)
         return FILE_SCHEME + result.path
+
+    def _end_record(self, watch: str | None = None,
+                    abandon: str | None = None) -> None:
+        """Hand the import record on: to Glance's upload of ``watch`` (the
+        record stays until Glance deletes that file), to recovery
+        (``abandon``: why), or to nobody."""
+        record = self._record
+        if record is None:
+            return
+        if not watch:
+            self._record = None
+        try:
+            if abandon:
+                record.abandon(abandon)
+            else:
+                record.end(watch=watch)
+        except errors.WorkspaceError as exc:
+            LOG.error('Cannot update the import record of image %s: %s',
+                      self.image_id, exc.detail)
 
     # -- revert ------------------------------------------------------------
 
-    def revert(self, result=None, **kwargs) -> None:
+    def revert(self, result=None, flow_failures=None, **kwargs) -> None:
         """Remove every file of this import; put the image back to queued.
 
         Runs when this task failed and when a later task (a store upload)
@@ -180,6 +219,7 @@ class ConvertImage(task.Task):
                       _detail(result))
         conversion.remove_file(self._output)
         conversion.remove_file(self._source)
+        reset = False
         try:
             with self.action_wrapper as action:
                 if self._old_formats is not None:
@@ -191,9 +231,33 @@ class ConvertImage(task.Task):
                 if self.stores:
                     action.remove_importing_stores(self.stores)
                     action.add_failed_stores(self.stores)
+            reset = True
         except Exception as exc:  # noqa: BLE001 - image deleted or lock lost
             LOG.warning('Could not reset image %s after a failed import: '
                         '%s', self.image_id, exc)
+            if not _gone_or_taken(exc):
+                # The database is down, say: recovery tries again later.
+                self._end_record(abandon='cannot reset the image: %s'
+                                 % type(exc).__name__)
+        self._end_record()
+        if reset and not isinstance(result, failure.Failure) and not any(
+                f.check(errors.GLANCE_REPORTED)
+                for f in (flow_failures or {}).values()):
+            # A later task (the store upload) failed with an error Glance
+            # shows the user as "Internal Error"; Glance leaves a task
+            # that is already failed as it is.
+            self.status.fail(STORE_FAILED)
+
+
+def _gone_or_taken(exc: Exception) -> bool:
+    """Whether the image was deleted or another import took its lock:
+    then there is nothing for recovery to release."""
+    try:
+        from glance.common import exception
+    except ImportError:  # pragma: no cover - outside Glance
+        return isinstance(exc, LookupError)
+    return isinstance(exc, (exception.NotFound, exception.TaskAbortedError,
+                            LookupError))
 
 
 def _detail(result: failure.Failure) -> str:

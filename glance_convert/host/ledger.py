@@ -320,16 +320,19 @@ class Ledger:
             if not _leftovers(e):
                 del ledger['entries'][entry_id]
 
-    def abandon_import(self, entry_id: str, reason: str) -> None:
-        """Turn a live import record into an orphan record now.
+    def abandon_import(self, entry_id: str, reason: str, owner: str,
+                       info: dict) -> None:
+        """Turn an import record into an orphan record now.
 
         For an import whose own clean-up could not put its image back (the
-        database was down): recovery retries what the task could not.
+        database was down): recovery retries what the task could not.  The
+        record may be gone already (it watched a file the clean-up
+        removed): ``owner`` and ``info`` make a new one.
         """
         with self.locked() as ledger:
             e = ledger['entries'].pop(entry_id, None)
             if e is None:
-                return
+                e = new_entry(owner, 0, [], info, kind=IMPORT)
             record = _orphan_record(e, [])
             record['info'] = dict(record['info'], reason=reason)
             _add_orphan(ledger, record)

@@ -113,10 +113,12 @@ class ImportRecord:
     upload.
     """
 
-    def __init__(self, ledger: ledger_.Ledger, entry_id: str, owner: str):
+    def __init__(self, ledger: ledger_.Ledger, entry_id: str, owner: str,
+                 info: dict):
         self._ledger = ledger
         self.entry_id = entry_id
         self.owner = owner
+        self.info = dict(info)
 
     def end(self, watch: str | None = None) -> None:
         """The task is done.  ``watch``: the file handed to Glance's upload;
@@ -126,7 +128,8 @@ class ImportRecord:
 
     def abandon(self, reason: str) -> None:
         """Leave the image to recovery: the task could not release it."""
-        self._ledger.abandon_import(self.entry_id, reason)
+        self._ledger.abandon_import(self.entry_id, reason, self.owner,
+                                    self.info)
 
 
 class Workspace:
@@ -196,7 +199,8 @@ class Workspace:
         """
         layout_.check_owner(owner)
         return ImportRecord(self._ledger,
-                            self._ledger.begin_import(owner, info), owner)
+                            self._ledger.begin_import(owner, info), owner,
+                            info)
 
     # --------------------------------------------------------- reservations
 

@@ -10,6 +10,7 @@ import pytest
 from glance_convert.cmd import main as cli
 from glance_convert.cmd import recover as cmd
 from glance_convert.flow import recovery
+from glance_convert.host import ledger
 from glance_convert.host import workspace
 from tests import fakes
 from tests.fakes import FakeTask
@@ -243,8 +244,15 @@ def test_the_plugin_keeps_what_it_could_not_release(host, monkeypatch):
     recovery.recover_on_import(Context(), ws, staging)
     assert image.status == 'importing'
 
+    # The retry waits for its delay (a database outage lasts a while).
     monkeypatch.setattr(recovery, 'admin_repos', lambda context: (
         Repo({image.image_id: image}), tasks))
+    recovery.recover_on_import(Context(), ws, staging)
+    assert image.status == 'importing'
+    monkeypatch.setattr(ledger, 'retry_delay', lambda attempts: 0)
+    [record] = ws.claim_orphans(due_only=False)
+    ws.settle_orphans([], [record])  # as if the delay was over
+
     recovery.recover_on_import(Context(), ws, staging)
     assert image.status == 'queued'
     assert tasks['t1'].status == 'failure'

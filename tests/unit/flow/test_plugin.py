@@ -31,9 +31,10 @@ def test_get_flow_only_builds_the_flow(monkeypatch):
 def test_the_recovery_task_runs_recovery_in_the_work_dir(monkeypatch,
                                                          tmp_path):
     from glance_convert import options
-    calls = []
+    calls, watched = [], []
     monkeypatch.setattr(recovery, 'recover_on_import',
                         lambda *args: calls.append(args))
+    monkeypatch.setattr(recovery, 'start_watch', watched.append)
     options.CONF.set_override('work_dir', str(tmp_path),
                               group=options.GROUP)
     try:
@@ -43,6 +44,7 @@ def test_the_recovery_task_runs_recovery_in_the_work_dir(monkeypatch,
         options.CONF.clear_override('work_dir', group=options.GROUP)
     [(ctx, ws, staging)] = calls
     assert ctx is context and ws.work_dir == str(tmp_path)
+    assert watched == [ws], 'the look-out watches the same work dir'
 
 
 def test_the_recovery_task_without_a_work_dir_does_nothing(monkeypatch):
@@ -52,5 +54,6 @@ def test_the_recovery_task_without_a_work_dir_does_nothing(monkeypatch):
     monkeypatch.setattr(glance_conf, 'staging_dir', lambda conf=None: None)
     monkeypatch.setattr(recovery, 'recover_on_import',
                         lambda *args: calls.append(args))
+    monkeypatch.setattr(recovery, 'start_watch', calls.append)
     tasks.RecoverInterrupted('t1', 'import', Context()).execute()
     assert calls == []

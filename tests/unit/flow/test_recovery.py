@@ -71,12 +71,13 @@ class _Ledger:
         self.records = list(records)
         self.work_dir = '/work'
 
-    def take_orphans(self):
-        taken, self.records = self.records, []
-        return taken
+    def claim_orphans(self, due_only=True):
+        self.due_only = due_only
+        return list(self.records)
 
-    def return_orphans(self, records):
-        self.records += records
+    def settle_orphans(self, done, retry):
+        self.records = [r for r in self.records if r not in done]
+        assert self.records == retry
 
 
 def test_recover_logs_a_summary_and_keeps_failures(caplog):
@@ -103,3 +104,47 @@ def test_recover_without_records_does_not_touch_glance():
     def no_database():
         raise AssertionError('Glance asked for nothing to recover')
     assert recovery.recover(_Ledger([]), no_database, None) == []
+
+
+def test_recover_from_the_plugin_leaves_records_waiting_for_a_retry():
+    ledger = _Ledger([])
+    recovery.recover(ledger, None, None)
+    assert ledger.due_only is True
+    recovery.recover(ledger, None, None, due_only=False)
+    assert ledger.due_only is False
+
+
+def test_internal_error_of_a_stopping_glance_api_is_explained(tmp_path):
+    # glance-api stopping (SIGTERM) fails its running flows itself, and
+    # Glance calls that an internal error; other failures keep their text.
+    for before, after in [('Task failed due to Internal Error',
+                           recovery.INTERRUPTED),
+                          ('Image rejected: too big', 'Image rejected: '
+                           'too big')]:
+        image = fakes.FakeImage('qcow2')
+        image.extra_properties['os_glance_import_task'] = 't1'
+        task = FakeTask('failure')
+        task.message = before
+        reports, _ = recovery.release_all(
+            [{'owner': image.image_id, 'info': {'task_id': 't1'}}],
+            Repo({image.image_id: image}), Repo({'t1': task}),
+            staging_dir=str(tmp_path))
+        assert released(reports) == [image.image_id]
+        assert task.message == after
+        assert image.status == 'queued'
+
+
+def test_the_formats_before_the_conversion_come_back(tmp_path):
+    # Killed during the store upload: the image carries the converted
+    # format, which the user's next upload of the original would not match.
+    for status, formats in [('importing', ('qcow2', 'bare')),
+                            ('active', ('raw', 'bare'))]:
+        image = fakes.FakeImage('raw', status=status)
+        image.extra_properties['os_glance_import_task'] = 't1'
+        recovery.release_all(
+            [{'owner': image.image_id,
+              'info': {'task_id': 't1', 'formats': ['qcow2', 'bare']}}],
+            Repo({image.image_id: image}), Repo({'t1': FakeTask()}),
+            staging_dir=str(tmp_path))
+        # An image whose upload completed keeps the data's format.
+        assert (image.disk_format, image.container_format) == formats

@@ -237,3 +237,49 @@ def test_passed_through_uploads_are_inspected_too(staging, disk_format):
     task.revert(result=None)
     assert os.listdir(staging) == []
     assert image.status == 'queued'
+
+
+def test_the_import_is_recorded_until_glance_deletes_the_upload(staging):
+    ws = fakes.make_workspace(staging)
+    image = fakes.FakeImage('qcow2')
+    src = stage(staging, image, 'qcow2')
+    task, _ = fakes.make_task(image, staging, workspace=ws)
+    out = task.execute('file://' + src)[len('file://'):]
+    [record] = ws.imports()
+    assert record['info'] == {'task_id': 'task-1',
+                              'formats': ['qcow2', 'bare']}
+    assert record['watch'] == [out] and not record['active']
+    os.unlink(out)  # Glance's upload is done and deletes it
+    assert ws.imports() == []
+
+
+def test_a_store_failure_glance_calls_internal_is_explained(staging):
+    from glance.common import exception
+    for later, expected in [(RuntimeError('read-only store'),
+                             tasks.STORE_FAILED),
+                            (exception.UploadException('quota'), None)]:
+        image = fakes.FakeImage('qcow2')
+        src = stage(staging, image, 'qcow2')
+        status = fakes.RecordingStatus()
+        task, _ = fakes.make_task(image, staging, status=status)
+        out = task.execute('file://' + src)
+        task.revert(result=out, flow_failures={
+            'upload': failure.Failure.from_exception(later)})
+        assert status.failed == expected
+        assert image.status == 'queued'
+
+
+def test_a_revert_that_cannot_reset_the_image_leaves_it_to_recovery(
+        staging):
+    ws = fakes.make_workspace(staging)
+    image = fakes.FakeImage('qcow2')
+    src = stage(staging, image, 'qcow2')
+    task, wrapper = fakes.make_task(image, staging, workspace=ws)
+    out = task.execute('file://' + src)
+    wrapper.lock_held = False  # the database is down (not "not found")
+    task.revert(result=out)
+    assert ws.imports() == []
+    [orphan] = ws.peek_orphans()
+    assert orphan['owner'] == image.image_id
+    assert orphan['info']['task_id'] == 'task-1'
+    assert 'cannot reset the image' in orphan['info']['reason']

@@ -203,8 +203,23 @@ def test_ending_without_or_with_a_vanished_file_drops_the_record(tmp_path):
     record = ws.begin_import(IMAGE, TASK)
     record.end()
     record.end()
-    record.abandon('late')
     assert ws.imports() == [] and ws.take_orphans() == []
+
+
+def test_abandoning_after_the_watched_file_went_still_leaves_a_record(
+        tmp_path):
+    # A store upload failed; the revert removed the output (so the record
+    # watching it went) and then could not reset the image.
+    ws = make_ws(tmp_path)
+    out = ws.work_path(IMAGE, 'qcow2')
+    write_data(out, 10)
+    record = ws.begin_import(IMAGE, TASK)
+    record.end(watch=out)
+    os.unlink(out)
+    assert ws.imports() == []
+    record.abandon('cannot reset the image')
+    [orphan] = ws.take_orphans()
+    assert (orphan['owner'], orphan['info']['task_id']) == (IMAGE, 'task-1')
 
 
 def test_import_records_are_not_reservations(tmp_path):
