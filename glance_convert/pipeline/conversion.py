@@ -294,6 +294,7 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     facts, info = inspect_source(src, claimed, settings)
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
     tmp, final = work_paths(work_dir, image_id, target)
+    before = _identity(src)
     workspace = workspace or NoWorkspace()
     owner = image_id
     try:
@@ -316,6 +317,13 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                          parallel_source=use_parallel(claimed, target, info,
                                                       settings, facts),
                          tuning=source_tuning(claimed, facts, settings))
+            if _identity(src) != before:
+                # qemu reads past the end of a truncated file as zeros:
+                # the "converted" image would silently lose data.
+                raise errors.ConversionFailed(
+                    'The staged image data changed during the conversion; '
+                    'please import the image again.',
+                    'source %s changed during conversion' % src)
             os.rename(tmp, final)
             out_virtual = _verify_output(final, target, virtual_size,
                                          settings)
@@ -332,6 +340,15 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
               'rate': bytes_in / units.MiB / max(duration, 1e-6)})
     return Result(final, True, claimed, target, out_virtual, size, bytes_in,
                   duration)
+
+
+def _identity(path: str) -> tuple | None:
+    """What changes when a file is replaced, truncated or rewritten."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _verify_output(final: str, target: str, virtual_size: int,

@@ -254,8 +254,10 @@ def _run(args: Sequence[str], limits: Limits, *,
                 or 'File too large' in stderr):
             raise QemuImgLimitExceeded(printable, code,
                                        'output file size limit exceeded')
-        if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU,
-                    -signal.SIGKILL):
+        # RLIMIT_CPU ends in SIGKILL; without a CPU limit a SIGKILL came
+        # from outside (the OOM killer, an operator): a plain failure.
+        if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (
+                code == -signal.SIGKILL and limits.cpu_time):
             raise QemuImgLimitExceeded(printable, code,
                                        'CPU time limit exceeded')
         if code in check_exit_code:  # pragma: no cover - defensive

@@ -185,3 +185,32 @@ def test_upper_bound_covers_a_fully_allocated_output(target, cluster,
         assert proc.returncode == 0, proc.stderr
         assert bound >= json.loads(proc.stdout)['fully-allocated'], \
             (virtual, bound)
+
+
+@pytest.mark.parametrize('change', [None, 'truncate'])
+def test_a_source_truncated_under_the_conversion_fails_it(
+        tmp_path, monkeypatch, change):
+    # qemu reads past the end of a truncated qcow2 as zeros, so without
+    # the check the conversion "succeeds" with the data lost.
+    staging = tmp_path / 'staging'
+    staging.mkdir()
+    src = imagefactory.make_image(staging, 'qcow2', size=16 * MiB)
+    work = tmp_path / 'work'
+    work.mkdir()
+    real = qemu_img._run
+
+    def truncating(args, *a, **kw):
+        if args[0] == 'convert' and change:
+            os.truncate(src, os.path.getsize(src) // 2)
+        return real(args, *a, **kw)
+    monkeypatch.setattr(qemu_img, '_run', truncating)
+    settings = hostile_corpus.pipeline_settings('raw')
+    if not change:
+        conversion.convert_image(src, 'qcow2', image_id=IMAGE,
+                                 work_dir=str(work), settings=settings)
+        return
+    with pytest.raises(errors.ConversionFailed) as exc:
+        conversion.convert_image(src, 'qcow2', image_id=IMAGE,
+                                 work_dir=str(work), settings=settings)
+    assert 'changed during the conversion' in str(exc.value)
+    assert os.listdir(work) == []

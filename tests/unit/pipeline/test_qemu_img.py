@@ -182,3 +182,17 @@ def test_compare_tells_different_images_apart(tmp_path):
     b = imagefactory.make_raw(tmp_path / 'b.raw', 1 << 20, [])
     assert qemu_img.compare(a, 'raw', a, 'raw')
     assert not qemu_img.compare(a, 'raw', b, 'raw')
+
+
+@pytest.mark.parametrize('cpu_time', [None, 30])
+def test_sigkill_from_outside_is_not_a_limit(fifo, cpu_time):
+    # The OOM killer's SIGKILL looks like RLIMIT_CPU's; only a process
+    # with a CPU limit can have hit that limit.
+    def kill(pid):
+        threading.Timer(0.3, os.kill, (pid, 9)).start()
+    with pytest.raises(qemu_img.QemuImgError) as exc:
+        qemu_img._run(['info', '-f', 'raw', fifo],
+                      qemu_img.Limits(timeout=60, cpu_time=cpu_time),
+                      on_start=kill, reads=[fifo])
+    assert isinstance(exc.value, qemu_img.QemuImgLimitExceeded) == bool(
+        cpu_time)
