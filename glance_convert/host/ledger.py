@@ -100,7 +100,8 @@ def _orphan_key(record: dict) -> tuple:
 
 def _add_orphan(ledger: dict, record: dict) -> None:
     """Record an orphan; one record per import (its reservation and its
-    import record die together), whose ``removed`` lists every file."""
+    import record die together), whose ``removed`` lists every file and
+    whose ``info`` has what either knew (the import record's formats)."""
     key = _orphan_key(record)
     if key[1] is not None:
         for known in ledger['orphans']:
@@ -108,6 +109,8 @@ def _add_orphan(ledger: dict, record: dict) -> None:
                 known['removed'] = known.get('removed', []) + [
                     p for p in record['removed']
                     if p not in known.get('removed', [])]
+                known['info'] = dict(record.get('info') or {},
+                                     **(known.get('info') or {}))
                 return
     ledger['orphans'].append(record)
 

@@ -385,3 +385,21 @@ def test_a_ledger_without_kinds_or_claims_still_reads(tmp_path):
     [record] = ws.claim_orphans()
     assert record['owner'] == OTHER
     assert not ledger_.is_import(data['entries']['old'])
+
+
+def test_one_orphan_per_import_keeps_what_either_record_knew():
+    # The reservation and the import record of one import die together;
+    # whichever the reaper meets first, the import record's formats (which
+    # recovery restores) must survive the merge.
+    for order in ((0, 1), (1, 0)):
+        records = [{'owner': IMAGE, 'info': {'task_id': 'task-1'},
+                    'removed': ['/w/a']},
+                   {'owner': IMAGE, 'info': {'task_id': 'task-1',
+                                             'formats': ['qcow2', 'bare']},
+                    'removed': []}]
+        ledger = {'orphans': []}
+        for i in order:
+            ledger_._add_orphan(ledger, records[i])
+        [orphan] = ledger['orphans']
+        assert orphan['info']['formats'] == ['qcow2', 'bare']
+        assert orphan['removed'] == ['/w/a']
