@@ -123,6 +123,27 @@ def staging_dir(conf=None) -> str | None:
     return uri[len('file://'):] if uri.startswith('file://') else None
 
 
+def filesystem_store_dirs(stores, conf=None) -> list[str]:
+    """The data directories of those of ``stores`` (store names, as in
+    ``os_glance_importing_to_stores``) that are filesystem stores; with a
+    single store (no ``enabled_backends``), its directory if it is one.
+    Empty where Glance's store options are not registered.
+    """
+    conf = conf or options.CONF
+    found = []
+    try:
+        backends = conf.enabled_backends or {}
+        if backends:
+            for name in stores:
+                if backends.get(name) == 'file':
+                    found.append(conf[name].filesystem_store_datadir)
+        elif conf.glance_store.default_store == 'file':
+            found.append(conf.glance_store.filesystem_store_datadir)
+    except _UNREGISTERED:
+        return []
+    return [d for d in found if d]
+
+
 def work_dir(conf=None) -> str | None:
     """The directory conversions write to: THE rule, used everywhere.
 

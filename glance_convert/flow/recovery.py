@@ -113,8 +113,33 @@ def release(image, task_id, image_repo, task_repo,
     if image.status == 'importing':
         image.status = 'queued'
     image_repo.save(image)
+    if image.status != 'active':
+        remove_partial_upload(image, stores)
     image_repo.delete_property_atomic(image, 'os_glance_import_task',
                                       task_id)
+
+
+def remove_partial_upload(image, stores: list[str]) -> None:
+    """Delete what a killed store upload left in a filesystem store.
+
+    The filesystem store names an image's file by its id and refuses to
+    write a file that exists; its own clean-up does not run when the
+    process dies, so the image could never be stored there again.  A file
+    that one of the image's locations points to is kept.
+    """
+    used = {loc.get('url') for loc in getattr(image, 'locations', []) or []}
+    for directory in glance_conf.filesystem_store_dirs(stores):
+        path = os.path.join(directory, image.image_id)
+        if 'file://' + path in used or not os.path.isfile(path):
+            continue
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            LOG.warning('Cannot remove the partial upload %s of image %s: '
+                        '%s', path, image.image_id, exc)
+        else:
+            LOG.info('Removed the partial store upload %s of image %s',
+                     path, image.image_id)
 
 
 def release_all(orphans, image_repo, task_repo, staging_dir: str | None,

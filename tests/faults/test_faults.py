@@ -119,6 +119,8 @@ def test_kill_uploading(host, images):
     host.wait_quiet()
     host.check_ledger()
     if image['status'] != 'active':
+        # The store refuses to write over a file left by the dead upload.
+        assert not os.path.exists(stored), 'partial upload left in store'
         host.reimport(victim, source)
 
 

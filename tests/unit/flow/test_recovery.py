@@ -148,3 +148,53 @@ def test_the_formats_before_the_conversion_come_back(tmp_path):
             staging_dir=str(tmp_path))
         # An image whose upload completed keeps the data's format.
         assert (image.disk_format, image.container_format) == formats
+
+
+def test_a_partial_store_upload_is_removed(tmp_path, monkeypatch):
+    # Killed while Glance wrote the filesystem store: the file blocks
+    # every later upload of the image there ("already exists").
+    from glance_convert.flow import glance_conf
+    store = tmp_path / 'store'
+    store.mkdir()
+    asked = []
+    monkeypatch.setattr(glance_conf, 'filesystem_store_dirs',
+                        lambda stores: asked.append(stores) or [str(store)])
+    for status, locations, kept in [('importing', [], False),
+                                    ('importing', True, True),
+                                    ('active', [], True)]:
+        image = fakes.FakeImage('raw', status=status)
+        image.extra_properties['os_glance_import_task'] = 't1'
+        partial = store / image.image_id
+        partial.write_bytes(b'half')
+        image.locations = ([{'url': 'file://%s' % partial}] if locations
+                           else [])
+        recovery.release_all(
+            [{'owner': image.image_id, 'info': {'task_id': 't1'}}],
+            Repo({image.image_id: image}), Repo({'t1': FakeTask()}),
+            staging_dir=str(tmp_path))
+        assert partial.exists() == kept, (status, locations)
+    assert asked[0] == ['fs']
+
+
+def test_filesystem_store_dirs_as_glance_configures_them():
+    from oslo_config import cfg
+    from glance_convert.flow import glance_conf
+    conf = cfg.ConfigOpts()
+    assert glance_conf.filesystem_store_dirs(['fs'], conf) == []
+    conf.register_opt(cfg.DictOpt('enabled_backends'))
+    conf.register_opts([cfg.StrOpt('default_store'),
+                        cfg.StrOpt('filesystem_store_datadir')],
+                       group='glance_store')
+    for name in ('fs', 'ceph'):
+        conf.register_opt(cfg.StrOpt('filesystem_store_datadir'),
+                          group=name)
+    conf([])
+    conf.set_override('default_store', 'file', group='glance_store')
+    conf.set_override('filesystem_store_datadir', '/single',
+                      group='glance_store')
+    assert glance_conf.filesystem_store_dirs([], conf) == ['/single']
+    conf.set_override('enabled_backends', {'fs': 'file', 'ceph': 'rbd'})
+    conf.set_override('filesystem_store_datadir', '/multi', group='fs')
+    conf.set_override('filesystem_store_datadir', '/x', group='ceph')
+    assert glance_conf.filesystem_store_dirs(['fs', 'ceph'], conf) == [
+        '/multi']
