@@ -25,6 +25,7 @@ import concurrent.futures
 import itertools
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -222,15 +223,18 @@ def main(argv=None):
         'GLANCE_CONVERT_SOAK_PLOT'))
     args = parser.parse_args(argv)
     base = tempfile.mkdtemp(prefix='glance-convert-soak-')
-    pg = pgcluster.PostgresCluster(os.path.join(base, 'pg'))
-    pg.bindir = os.path.dirname(os.path.realpath(
-        os.path.join(pg.bindir, 'initdb')))
-    with pg:
-        soak = Soak(base, pg, args.imports)
-        with harness.running(soak.host):
-            started = time.monotonic()
-            rows, counts = soak.run()
-            elapsed = time.monotonic() - started
+    try:
+        pg = pgcluster.PostgresCluster(os.path.join(base, 'pg'))
+        pg.bindir = os.path.dirname(os.path.realpath(
+            os.path.join(pg.bindir, 'initdb')))
+        with pg:
+            soak = Soak(base, pg, args.imports)
+            with harness.running(soak.host):
+                started = time.monotonic()
+                rows, counts = soak.run()
+                elapsed = time.monotonic() - started
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     print('\n%d imports in %.0f s, %d at a time:' % (
         args.imports, elapsed, PARALLEL))
     for (kind, result), n in sorted(counts.items()):
