@@ -1,21 +1,33 @@
 """A typed, thin wrapper around the ``qemu-img`` command.
 
-Every call goes through :func:`oslo_concurrency.processutils.execute` with
-the source format forced (``-f``), resource limits and a watchdog thread
-that kills qemu-img on a wall-clock timeout or when the caller cancels:
-processutils' own timeout stops waiting but leaves the child running.
+Every call forces the source format (``-f``), runs under resource limits
+(address space, CPU time, output file size: the kernel's ``setrlimit`` on
+the qemu-img process itself) and a watchdog thread that kills qemu-img on
+a wall-clock timeout or when the caller cancels, and is confined
+(:mod:`glance_convert.pipeline.sandbox`): each caller names the files
+qemu-img may read (``reads``) and write (``writes``).
 
-The limits (address space, CPU time, output file size) are the ones
-``processutils.ProcessLimits`` offers, but they are set with ``setrlimit``
-in the child between fork and exec instead of through ``python -m
-oslo_concurrency.prlimit``: the kernel enforces the same limits, and a
-conversion no longer pays for starting a Python interpreter five times
-(30 ms idle, up to 170 ms on a loaded host, per qemu-img call).  It also
-removes the dependency on ``[wsgi] python_interpreter``.
+How qemu-img is started matters as much as what it runs.  Any
+``preexec_fn`` makes Python ``fork()`` the whole caller, whose cost grows
+with its memory (a glance-api worker holds hundreds of MiB); without one
+Python uses ``vfork()``.  So, where possible, nothing runs in the child
+before exec:
 
-Every run is confined (:mod:`glance_convert.pipeline.sandbox`): each
-caller names the files qemu-img may read (``reads``) and write
-(``writes``), and the child applies Landlock and seccomp after the limits.
+* the limits and the parent-death signal are set by util-linux's
+  ``setpriv --pdeathsig KILL`` and ``prlimit``, which each set one thing
+  and exec the next program: the process that runs is qemu-img;
+* the confinement is applied by a short-lived launcher thread to itself
+  (no_new_privs, Landlock and seccomp belong to one thread and are
+  inherited by the processes it starts); that thread starts qemu-img and
+  lives until it exits, as the parent-death signal fires when the thread
+  that started the child ends.  The caller's thread, unrestricted, reads
+  qemu-img's output and runs the watchdog and the callbacks.
+
+Where the tools are missing (or too old for ``--pdeathsig``), where the
+kernel cannot scope signals (Landlock ABI < 6: the seccomp rule "signals
+only to itself" then needs the child's pid) or where threads are green
+threads sharing one kernel thread, a ``preexec_fn`` does it all in a
+forked child: the same protection, only slower.
 
 Format arguments are qemu-img driver names (``vpc``, not Glance's ``vhd``);
 see :mod:`glance_convert.formats`.
@@ -28,12 +40,13 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from typing import Callable, Mapping, Sequence
 
-from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from glance_convert.pipeline import sandbox
@@ -191,6 +204,144 @@ class _Watchdog:
             pass
 
 
+#: How qemu-img was started (see the module's docstring).
+THREAD, DIRECT, FORK = 'launcher-thread', 'direct', 'fork'
+_RLIMIT_FLAGS = {resource.RLIMIT_AS: '--as', resource.RLIMIT_CPU: '--cpu',
+                 resource.RLIMIT_FSIZE: '--fsize'}
+_TOOLS_LOCK = threading.Lock()
+_TOOLS: list | None = None   # [(setpriv, prlimit) or None], once tried
+
+
+def launcher_tools() -> tuple[str, str] | None:
+    """(setpriv, prlimit) when both work here, else None; tried once.
+
+    Tried for real: ``setpriv --pdeathsig`` needs util-linux 2.33.
+    """
+    global _TOOLS
+    with _TOOLS_LOCK:
+        if _TOOLS is None:
+            tools = (shutil.which('setpriv'), shutil.which('prlimit'))
+            ok = all(tools)
+            if ok:
+                tools = tuple(os.path.realpath(t) for t in tools)
+                try:
+                    subprocess.run(
+                        [tools[0], '--pdeathsig', 'KILL', '--', tools[1],
+                         '--cpu=60', '--', tools[1], '--version'],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, timeout=60, check=True)
+                except (OSError, subprocess.SubprocessError):
+                    ok = False
+            if not ok:
+                LOG.info('util-linux setpriv (2.33 or later, for '
+                         '--pdeathsig) and prlimit are not usable here: '
+                         'each qemu-img start forks the whole process, '
+                         'which costs more as it grows')
+            _TOOLS = [tools if ok else None]
+        return _TOOLS[0]
+
+
+def start_path(confinement: sandbox.Confinement) -> str:
+    """How a qemu-img run confined so will be started here."""
+    if launcher_tools() is None:
+        return FORK
+    if not confinement.nnp:
+        return DIRECT
+    return THREAD if confinement.thread_safe else FORK
+
+
+class _Launch:
+    """A launcher thread: confines itself, starts qemu-img, outlives it."""
+
+    def __init__(self, argv, env, confinement):
+        self.argv, self.env, self.confinement = argv, env, confinement
+        self.caller_tid = sandbox._gettid()
+        self.proc: subprocess.Popen | None = None
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, daemon=True,
+                                       name='qemu-img-launcher')
+
+    def start(self) -> subprocess.Popen:
+        """Start it; qemu-img's Popen, or the launcher's error raised."""
+        # Opened here: the restricted thread opens nothing.
+        stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.stdin = stdin
+            self.thread.start()
+            try:
+                self.ready.wait()
+            except BaseException:
+                self.ready.wait()
+                if self.proc is not None:
+                    _kill_and_reap(self.proc)
+                raise
+        finally:
+            os.close(stdin)
+        if self.error is not None:
+            raise self.error
+        return self.proc
+
+    def _main(self) -> None:
+        try:
+            self.confinement.restrict_thread(self.caller_tid)
+            self.proc = subprocess.Popen(
+                self.argv, stdin=self.stdin, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=self.env, close_fds=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.error = exc
+            return
+        finally:
+            self.ready.set()
+        # Wait for the exit without reaping: the caller's communicate()
+        # reaps.  This thread ending is what fires the death signal.
+        try:
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+
+
+def _kill_and_reap(proc: subprocess.Popen) -> None:
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+
+
+def _start(cmd: list[str], limits: Limits, env: dict,
+           confinement: sandbox.Confinement) -> tuple[subprocess.Popen, str]:
+    """Start qemu-img (``cmd[0]`` its full path); its Popen and the path."""
+    rlimits = limits.rlimits()
+    path = start_path(confinement)
+    common = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                  close_fds=True)
+    if path != FORK:
+        setpriv, prlimit = launcher_tools()
+        argv = [setpriv, '--pdeathsig', 'KILL', '--']
+        if rlimits:
+            argv += [prlimit] + ['%s=%d' % (_RLIMIT_FLAGS[res], value)
+                                 for res, value in rlimits] + ['--']
+        argv += cmd
+        if path == DIRECT:
+            return (subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     **common), path)
+        try:
+            return _Launch(argv, env, confinement).start(), path
+        except sandbox.NotAThread:
+            path = FORK   # green threads: one kernel thread for all
+    return (subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL,
+        preexec_fn=_child_setup(rlimits, confinement), **common), path)
+
+
+def _not_confined(detail: str) -> sandbox.ConfinementUnavailable:
+    LOG.error('%s', detail)
+    return sandbox.ConfinementUnavailable(
+        'Image conversion is not available on this cloud right now; '
+        'please contact the cloud operator.', detail)
+
+
 def _run(args: Sequence[str], limits: Limits, *,
          check_exit_code: Sequence[int] = (0,),
          should_cancel: Callable[[], bool] | None = None,
@@ -204,69 +355,68 @@ def _run(args: Sequence[str], limits: Limits, *,
     ``reads`` and ``writes`` are the only files it may read and write
     (besides what it needs to run); a missing ``writes`` file is created
     empty first.  Raises :class:`sandbox.ConfinementUnavailable` when it
-    cannot be confined as the ``sandbox`` option asks.
+    cannot be confined as the ``sandbox`` option asks.  Never through a
+    shell; the environment is glance-api's with ``LC_ALL=C``.
     """
     cmd = (QEMU_IMG,) + tuple(args)
-    watchdog = _Watchdog(limits.timeout, should_cancel, on_tick,
-                         tick_interval, on_start)
+    printable = ' '.join(cmd)
     env = dict(os.environ)
     env.update(_ENV)
-    printable = ' '.join(cmd)
-    confinement = sandbox.prepare(reads, writes,
-                                  sandbox.resolve(QEMU_IMG, env))
-
-    exit_codes: list[int] = []
-
-    def started(proc) -> None:
-        confinement.close()  # the child has its own copy of the ruleset
-        watchdog.start(proc)
-
-    def completed(proc) -> None:
-        # processutils returns no exit code: the accepted non-zero ones
-        # (compare's 1, check's 2 and 3) must not read as 0.
-        exit_codes.append(proc.returncode)
-        watchdog.stop(proc)
-
+    executable = sandbox.resolve(QEMU_IMG, env)
+    if executable is None:
+        raise QemuImgError(printable, None,
+                           '%s not found on PATH' % QEMU_IMG)
+    watchdog = _Watchdog(limits.timeout, should_cancel, on_tick,
+                         tick_interval, on_start)
+    confinement = sandbox.prepare(reads, writes, executable,
+                                  helpers=launcher_tools() or ())
     try:
-        stdout, stderr = processutils.execute(
-            *cmd, env_variables=env, check_exit_code=list(check_exit_code),
-            on_execute=started, on_completion=completed,
-            preexec_fn=_child_setup(limits.rlimits(), confinement),
-            log_errors=processutils.LOG_FINAL_ERROR)
-        return (exit_codes[-1] if exit_codes else 0), stdout, stderr
-    except processutils.ProcessExecutionError as exc:
-        code = exc.exit_code
-        if (code == sandbox.EXIT_NOT_CONFINED
-                and (exc.stderr or '').startswith(sandbox.FAILED_PREFIX)):
-            LOG.error('%s', exc.stderr.strip())
-            raise sandbox.ConfinementUnavailable(
-                'Image conversion is not available on this cloud right '
-                'now; please contact the cloud operator.',
-                exc.stderr.strip())
-        if watchdog.reason == 'timeout':
-            raise QemuImgTimeout(printable, code,
-                                 'killed after %ss' % limits.timeout)
-        if watchdog.reason == 'cancelled':
-            raise QemuImgCancelled(printable, code, 'cancelled')
-        stderr = exc.stderr or ''
-        # qemu-img ignores SIGXFSZ and reports EFBIG instead.
-        if (code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
-                or 'File too large' in stderr):
-            raise QemuImgLimitExceeded(printable, code,
-                                       'output file size limit exceeded')
-        # RLIMIT_CPU ends in SIGKILL; without a CPU limit a SIGKILL came
-        # from outside (the OOM killer, an operator): a plain failure.
-        if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (
-                code == -signal.SIGKILL and limits.cpu_time):
-            raise QemuImgLimitExceeded(printable, code,
-                                       'CPU time limit exceeded')
-        if code in check_exit_code:  # pragma: no cover - defensive
-            return code, exc.stdout, exc.stderr
-        raise QemuImgError(printable, code, exc.stderr or exc.stdout)
-    except OSError as exc:
-        raise QemuImgError(printable, None, str(exc))
+        try:
+            proc, path = _start([executable] + list(args), limits, env,
+                                confinement)
+        except sandbox.ThreadNotConfined as exc:
+            raise _not_confined(str(exc))
+        except OSError as exc:
+            raise QemuImgError(printable, None, str(exc))
     finally:
-        confinement.close()
+        confinement.close()  # the child holds its domain
+    LOG.debug('Running %s (pid %s, started by %s)', printable, proc.pid,
+              path)
+    try:
+        watchdog.start(proc)
+        out, err = proc.communicate()
+    except BaseException:
+        # Interrupted here, not by qemu-img: it must not outlive us.
+        _kill_and_reap(proc)
+        raise
+    finally:
+        watchdog.stop()
+    code = proc.returncode
+    stdout = out.decode('utf-8', 'replace')
+    stderr = err.decode('utf-8', 'replace')
+    if code in check_exit_code and watchdog.reason is None:
+        return code, stdout, stderr
+    LOG.debug('%s exited with %s: %s', printable, code, stderr.strip())
+    if (code == sandbox.EXIT_NOT_CONFINED
+            and stderr.startswith(sandbox.FAILED_PREFIX)):
+        raise _not_confined(stderr.strip())
+    if watchdog.reason == 'timeout':
+        raise QemuImgTimeout(printable, code,
+                             'killed after %ss' % limits.timeout)
+    if watchdog.reason == 'cancelled':
+        raise QemuImgCancelled(printable, code, 'cancelled')
+    # qemu-img ignores SIGXFSZ and reports EFBIG instead.
+    if (code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
+            or 'File too large' in stderr):
+        raise QemuImgLimitExceeded(printable, code,
+                                   'output file size limit exceeded')
+    # RLIMIT_CPU ends in SIGKILL; without a CPU limit a SIGKILL came
+    # from outside (the OOM killer, an operator): a plain failure.
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU) or (
+            code == -signal.SIGKILL and limits.cpu_time):
+        raise QemuImgLimitExceeded(printable, code,
+                                   'CPU time limit exceeded')
+    raise QemuImgError(printable, code, stderr or stdout)
 
 
 def _options_arg(options: Mapping[str, object]) -> list[str]:

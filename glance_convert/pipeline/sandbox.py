@@ -142,7 +142,7 @@ _TABLES = {
         fchownat=260, setxattr=188, lsetxattr=189, fsetxattr=190,
         removexattr=197, lremovexattr=198, fremovexattr=199,
         kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129,
-        rt_tgsigqueueinfo=297, clone=56, clone3=435)),
+        rt_tgsigqueueinfo=297, clone=56, clone3=435, fcntl=72, ioctl=16)),
     'aarch64': (0xC00000B7, dict(
         socket=198, connect=203, bind=200, ptrace=117, process_vm_readv=270,
         process_vm_writev=271, kcmp=272, pidfd_open=434, pidfd_getfd=438,
@@ -157,7 +157,7 @@ _TABLES = {
         lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15,
         fremovexattr=16, kill=129, tkill=130, tgkill=131,
         rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, clone=220,
-        clone3=435)),
+        clone3=435, fcntl=25, ioctl=29)),
 }
 #: Denied outright (EPERM).
 _DENIED = (
@@ -172,9 +172,18 @@ _DENIED = (
     'fchmodat', 'fchmodat2', 'chown', 'fchown', 'lchown', 'fchownat',
     'setxattr', 'lsetxattr', 'fsetxattr', 'removexattr', 'lremovexattr',
     'fremovexattr')
-#: Allowed only when the first argument is the process's own pid.
+#: Allowed only when the first argument is the process's own pid (a child
+#: started by fork), or is not the pid of glance-api nor the tid of the
+#: thread that started it (started by a launcher thread, see
+#: :meth:`Confinement.restrict_thread`).
 _SELF_ONLY = ('kill', 'tkill', 'tgkill', 'rt_sigqueueinfo',
               'rt_tgsigqueueinfo')
+#: Commands refused to fcntl and ioctl: naming the owner of a file makes
+#: the kernel signal it on I/O (O_ASYNC, SIGIO or any F_SETSIG signal),
+#: a way to signal a chosen process that no kill() rule sees.
+_F_SETOWN, _F_SETOWN_EX = 8, 15
+_FIOSETOWN, _SIOCSPGRP = 0x8901, 0x8902
+_OFF_ARG1 = _OFF_ARG0 + 8
 
 
 class _SockFilter(ctypes.Structure):
@@ -362,13 +371,8 @@ def _insn(code, k, jt=0, jf=0):
     return (code, jt, jf, k)
 
 
-def build_program(arch: int, table: dict, x32_check: bool
-                  ) -> tuple[list[tuple], list[int]]:
-    """The filter as (code, jt, jf, k) tuples, and where the pid goes.
-
-    The pid slots hold 0 until the child writes its own pid there (the
-    only thing the child computes): signals and sigqueue calls are allowed
-    to that pid alone.
+def _head(arch: int, table: dict, x32_check: bool) -> list[tuple]:
+    """The checks common to both programs: ABI, denied calls, file owners.
     """
     prog = [_insn(_LD_W_ABS, _OFF_ARCH),
             _insn(_JEQ_K, arch, 1, 0),
@@ -381,6 +385,40 @@ def build_program(arch: int, table: dict, x32_check: bool
     for name in _DENIED:
         if name in table:
             prog += [_insn(_JEQ_K, table[name], 0, 1), _insn(_RET_K, deny)]
+    for name, commands in (('fcntl', (_F_SETOWN, _F_SETOWN_EX)),
+                           ('ioctl', (_FIOSETOWN, _SIOCSPGRP))):
+        prog += [_insn(_JEQ_K, table[name], 0, 5),
+                 _insn(_LD_W_ABS, _OFF_ARG1),
+                 _insn(_JEQ_K, commands[0], 2, 0),
+                 _insn(_JEQ_K, commands[1], 1, 0),
+                 _insn(_RET_K, _RET_ALLOW),
+                 _insn(_RET_K, deny)]
+    return prog
+
+
+def _tail(table: dict) -> list[tuple]:
+    # clone with a namespace flag: refused; clone3 (flags in memory that
+    # BPF cannot read): ENOSYS, so the C library falls back to clone.
+    deny = _RET_ERRNO | errno.EPERM
+    return [_insn(_JEQ_K, table['clone3'], 0, 1),
+            _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),
+            _insn(_JEQ_K, table['clone'], 0, 3),
+            _insn(_LD_W_ABS, _OFF_ARG0),
+            _insn(_JSET_K, _CLONE_NEW_ANY, 0, 1),
+            _insn(_RET_K, deny),
+            _insn(_RET_K, _RET_ALLOW)]     # clone without them, and the rest
+
+
+def build_program(arch: int, table: dict, x32_check: bool
+                  ) -> tuple[list[tuple], list[int]]:
+    """The filter of a forked child as (code, jt, jf, k), and the pid slots.
+
+    The pid slots hold 0 until the child writes its own pid there (the
+    only thing the child computes): signals and sigqueue calls are allowed
+    to that pid alone.
+    """
+    prog = _head(arch, table, x32_check)
+    deny = _RET_ERRNO | errno.EPERM
     pid_slots = []
     for name in _SELF_ONLY:
         prog += [_insn(_JEQ_K, table[name], 0, 4),
@@ -389,45 +427,87 @@ def build_program(arch: int, table: dict, x32_check: bool
         prog += [_insn(_JEQ_K, 0, 1, 0),
                  _insn(_RET_K, deny),
                  _insn(_RET_K, _RET_ALLOW)]
-    # clone with a namespace flag: refused; clone3 (flags in memory that
-    # BPF cannot read): ENOSYS, so the C library falls back to clone.
-    prog += [_insn(_JEQ_K, table['clone3'], 0, 1),
-             _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),
-             _insn(_JEQ_K, table['clone'], 0, 3),
-             _insn(_LD_W_ABS, _OFF_ARG0),
-             _insn(_JSET_K, _CLONE_NEW_ANY, 0, 1),
-             _insn(_RET_K, deny),
-             _insn(_RET_K, _RET_ALLOW)]     # clone without them, and the rest
-    return prog, pid_slots
+    return prog + _tail(table), pid_slots
+
+
+def build_launcher_program(arch: int, table: dict, x32_check: bool
+                           ) -> tuple[list[tuple], list[int], list[int]]:
+    """The filter a launcher thread applies to itself, and its slots.
+
+    Its child's pid is not known in advance, so signals are left to
+    Landlock's scoping (ABI 6), which refuses every target outside the
+    domain, except one: the launcher thread, which is inside it, and a
+    signal to a thread of glance-api acts on the whole process.  So
+    signals naming the launcher's tid (``thread_slots``) or glance-api's
+    pid (``process_slots``) are refused here.
+    """
+    prog = _head(arch, table, x32_check)
+    deny = _RET_ERRNO | errno.EPERM
+    thread_slots, process_slots = [], []
+    for name in _SELF_ONLY:
+        prog += [_insn(_JEQ_K, table[name], 0, 5),
+                 _insn(_LD_W_ABS, _OFF_ARG0)]
+        thread_slots.append(len(prog))
+        prog.append(_insn(_JEQ_K, 0, 2, 0))
+        process_slots.append(len(prog))
+        prog += [_insn(_JEQ_K, 0, 1, 0),
+                 _insn(_RET_K, _RET_ALLOW),
+                 _insn(_RET_K, deny)]
+    return prog + _tail(table), thread_slots, process_slots
 
 
 class _Program:
-    """A filter in C memory, built once; children patch their own copy."""
+    """A filter in C memory, built once.
 
-    def __init__(self, arch: int, table: dict, x32_check: bool):
-        prog, self.pid_slots = build_program(arch, table, x32_check)
+    A forked child patches its own copy (fork copied the memory); a
+    launcher thread patches a copy made for it (:meth:`patched`).
+    """
+
+    def __init__(self, prog: list[tuple], pid_slots=(), thread_slots=(),
+                 process_slots=()):
+        self.pid_slots = list(pid_slots)
+        self.thread_slots = list(thread_slots)
+        self.process_slots = list(process_slots)
         self.filters = (_SockFilter * len(prog))(
             *[_SockFilter(*insn) for insn in prog])
         self.fprog = _SockFprog(len(prog), self.filters)
-        self.fprog_ref = ctypes.byref(self.fprog)
         self.address = ctypes.addressof(self.fprog)
 
     def raw(self) -> bytes:
         return bytes(self.filters)
 
+    def patched(self, tid: int, pid: int) -> tuple:
+        """(a copy with the launcher's tid and pid, keep-alive, address)."""
+        filters = (_SockFilter * len(self.filters)).from_buffer_copy(
+            self.filters)
+        for slot in self.thread_slots:
+            filters[slot].k = tid
+        for slot in self.process_slots:
+            filters[slot].k = pid
+        fprog = _SockFprog(len(filters), filters)
+        return (filters, fprog), ctypes.addressof(fprog)
 
-_PROGRAM: _Program | None = None
+
+_PROGRAMS: dict = {}
 
 
-def _program() -> _Program | None:
-    global _PROGRAM
-    if _PROGRAM is None:
+def _program(launcher: bool = False) -> _Program | None:
+    """The filter of a forked child, or of a launcher thread; built once."""
+    if launcher not in _PROGRAMS:
         table, _why = seccomp_table()
         if table is None:
             return None
         arch, numbers = table
-        _PROGRAM = _Program(arch, numbers, platform.machine() == 'x86_64')
-    return _PROGRAM
+        x32 = platform.machine() == 'x86_64'
+        if launcher:
+            prog, threads, processes = build_launcher_program(arch, numbers,
+                                                              x32)
+            _PROGRAMS[launcher] = _Program(prog, thread_slots=threads,
+                                           process_slots=processes)
+        else:
+            prog, slots = build_program(arch, numbers, x32)
+            _PROGRAMS[launcher] = _Program(prog, pid_slots=slots)
+    return _PROGRAMS[launcher]
 
 
 # --- one run ----------------------------------------------------------------
@@ -458,7 +538,7 @@ def _add_rule(ruleset: int, path: str, access: int) -> None:
         os.close(fd)
 
 
-def _ruleset(abi: int, reads, writes, executable: str | None) -> int:
+def _ruleset(abi: int, reads, writes, executables) -> int:
     """A Landlock ruleset fd (close-on-exec) for one qemu-img run."""
     fs = _FS_ABI1_ALL
     if abi >= 2:
@@ -483,8 +563,9 @@ def _ruleset(abi: int, reads, writes, executable: str | None) -> int:
         run = FS_READ_FILE | FS_READ_DIR | FS_EXECUTE
         for path in SYSTEM_DIRS + SYSTEM_FILES:
             _add_rule(fd, path, run)
-        if executable:
-            _add_rule(fd, executable, FS_READ_FILE | FS_EXECUTE)
+        for path in executables:
+            if path:
+                _add_rule(fd, path, FS_READ_FILE | FS_EXECUTE)
         for path in READ_DEVICES:
             _add_rule(fd, path, FS_READ_FILE)
         for path in RW_DEVICES:
@@ -516,9 +597,13 @@ def _create_empty(path: str) -> None:
 class Confinement:
     """What one qemu-img run is confined by, prepared in the parent.
 
-    :meth:`child_setup` runs in the child between fork and exec and only
-    makes system calls; :meth:`close` releases the ruleset in the parent
-    once the child has started.
+    Applied either by a forked child between fork and exec
+    (:meth:`child_setup`), or by a short-lived launcher thread to itself
+    before it starts qemu-img without a fork (:meth:`restrict_thread`):
+    no_new_privs, Landlock domains and seccomp filters (set without TSYNC)
+    belong to one thread and are inherited by the processes it starts.
+    Both only make system calls; :meth:`close` releases the ruleset once
+    the child has started.
     """
 
     def __init__(self, applied: list[str], ruleset_fd: int | None,
@@ -528,28 +613,87 @@ class Confinement:
         self.program = program
         self.nnp = bool(applied)
 
+    @property
+    def thread_safe(self) -> bool:
+        """True when a launcher thread may apply it (nothing is lost).
+
+        The forked child's seccomp rule "signals only to itself" needs the
+        child's pid; a launcher thread does not know it, so it needs
+        Landlock's signal scoping (ABI 6) for that, and seccomp for what
+        the scoping lets through (the launcher thread itself).
+        """
+        return (self.ruleset_fd is not None and self.program is not None
+                and LANDLOCK_SCOPE in self.applied)
+
     def child_setup(self) -> None:
         if not self.nnp:
             return
+        failed = self._apply(os.getpid, None)
+        if failed:
+            _die(failed)
+
+    def restrict_thread(self, caller_tid: int) -> None:
+        """Confine the calling thread for good; it then starts qemu-img.
+
+        ``caller_tid``: the kernel thread id of the thread that asked; the
+        same id here means green threads sharing one kernel thread
+        (eventlet), which this must never restrict: :class:`NotAThread`.
+        Raises :class:`ThreadNotConfined` when a layer cannot be applied.
+        """
+        tid = _gettid()
+        if tid is None or tid == caller_tid:
+            raise NotAThread('not a separate kernel thread')
+        if not self.nnp:
+            return
+        failed = self._apply(None, tid)
+        if failed:
+            raise ThreadNotConfined('%s%s failed: %s' % (
+                FAILED_PREFIX, failed, os.strerror(ctypes.get_errno())))
+
+    def _apply(self, child_pid, launcher_tid) -> str | None:
+        """Apply every layer; the name of the call that failed, or None."""
         if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            _die('prctl(PR_SET_NO_NEW_PRIVS)')
+            return 'prctl(PR_SET_NO_NEW_PRIVS)'
         if self.ruleset_fd is not None:
             if _LIBC.syscall(ctypes.c_long(_SYS_LANDLOCK_RESTRICT_SELF),
                              ctypes.c_int(self.ruleset_fd),
                              ctypes.c_uint32(0)) != 0:
-                _die('landlock_restrict_self')
+                return 'landlock_restrict_self'
         if self.program is not None:
-            pid = os.getpid()
-            for slot in self.program.pid_slots:
-                self.program.filters[slot].k = pid
+            if launcher_tid is None:
+                pid = child_pid()
+                for slot in self.program.pid_slots:
+                    self.program.filters[slot].k = pid
+                address = self.program.address
+            else:
+                _keep, address = _program(launcher=True).patched(
+                    launcher_tid, os.getpid())
             if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER,
-                           self.program.address, 0, 0) != 0:
-                _die('prctl(PR_SET_SECCOMP)')
+                           address, 0, 0) != 0:
+                return 'prctl(PR_SET_SECCOMP)'
+        return None
 
     def close(self) -> None:
         if self.ruleset_fd is not None:
             os.close(self.ruleset_fd)
             self.ruleset_fd = None
+
+
+class NotAThread(RuntimeError):
+    """The launcher shares its kernel thread with its caller."""
+
+
+class ThreadNotConfined(Exception):
+    """A launcher thread could not confine itself (message: why)."""
+
+
+def _gettid() -> int | None:
+    """The kernel id of the calling thread (not Python's, which a green
+    thread library may replace)."""
+    try:
+        return int(_LIBC.gettid())
+    except (AttributeError, TypeError):  # pragma: no cover - glibc < 2.30
+        return None
 
 
 #: Exit code of a child that could not confine itself; its stderr starts
@@ -566,12 +710,14 @@ def _die(what: str) -> None:
     os._exit(EXIT_NOT_CONFINED)
 
 
-def prepare(reads=(), writes=(), executable: str | None = None
-            ) -> Confinement:
+def prepare(reads=(), writes=(), executable: str | None = None,
+            helpers=()) -> Confinement:
     """The confinement of one qemu-img run under the current mode.
 
     ``reads``: the files it may read (its image); ``writes``: the files it
-    may write (its output), created empty here if missing.  Raises
+    may write (its output), created empty here if missing; ``helpers``:
+    programs that exec qemu-img in the same process (setpriv, prlimit),
+    allowed to run like ``executable``.  Raises
     :class:`ConfinementUnavailable` in ``required`` mode when an essential
     layer is missing.
     """
@@ -592,8 +738,12 @@ def prepare(reads=(), writes=(), executable: str | None = None
     if LANDLOCK_FS in applied:
         for path in writes:
             _create_empty(path)
-        ruleset = _ruleset(landlock_abi()[0], reads, writes, executable)
-    program = _program() if SECCOMP in applied else None
+        ruleset = _ruleset(landlock_abi()[0], reads, writes,
+                           [executable, *helpers])
+    program = None
+    if SECCOMP in applied:
+        program = _program()
+        _program(launcher=True)   # built here, not in a restricted thread
     return Confinement(applied, ruleset, program)
 
 

@@ -221,7 +221,7 @@ def test_required_without_a_layer_refuses(scene, monkeypatch, mode, caplog,
     _without(monkeypatch, layer)
     mode(sandbox.REQUIRED)
     ran = []
-    monkeypatch.setattr(qemu_img.processutils, 'execute',
+    monkeypatch.setattr(qemu_img.subprocess, 'Popen',
                         lambda *a, **kw: ran.append(a))
     before = sorted(os.listdir(scene.staging))
     with caplog.at_level(logging.ERROR):
