@@ -4,8 +4,9 @@
 would go after: a canary file elsewhere, a sibling upload beside the
 image, ``glance-api.conf`` in a configuration directory (and in
 ``/etc/glance`` where the test may create it), a secret in the parent's
-environment, a TCP listener on 127.0.0.1 and an abstract unix socket that
-hand out a token to whoever connects, and an unrelated process to signal.
+environment, the parent's threads to signal or to name as a file's owner,
+a TCP listener on 127.0.0.1 and an abstract unix socket that hand out a
+token to whoever connects, and an unrelated process to signal.
 
 The stand-in (a Python script placed first on PATH) runs the real qemu-img,
 then, after a ``convert``, tries every escape, appends whatever it got to
@@ -62,6 +63,33 @@ def kill():
     return b'signalled'
 
 
+def parent():
+    # The threads of the process that started it (glance-api): a signal
+    # to any one of them acts on the whole process.  Signal 0 only checks
+    # the right to send.  The thread that started this one was created
+    # just before it, so its id is a little below this pid.
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    tgkill = {'x86_64': 234, 'aarch64': 131}[os.uname().machine]
+    ppid, me = os.getppid(), os.getpid()
+    errors = set()
+    for tid in [ppid] + list(range(me - 1, max(ppid, me - 3000), -1)):
+        if libc.syscall(tgkill, ppid, tid, 0) == 0:
+            return env['GC_PARENT_TOKEN'].encode() + b' %d' % tid
+        errors.add(os.strerror(ctypes.get_errno()))
+    raise PermissionError('no thread of %d: %s' % (ppid, sorted(errors)))
+
+
+def owner():
+    # The owner of a file with O_ASYNC gets a signal on each I/O event: a
+    # way to signal glance-api that kill() rules do not see.  Naming the
+    # owner is the proof; O_ASYNC is not set, so nothing is sent.
+    import fcntl
+    r, w = os.pipe()
+    fcntl.fcntl(r, fcntl.F_SETOWN, os.getppid())
+    return env['GC_OWNER_TOKEN'].encode()
+
+
 def write():
     for path in env['GC_OUTSIDE'].split(':'):
         with open(path, 'w') as f:
@@ -79,6 +107,8 @@ attempts = {
     'tcp': tcp,
     'abstract': abstract,
     'signal': kill,
+    'parent': parent,
+    'owner': owner,
     'write': write,
 }
 if env.get('GC_ETC_GLANCE'):
@@ -130,6 +160,10 @@ class Escapes:
                     % password)
         self.token['listing'] = self.sibling_name.encode()
         self.token['proc'] = ('env-secret-' + secrets.token_hex(8)).encode()
+        # Proof that a thread of the parent accepted a signal.
+        self.token['parent'] = ('parent-signalled-'
+                                + secrets.token_hex(8)).encode()
+        self.token['owner'] = ('owner-set-' + secrets.token_hex(8)).encode()
         self.outside = [os.path.join(elsewhere, 'written'),
                         os.path.join(staging_dir, 'written')]
         self.etc_glance, self.etc_glance_skip = None, None
@@ -215,6 +249,8 @@ class Escapes:
             'GC_VICTIM': str(self.victim.pid),
             'GC_OUTSIDE': ':'.join(self.outside),
             'GC_ENV_SECRET': self.token['proc'].decode(),
+            'GC_PARENT_TOKEN': self.token['parent'].decode(),
+            'GC_OWNER_TOKEN': self.token['owner'].decode(),
         })
         if self.etc_glance:
             env['GC_ETC_GLANCE'] = self.etc_glance
@@ -240,7 +276,7 @@ class Escapes:
     #: What the stand-in tries; each must be refused when confined.
     def attempts(self):
         names = ['canary', 'sibling', 'conf', 'proc', 'listing', 'tcp',
-                 'abstract', 'signal', 'write']
+                 'abstract', 'signal', 'parent', 'owner', 'write']
         return names + (['etc_glance'] if self.etc_glance else [])
 
     def close(self):

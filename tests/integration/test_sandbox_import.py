@@ -79,7 +79,8 @@ def test_import_through_glance_api(server, source):
         assert qemu_img.compare(source, 'qcow2', stored, 'raw')
     else:
         expected = {'canary', 'sibling', 'conf', 'listing', 'tcp',
-                    'abstract', 'etc_glance'} & set(escapes.attempts())
+                    'abstract', 'etc_glance', 'parent', 'owner'} & set(
+                        escapes.attempts())
         stolen = set(escapes.stolen(stored))
         # 'proc' may or may not show: where gunicorn has setproctitle (the
         # newer releases' constraints), the process title overwrites the
