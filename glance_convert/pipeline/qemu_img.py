@@ -310,8 +310,13 @@ def _kill_and_reap(proc: subprocess.Popen) -> None:
 
 
 def _start(cmd: list[str], limits: Limits, env: dict,
-           confinement: sandbox.Confinement) -> tuple[subprocess.Popen, str]:
-    """Start qemu-img (``cmd[0]`` its full path); its Popen and the path."""
+           confinement: sandbox.Confinement
+           ) -> tuple[subprocess.Popen, str, threading.Thread | None]:
+    """Start qemu-img (``cmd[0]`` its full path).
+
+    Returns its Popen, how it was started and the launcher thread (to
+    join once qemu-img has exited), if any.
+    """
     rlimits = limits.rlimits()
     path = start_path(confinement)
     common = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -325,14 +330,15 @@ def _start(cmd: list[str], limits: Limits, env: dict,
         argv += cmd
         if path == DIRECT:
             return (subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                     **common), path)
+                                     **common), path, None)
+        launch = _Launch(argv, env, confinement)
         try:
-            return _Launch(argv, env, confinement).start(), path
+            return launch.start(), path, launch.thread
         except sandbox.NotAThread:
             path = FORK   # green threads: one kernel thread for all
     return (subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL,
-        preexec_fn=_child_setup(rlimits, confinement), **common), path)
+        preexec_fn=_child_setup(rlimits, confinement), **common), path, None)
 
 
 def _not_confined(detail: str) -> sandbox.ConfinementUnavailable:
@@ -372,8 +378,8 @@ def _run(args: Sequence[str], limits: Limits, *,
                                   helpers=launcher_tools() or ())
     try:
         try:
-            proc, path = _start([executable] + list(args), limits, env,
-                                confinement)
+            proc, path, launcher = _start([executable] + list(args), limits,
+                                          env, confinement)
         except sandbox.ThreadNotConfined as exc:
             raise _not_confined(str(exc))
         except OSError as exc:
@@ -391,6 +397,8 @@ def _run(args: Sequence[str], limits: Limits, *,
         raise
     finally:
         watchdog.stop()
+        if launcher is not None:
+            launcher.join()   # no restricted thread outlives the run
     code = proc.returncode
     stdout = out.decode('utf-8', 'replace')
     stderr = err.decode('utf-8', 'replace')

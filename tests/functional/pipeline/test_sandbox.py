@@ -83,9 +83,9 @@ def paths(monkeypatch):
     real = qemu_img._start
 
     def recording(*a, **kw):
-        proc, path = real(*a, **kw)
-        seen.append(path)
-        return proc, path
+        started = real(*a, **kw)
+        seen.append(started[1])
+        return started
 
     monkeypatch.setattr(qemu_img, '_start', recording)
     return seen
@@ -311,8 +311,11 @@ def test_required_without_a_layer_refuses(scene, monkeypatch, mode, caplog,
     assert scene.effects() == []
 
 
-def test_failure_in_the_child_refuses(scene, monkeypatch, mode):
-    """A layer the probe saw but the child cannot apply: no qemu-img."""
+@pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
+def test_failure_in_the_child_refuses(scene, monkeypatch, mode, how):
+    """A layer the probe saw but the child (or the launcher thread)
+    cannot apply: no qemu-img."""
+    _force_start(monkeypatch, how)
     mode(sandbox.AUTO)
     monkeypatch.setattr(sandbox, '_SYS_LANDLOCK_RESTRICT_SELF', 99999)
     before = sorted(os.listdir(scene.staging))

@@ -7,7 +7,22 @@ import time
 import pytest
 
 from glance_convert.pipeline import qemu_img
+from glance_convert.pipeline import sandbox
 from tests import proctools
+
+FAST_PATH = (sandbox.landlock_abi()[0] >= 6
+             and qemu_img.launcher_tools() is not None)
+needs_fast_path = pytest.mark.skipif(
+    not FAST_PATH, reason='needs Landlock ABI 6 and util-linux setpriv')
+
+
+@pytest.fixture(params=[pytest.param('fast', marks=needs_fast_path),
+                        'fork'])
+def start(request, monkeypatch):
+    """Each test once through the launcher thread, once through a fork."""
+    if request.param == 'fork':
+        monkeypatch.setattr(qemu_img, '_TOOLS', [None])
+    return request.param
 
 
 @pytest.fixture
@@ -30,7 +45,7 @@ def _ppid(pid):
         return None
 
 
-def test_timeout_kills_qemu_img(fifo):
+def test_timeout_kills_qemu_img(fifo, start):
     started = []
     with pytest.raises(qemu_img.QemuImgTimeout):
         qemu_img._run(['info', '-f', 'raw', fifo],
@@ -39,7 +54,7 @@ def test_timeout_kills_qemu_img(fifo):
     assert started and started[0] not in _qemu_img_pids()
 
 
-def test_cancel_kills_qemu_img(fifo, tmp_path):
+def test_cancel_kills_qemu_img(fifo, tmp_path, start):
     flag = threading.Event()
     threading.Timer(0.5, flag.set).start()
     started = time.monotonic()
@@ -50,7 +65,7 @@ def test_cancel_kills_qemu_img(fifo, tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_limits_apply_to_qemu_img_itself(fifo):
+def test_limits_apply_to_qemu_img_itself(fifo, start):
     """The kernel enforces the limits on the qemu-img process."""
     seen = {}
     flag = threading.Event()
@@ -89,7 +104,7 @@ def test_limits_allow_normal_work(tmp_path):
     assert info['format'] == 'raw'
 
 
-def test_file_size_limit_stops_runaway_output(tmp_path):
+def test_file_size_limit_stops_runaway_output(tmp_path, start):
     src = tmp_path / 'a.raw'
     with open(src, 'wb') as f:
         f.write(os.urandom(8 * 1024 * 1024))
@@ -116,7 +131,7 @@ def test_measure_unsupported_target_returns_none(tmp_path):
     assert qemu_img.measure(str(img), 'raw', 'qcow2', {}, limits) > 65536
 
 
-def test_progress_reports_bytes_read(tmp_path):
+def test_progress_reports_bytes_read(tmp_path, start):
     src = tmp_path / 'a.raw'
     with open(src, 'wb') as f:
         f.write(os.urandom(64 * 1024 * 1024))
@@ -146,7 +161,7 @@ def test_convert_args_never_combine_compression_and_out_of_order():
     assert '-W' in plain and '-c' not in plain and '-o' not in plain
 
 
-def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
+def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path, start):
     """A SIGKILLed glance-api must not leave qemu-img running."""
     import subprocess
     import sys
@@ -154,12 +169,15 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
     script.write_text(
         'import os, sys, threading, time\n'
         'from glance_convert.pipeline import qemu_img\n'
+        'if sys.argv[2] == "fork":\n'
+        '    qemu_img._TOOLS = [None]\n'
         'def run():\n'
         '    qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
         '        timeout=120, cpu_time=60))\n'
         'threading.Thread(target=run, daemon=True).start()\n'
         'time.sleep(120)\n')
-    parent = subprocess.Popen([sys.executable, str(script), fifo])
+    parent = subprocess.Popen([sys.executable, str(script), fifo, start],
+                              env=dict(os.environ, PYTHONPATH=os.getcwd()))
     deadline = time.monotonic() + 30
     child = set()
     while not child and time.monotonic() < deadline:
@@ -174,7 +192,7 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path):
     assert not _qemu_img_pids() & child
 
 
-def test_compare_tells_different_images_apart(tmp_path):
+def test_compare_tells_different_images_apart(tmp_path, start):
     """qemu-img compare exits 1 on a mismatch: that must not read as 0."""
     from tests import imagefactory
     a = imagefactory.make_raw(tmp_path / 'a.raw', 1 << 20,
@@ -185,7 +203,7 @@ def test_compare_tells_different_images_apart(tmp_path):
 
 
 @pytest.mark.parametrize('cpu_time', [None, 30])
-def test_sigkill_from_outside_is_not_a_limit(fifo, cpu_time):
+def test_sigkill_from_outside_is_not_a_limit(fifo, cpu_time, start):
     # The OOM killer's SIGKILL looks like RLIMIT_CPU's; only a process
     # with a CPU limit can have hit that limit.
     def kill(pid):
@@ -196,3 +214,88 @@ def test_sigkill_from_outside_is_not_a_limit(fifo, cpu_time):
                       on_start=kill, reads=[fifo])
     assert isinstance(exc.value, qemu_img.QemuImgLimitExceeded) == bool(
         cpu_time)
+
+
+def _status(path):
+    """The confinement lines of a /proc status file."""
+    with open(path) as f:
+        return {k: v.strip() for k, _, v in
+                (line.partition(':') for line in f)
+                if k in ('NoNewPrivs', 'Seccomp', 'Seccomp_filters')}
+
+
+@needs_fast_path
+def test_launcher_thread_confines_qemu_img_not_its_caller(fifo, tmp_path,
+                                                          monkeypatch):
+    """No fork: qemu-img started by another thread, without preexec_fn,
+    confined; the caller's thread is as it was and still opens files."""
+    started = []
+    real = qemu_img.subprocess.Popen
+
+    def popen(argv, **kw):
+        started.append((argv, kw.get('preexec_fn'),
+                        threading.get_native_id()))
+        return real(argv, **kw)
+
+    monkeypatch.setattr(qemu_img.subprocess, 'Popen', popen)
+    before = _status('/proc/thread-self/status')
+    seen = {}
+    flag = threading.Event()
+
+    def on_start(pid):
+        def read():
+            time.sleep(0.3)
+            seen.update(_status('/proc/%d/status' % pid))
+            flag.set()
+        threading.Thread(target=read).start()
+
+    with pytest.raises(qemu_img.QemuImgCancelled):
+        qemu_img._run(['info', '-f', 'raw', fifo],
+                      qemu_img.Limits(cpu_time=7, timeout=60),
+                      should_cancel=flag.is_set, on_start=on_start,
+                      reads=[fifo])
+    [(argv, preexec_fn, tid)] = started
+    assert preexec_fn is None
+    assert os.path.basename(argv[0]) == 'setpriv'
+    assert tid != threading.get_native_id()
+    assert seen['NoNewPrivs'] == '1' and seen['Seccomp'] == '2'
+    if 'Seccomp_filters' in before:
+        assert int(seen['Seccomp_filters']) == int(
+            before['Seccomp_filters']) + 1
+    # Nothing leaked into this thread: no flag, no filter, files open.
+    assert _status('/proc/thread-self/status') == before
+    (tmp_path / 'after').write_text('still writable')
+    assert (tmp_path / 'after').read_text() == 'still writable'
+    assert [t.name for t in threading.enumerate()
+            if t.name == 'qemu-img-launcher'] == []
+
+
+@needs_fast_path
+def test_one_kernel_thread_for_all_falls_back_to_fork(tmp_path, monkeypatch):
+    """Green threads (eventlet) share one kernel thread: restricting the
+    "launcher" would restrict the caller for good.  It forks instead."""
+    monkeypatch.setattr(sandbox, '_gettid', lambda: 4242)
+    paths = []
+    real = qemu_img._start
+
+    def recording(*a, **kw):
+        started = real(*a, **kw)
+        paths.append(started[1])
+        return started
+
+    monkeypatch.setattr(qemu_img, '_start', recording)
+    before = _status('/proc/thread-self/status')
+    img = tmp_path / 'a.raw'
+    img.write_bytes(b'\0' * 65536)
+    assert qemu_img.info(str(img), 'raw', qemu_img.Limits(timeout=30))[
+        'virtual-size'] == 65536
+    assert paths == [qemu_img.FORK]
+    assert _status('/proc/thread-self/status') == before
+
+
+def test_missing_qemu_img_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv('PATH', str(tmp_path))
+    with pytest.raises(qemu_img.QemuImgError) as exc_info:
+        qemu_img.info(str(tmp_path / 'x'), 'raw', qemu_img.Limits())
+    assert 'not found' in str(exc_info.value)
+    assert os.listdir(tmp_path) == []

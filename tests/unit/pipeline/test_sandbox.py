@@ -82,6 +82,53 @@ def test_signals_only_to_itself(program):
         assert run_bpf(prog, table[name], arch, [0, 9]) == EPERM
 
 
+@pytest.fixture(params=sorted(sandbox._TABLES))
+def launcher_program(request):
+    arch, table = sandbox._TABLES[request.param]
+    prog, threads, processes = sandbox.build_launcher_program(
+        arch, table, request.param == 'x86_64')
+    tid, pid = 5151, 5000
+    for slots, value in ((threads, tid), (processes, pid)):
+        for slot in slots:
+            code, jt, jf, _k = prog[slot]
+            prog[slot] = (code, jt, jf, value)
+    return arch, table, prog, tid, pid
+
+
+def test_launcher_signals_never_to_glance_api(launcher_program):
+    """Landlock scopes the other targets; this refuses what it lets by."""
+    arch, table, prog, tid, pid = launcher_program
+    for name in sandbox._SELF_ONLY:
+        assert run_bpf(prog, table[name], arch, [tid, 9]) == EPERM, name
+        assert run_bpf(prog, table[name], arch, [pid, 9]) == EPERM, name
+        # Its own pid (unknown here) and the rest: left to Landlock.
+        assert run_bpf(prog, table[name], arch, [tid + 7, 9]) == ALLOW
+    # Everything else is the forked child's program.
+    assert run_bpf(prog, table['socket'], arch, [1]) == EPERM
+    assert run_bpf(prog, table['clone3'], arch) == ENOSYS
+    assert run_bpf(prog, 0 if arch == 0xC000003E else 63, arch) == ALLOW
+
+
+@pytest.mark.parametrize('machine', sorted(sandbox._TABLES))
+@pytest.mark.parametrize('launcher', [False, True])
+def test_no_file_owner_to_signal(machine, launcher):
+    """F_SETOWN(_EX), FIOSETOWN, SIOCSPGRP refused; other commands pass.
+
+    The owner of an O_ASYNC file gets a signal on I/O, which no rule on
+    kill() sees.
+    """
+    arch, table = sandbox._TABLES[machine]
+    build = (sandbox.build_launcher_program if launcher
+             else sandbox.build_program)
+    prog = build(arch, table, machine == 'x86_64')[0]
+    for nr, cmd in ((table['fcntl'], 8), (table['fcntl'], 15),
+                    (table['ioctl'], 0x8901), (table['ioctl'], 0x8902)):
+        assert run_bpf(prog, nr, arch, [3, cmd, 1234]) == EPERM, cmd
+    for nr, cmd in ((table['fcntl'], 1), (table['fcntl'], 4),    # GETFD,SETFL
+                    (table['ioctl'], 0x5401)):                   # TCGETS
+        assert run_bpf(prog, nr, arch, [3, cmd, 0]) == ALLOW, cmd
+
+
 def test_threads_yes_namespaces_no(program):
     _machine, arch, table, prog, _pid = program
     thread = 0x003d0f00      # what pthread_create passes
