@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """What one qemu-img start costs the plugin, by how it is started.
 
-processutils.execute always passes a preexec_fn (it resets SIGPIPE), and
-any preexec_fn makes Python fork() instead of vfork(): the cost then grows
-with the memory of the calling process (a glance-api worker holds a few
-hundred MiB).  Prints the median of N starts of ``qemu-img info`` on a
-small qcow2, without and with a heap of --heap-mb MiB, and the cost of
-confinement: the same call with ``sandbox = off`` and confined (Landlock
-ruleset and seccomp filter built in the parent, applied in the child),
-measured alternately in the same run.
+Any ``preexec_fn`` makes Python fork() instead of vfork(): the cost then
+grows with the memory of the calling process (a glance-api worker holds a
+few hundred MiB).  The plugin starts qemu-img from a launcher thread that
+confines itself, through ``setpriv`` and ``prlimit``, without a
+``preexec_fn``; where it cannot, a forked child sets everything up.  This
+prints the median of N starts of ``qemu-img info`` on a small qcow2 for
+each way, all measured in interleaved rounds in the same run, without and
+with a heap of --heap-mb MiB in this process, and the medians of the
+paired differences (which cancel most of a shared host's drift):
+
+* confined against ``sandbox = off`` (the cost of confinement), each
+  through the launcher path and through the fork;
+* the fork against the launcher path.
 
     python tools/spawn_cost.py [--heap-mb 300] [-n 40]
 """
@@ -20,46 +25,41 @@ import subprocess
 import tempfile
 import time
 
-from oslo_concurrency import processutils
-
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
 
 
-def median_ms(fn, n):
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
+def interleaved(fns, n):
+    """{name: [seconds]} of each callable, run in turn n times."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
-
-
-def paired_ms(first, second, n):
-    """Medians of two callables run alternately, and of their differences.
-
-    The median of the pairwise differences cancels most of the drift of a
-    shared host's load, which the difference of the medians does not.
-    """
-    first()
-    second()
-    a, b = [], []
+    seen = {name: [] for name in fns}
     for _ in range(n):
-        for fn, seen in ((first, a), (second, b)):
+        for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            seen.append(time.perf_counter() - t0)
-    diff = [y - x for x, y in zip(a, b)]
-    return [statistics.median(v) * 1000 for v in (a, b, diff)]
+            seen[name].append(time.perf_counter() - t0)
+    return seen
 
 
-def _in_mode(mode, fn):
+def _ms(values):
+    return statistics.median(values) * 1000
+
+
+def _paired(seen, a, b):
+    return _ms([y - x for x, y in zip(seen[a], seen[b])])
+
+
+def _variant(mode, fork, fn):
     def run():
         sandbox.configure(mode)
+        tools = qemu_img._TOOLS
+        if fork:
+            qemu_img._TOOLS = [None]
         try:
             fn()
         finally:
+            qemu_img._TOOLS = tools
             sandbox.configure(sandbox.AUTO)
     return run
 
@@ -71,22 +71,44 @@ def measure(img, n):
     def info():
         qemu_img.info(img, 'qcow2', limits)
 
-    unconfined, confined, cost = paired_ms(
-        _in_mode(sandbox.OFF, info), _in_mode(sandbox.AUTO, info), n)
-    return [
-        ('subprocess, no preexec_fn (vfork)',
-         median_ms(lambda: subprocess.run(args, capture_output=True), n)),
-        ('processutils.execute (fork)',
-         median_ms(lambda: processutils.execute(*args), n)),
-        ('qemu_img.info, sandbox = off (fork, limits, watchdog)',
-         unconfined),
-        ('qemu_img.info, confined (%d layers)'
-         % len(sandbox.applied_layers()), confined),
-        ('  confinement cost (median of paired differences)', cost),
+    fns = {
+        'bare vfork': lambda: subprocess.run(args, capture_output=True),
+        'bare fork': lambda: subprocess.run(args, capture_output=True,
+                                            preexec_fn=os.getpid),
+        'off, vfork': _variant(sandbox.OFF, False, info),
+        'off, fork': _variant(sandbox.OFF, True, info),
+        'confined, launcher': _variant(sandbox.AUTO, False, info),
+        'confined, fork': _variant(sandbox.AUTO, True, info),
+    }
+    seen = interleaved(fns, n)
+    confinement = sandbox.prepare(reads=[img])
+    path = qemu_img.start_path(confinement)
+    confinement.close()
+    rows = [
+        ('subprocess.run, no preexec_fn (vfork)', _ms(seen['bare vfork'])),
+        ('subprocess.run, a preexec_fn (fork)', _ms(seen['bare fork'])),
+        ('qemu_img.info, sandbox = off, setpriv+prlimit (vfork)',
+         _ms(seen['off, vfork'])),
+        ('qemu_img.info, sandbox = off, preexec_fn (fork)',
+         _ms(seen['off, fork'])),
+        ('qemu_img.info, confined, launcher thread (vfork)',
+         _ms(seen['confined, launcher'])),
+        ('qemu_img.info, confined, preexec_fn (fork)',
+         _ms(seen['confined, fork'])),
+        ('  confinement cost, launcher path (paired)',
+         _paired(seen, 'off, vfork', 'confined, launcher')),
+        ('  confinement cost, fork path (paired)',
+         _paired(seen, 'off, fork', 'confined, fork')),
+        ('  fork minus launcher, confined (paired)',
+         _paired(seen, 'confined, launcher', 'confined, fork')),
+        ('  plugin minus bare vfork, confined (paired)',
+         _paired(seen, 'bare vfork', 'confined, launcher')),
         ('  of which building the ruleset (parent)',
-         median_ms(lambda: sandbox.prepare(
-             reads=[img], executable=qemu_img.QEMU_IMG).close(), n * 10)),
+         _ms(interleaved({'prepare': lambda: sandbox.prepare(
+             reads=[img], executable='/usr/bin/qemu-img').close()},
+             n * 10)['prepare'])),
     ]
+    return path, rows
 
 
 def main():
@@ -99,11 +121,12 @@ def main():
         img = os.path.join(tmp, 'disk.qcow2')
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', img,
                         '1G'], check=True)
-        rows = measure(img, args.n)
+        path, rows = measure(img, args.n)
         heap = bytearray(args.heap_mb << 20)
         for i in range(0, len(heap), 4096):  # touch it: resident
             heap[i] = 1
-        rows_big = measure(img, args.n)
+        _path, rows_big = measure(img, args.n)
+    print('a confined qemu-img starts here through: %s' % path)
     width = max(len(name) for name, _ in rows) + 2
     print('%-*s %10s %12s' % (width, 'median of %d starts' % args.n,
                               'small', '+%d MiB' % args.heap_mb))

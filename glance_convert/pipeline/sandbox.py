@@ -4,8 +4,10 @@ qemu-img parses bytes an attacker chose; its block drivers have had memory
 safety bugs (CVE-2014-0143 to -0148, CVE-2024-4467).  The byte checks run
 first, but if one of those bugs is reached anyway, a compromised qemu-img
 must find nothing to steal and no way out.  Three kernel features, all
-usable by an unprivileged user and inside a container, each applied by the
-child between fork and exec (everything is prepared in the parent):
+usable by an unprivileged user and inside a container, prepared before
+qemu-img starts and applied either by a launcher thread to itself before
+it starts qemu-img (all three are per thread and inherited), or by a
+forked child between fork and exec (see :class:`Confinement`):
 
 ``no_new_privs``
     ``prctl(PR_SET_NO_NEW_PRIVS)``: exec can never add privileges (setuid,
@@ -23,17 +25,19 @@ Landlock (kernel 5.13+)
 seccomp (a BPF program built here, kernel 3.5+)
     No sockets at all (``socket()`` fails for every family: inet, inet6,
     unix including abstract names, netlink...), no ptrace or
-    process_vm_*, signals only to itself, no namespaces, no io_uring
+    process_vm_*, signals only to itself (from a launcher thread: never
+    to glance-api, the rest left to Landlock's scoping), no file owner
+    to signal (F_SETOWN...), no namespaces, no io_uring
     (which can bypass seccomp), no keyring, no mount, no
     ``open_by_handle_at``, no chmod/chown/xattr changes and no
     ``truncate()`` by path (Landlock controls truncation only from ABI 3).
 
 Why ctypes and not a library: on PyPI, ``landlock`` has only development
-releases and restricts the calling process (no way to build a ruleset
-before the fork and apply it in the child), ``pyseccomp`` has not been
+releases and builds and applies its ruleset in one go (no way to build
+it once and apply it in a forked child), ``pyseccomp`` has not been
 released since 2021 and needs libseccomp to compile in the child, and
 libseccomp's own bindings are not on PyPI.  The syscalls used are few and
-stable: three of Landlock's, ``prctl`` and a 100-instruction BPF program.
+stable: three of Landlock's, ``prctl`` and a 150-instruction BPF program.
 """
 
 from __future__ import annotations
