@@ -337,6 +337,10 @@ def configure(mode: str) -> None:
     if mode in _LOGGED:
         return
     _LOGGED.add(mode)
+    # Also at start, once: whether qemu-img can start without a fork
+    # (logged when not), rather than in the first import's time.
+    from glance_convert.pipeline import qemu_img
+    qemu_img.launcher_tools()
     if mode == OFF:
         LOG.warning('[glance_convert] sandbox = off: qemu-img runs '
                     'unconfined, with every right of this process.')
