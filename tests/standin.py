@@ -67,13 +67,18 @@ def parent():
     # The threads of the process that started it (glance-api): a signal
     # to any one of them acts on the whole process.  Signal 0 only checks
     # the right to send.  The thread that started this one was created
-    # just before it, so its id is a little below this pid.
+    # just before it, so its id is a little below this pid (or near the
+    # top, pid_max unknown when confined, if the ids have just wrapped).
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     tgkill = {'x86_64': 234, 'aarch64': 131}[os.uname().machine]
     ppid, me = os.getppid(), os.getpid()
     errors = set()
-    for tid in [ppid] + list(range(me - 1, max(ppid, me - 3000), -1)):
+    tids = [ppid] + [t for t in range(me - 1, me - 3000, -1) if t > 0]
+    if me < 3000:
+        for top in (32768, 4194304):
+            tids += range(top - 1, top - 3000 + me, -1)
+    for tid in tids:
         if libc.syscall(tgkill, ppid, tid, 0) == 0:
             return env['GC_PARENT_TOKEN'].encode() + b' %d' % tid
         errors.add(os.strerror(ctypes.get_errno()))
