@@ -1,0 +1,553 @@
+"""Compressed uploads (``container_format=compressed``) and the upload's hash.
+
+Why this module exists: distributions publish images as ``.qcow2.xz``,
+``.img.bz2``, ``.raw.zst`` or zip files, and Glance's own
+``image_decompression`` plugin reads only zip, gzip and lha (and skips
+images whose container format is ``compressed``).  Here:
+
+* the compression is recognised from the first bytes, never from a name:
+  gzip, bzip2, xz, zstd, or zip with exactly one member;
+* the data is decompressed as a stream into a sparse work file (blocks of
+  zeros are skipped, so they stay holes) and stops as soon as it crosses
+  the size limit, so a decompression bomb writes at most the limit;
+* the SHA-256 of the upload *as uploaded* is computed from the very bytes
+  the decompressor reads, so it costs no extra read.  For an upload that
+  is not decompressed, :class:`BackgroundHash` reads it in a second thread
+  while qemu-img works.
+
+Every refusal is an :class:`~glance_convert.errors.ImageRejected` with one
+sentence for the end user.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import dataclasses
+import gzip
+import hashlib
+import lzma
+import os
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from typing import Callable
+
+from glance_convert import errors
+from glance_convert import units
+
+#: The image property that holds the SHA-256 of the upload as uploaded.
+SOURCE_SHA256 = 'glance_convert_source_sha256'
+
+#: Compressions recognised from their first bytes, with their magic.
+MAGIC = (
+    ('gzip', b'\x1f\x8b'),
+    ('bzip2', b'BZh'),
+    ('xz', b'\xfd7zXZ\x00'),
+    ('zstd', b'\x28\xb5\x2f\xfd'),
+    ('zip', b'PK\x03\x04'),
+)
+KINDS = tuple(kind for kind, _ in MAGIC)
+
+NOT_COMPRESSED = ('the upload is not compressed with gzip, bzip2, xz, zstd '
+                  'or zip, as container format "compressed" says')
+TRUNCATED = 'the %s data is truncated'
+CORRUPT = 'the %s data is corrupt'
+TOO_BIG = 'its decompressed data is larger than the limit of %s'
+ZIP_MEMBERS = 'a zip upload must hold exactly one file, not %d'
+ZIP_MEMBER = 'the file in the zip upload is %s'
+CHECKSUM_FORMAT = ('the property %s must be a SHA-256 written as 64 '
+                   'hexadecimal digits' % SOURCE_SHA256)
+CHECKSUM_MISMATCH = ('the SHA-256 of the upload is %s, not %s as the '
+                     'property ' + SOURCE_SHA256 + ' says')
+
+#: Bytes asked of the decompressor at a time: bounds its output and memory.
+CHUNK = units.MiB
+#: Runs of zeros this long (and aligned) become holes in the work file.
+HOLE_BLOCK = 64 * units.KiB
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
+_ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+def detect(path: str) -> str | None:
+    """The compression of ``path`` from its first bytes, or None."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    for kind, magic in MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unpacked:
+    """What :func:`decompress` did."""
+
+    compression: str
+    size: int              # decompressed bytes (the work file's length)
+    source_size: int       # bytes of the upload
+    source_sha256: str     # hex SHA-256 of the upload as uploaded
+
+
+class _HashingReader:
+    """A file that hashes every byte of itself, in order, as it is read.
+
+    Reads that continue from the hashed position feed the hash, so the
+    decompressor's own reads do the hashing.  Reads elsewhere (zip reads
+    its directory at the end first) are served unhashed; :meth:`finish`
+    hashes whatever was not read in order.
+    """
+
+    def __init__(self, f):
+        self._f = f
+        self._pos = 0
+        self.hashed = 0
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        start, end = self._pos, self._pos + len(data)
+        if start <= self.hashed < end:
+            self.sha.update(memoryview(data)[self.hashed - start:])
+            self.hashed = end
+        self._pos = end
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = self._f.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass  # the caller owns the file
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def finish(self) -> str:
+        """Hash the rest of the file; return the hex digest."""
+        self._f.seek(self.hashed)
+        while True:
+            data = self._f.read(CHUNK)
+            if not data:
+                break
+            self.sha.update(data)
+            self.hashed += len(data)
+        return self.sha.hexdigest()
+
+
+class _SparseWriter:
+    """Writes a stream to a file, leaving aligned blocks of zeros as holes."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        pos = run = 0  # run: start of the data not yet written
+        while pos < len(view):
+            # Up to the next block boundary, so holes stay block-aligned.
+            n = min(len(view) - pos,
+                    HOLE_BLOCK - (self.size + pos) % HOLE_BLOCK)
+            if n == HOLE_BLOCK and data[pos:pos + n] == _ZERO_BLOCK:
+                self._pwrite(view[run:pos], self.size + run)
+                run = pos + n
+            pos += n
+        self._pwrite(view[run:], self.size + run)
+        self.size += len(view)
+
+    def _pwrite(self, view, offset: int) -> None:
+        while len(view):
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def finish(self) -> None:
+        os.ftruncate(self._fd, self.size)
+
+
+def _zstd_check_frames(f, kind: str) -> None:
+    """Walk the zstd frames and blocks of ``f`` without decompressing.
+
+    python-zstandard's stream reader ends quietly when the input ends in
+    the middle of a frame; walking the block headers (a few small reads)
+    proves the stream is complete before it is decompressed.
+    """
+    size = os.fstat(f.fileno()).st_size
+    pos = 0
+
+    def read(offset: int, n: int) -> bytes:
+        data = os.pread(f.fileno(), n, offset)
+        if len(data) != n:
+            raise errors.ImageRejected(TRUNCATED % kind,
+                                       'zstd stream ends at %d' % offset)
+        return data
+
+    while pos < size:
+        magic, = struct.unpack('<I', read(pos, 4))
+        if magic in _ZSTD_SKIPPABLE:
+            length, = struct.unpack('<I', read(pos + 4, 4))
+            pos += 8 + length
+            if pos > size:
+                raise errors.ImageRejected(TRUNCATED % kind,
+                                           'skippable frame past the end')
+            continue
+        if magic != 0xFD2FB528:
+            raise errors.ImageRejected(CORRUPT % kind,
+                                       'no zstd frame at offset %d' % pos)
+        fhd = read(pos + 4, 1)[0]
+        fcs_flag, single, checksum, dict_flag = (
+            fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3)
+        header = (5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+                  + (1 if single else 0, 2, 4, 8)[fcs_flag])
+        pos += header
+        while True:
+            raw = read(pos, 3)
+            block = raw[0] | raw[1] << 8 | raw[2] << 16
+            last, btype, bsize = block & 1, block >> 1 & 3, block >> 3
+            if btype == 3:
+                raise errors.ImageRejected(CORRUPT % kind,
+                                           'reserved block type at %d' % pos)
+            pos += 3 + (1 if btype == 1 else bsize)
+            if last:
+                break
+        pos += 4 if checksum else 0
+        if pos > size:
+            raise errors.ImageRejected(TRUNCATED % kind,
+                                       'zstd frame ends past the end')
+
+
+def _zstd_stream(reader: _HashingReader, f, kind: str):
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - it is in requirements.txt
+        raise errors.ImageRejected(
+            'zstd compression is not supported on this cloud',
+            'the zstandard package is not installed')
+    _zstd_check_frames(f, kind)
+    return zstandard.ZstdDecompressor().stream_reader(
+        reader, read_size=CHUNK, read_across_frames=True, closefd=False)
+
+
+def _zip_stream(reader: _HashingReader):
+    archive = zipfile.ZipFile(reader)
+    members = archive.infolist()
+    if len(members) != 1:
+        raise errors.ImageRejected(ZIP_MEMBERS % len(members))
+    member = members[0]
+    if member.is_dir():
+        raise errors.ImageRejected(ZIP_MEMBER % 'a directory')
+    if member.flag_bits & 0x1:
+        raise errors.ImageRejected(ZIP_MEMBER % 'encrypted')
+    return archive.open(member)
+
+
+def _open_stream(kind: str, reader: _HashingReader, f):
+    if kind == 'gzip':
+        return gzip.GzipFile(fileobj=reader, mode='rb')
+    if kind == 'bzip2':
+        return bz2.BZ2File(reader)
+    if kind == 'xz':
+        return lzma.LZMAFile(reader, format=lzma.FORMAT_XZ)
+    if kind == 'zstd':
+        return _zstd_stream(reader, f, kind)
+    return _zip_stream(reader)
+
+
+def _stream_errors() -> tuple:
+    found = [zlib.error, lzma.LZMAError, zipfile.BadZipFile, OSError,
+             ValueError, NotImplementedError]
+    try:
+        import zstandard
+        found.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
+
+
+def decompress(src: str, dst: str, *, limit: int,
+               should_cancel: Callable[[], bool] | None = None,
+               deadline: float | None = None,
+               on_progress: Callable[[int, int], None] | None = None
+               ) -> Unpacked:
+    """Decompress ``src`` into the new sparse file ``dst``; hash ``src``.
+
+    :param limit: most bytes the decompressed data may have; the stream is
+        stopped as soon as it crosses it.
+    :param deadline: ``time.monotonic()`` value after which it gives up.
+    :param on_progress: ``f(compressed bytes read, bytes written)``, called
+        once per chunk; it may raise (e.g. when no more space can be
+        reserved) to stop.
+    ``dst`` is removed on failure.
+    """
+    with open(src, 'rb') as f:
+        kind = detect(src)
+        if kind is None:
+            raise errors.ImageRejected(NOT_COMPRESSED,
+                                       'no known magic in %s' % src)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                     | os.O_CLOEXEC, 0o600)
+        try:
+            reader = _HashingReader(f)
+            writer = _SparseWriter(fd)
+            _copy(kind, reader, f, writer, limit, should_cancel, deadline,
+                  on_progress)
+            writer.finish()
+            digest = reader.finish()
+            source_size = reader.hashed
+        except BaseException:
+            os.close(fd)
+            fd = None
+            _remove(dst)
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return Unpacked(kind, writer.size, source_size, digest)
+
+
+def _copy(kind, reader, f, writer, limit, should_cancel, deadline,
+          on_progress) -> None:
+    bad = _stream_errors()
+    try:
+        stream = _open_stream(kind, reader, f)
+    except errors.ConversionError:
+        raise
+    except bad as exc:
+        raise errors.ImageRejected(CORRUPT % kind, str(exc))
+    with stream:
+        while True:
+            try:
+                chunk = stream.read(CHUNK)
+            except EOFError as exc:
+                raise errors.ImageRejected(TRUNCATED % kind, str(exc))
+            except bad as exc:
+                raise errors.ImageRejected(CORRUPT % kind, str(exc))
+            if not chunk:
+                break
+            if writer.size + len(chunk) > limit:
+                raise errors.ImageRejected(
+                    TOO_BIG % units.human_size(limit),
+                    'decompressed data passed %d bytes' % limit)
+            try:
+                writer.write(chunk)
+            except OSError as exc:
+                raise errors.ConversionFailed(
+                    'The decompressed image could not be written.', str(exc))
+            if should_cancel is not None and should_cancel():
+                raise errors.ConversionCancelled(
+                    'The import was cancelled during decompression.')
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.ConversionFailed(
+                    'Decompressing the image took longer than the time '
+                    'allowed.', 'decompression deadline passed after %d '
+                    'bytes' % writer.size)
+            if on_progress is not None:
+                on_progress(reader.hashed, writer.size)
+    if writer.size == 0:
+        raise errors.ImageRejected('the compressed upload holds no data')
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+#: Suffix of the decompressed work file: ``<image-id>.glance-convert.<it>``.
+WORK_SUFFIX = 'unpacked'
+#: The first space reservation for decompression, at least.
+FIRST_RESERVATION = units.GiB
+
+
+class HeldSlot:
+    """A workspace whose conversion slot the caller already holds.
+
+    Decompression and the conversion that follows run under one slot:
+    taking a second one could wait for ever on a host with one slot.
+    Reservations go to the real workspace.
+    """
+
+    def __init__(self, workspace):
+        self._workspace = workspace
+
+    @contextlib.contextmanager
+    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
+        yield
+
+    def reservation(self, owner, nbytes, **kwargs):
+        return self._workspace.reservation(owner, nbytes, **kwargs)
+
+
+class _NoWorkspace:
+    @contextlib.contextmanager
+    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
+        yield
+
+    @contextlib.contextmanager
+    def reservation(self, owner, nbytes, **kwargs):
+        yield _Untracked()
+
+
+class _Untracked:
+    def track(self, path):
+        return path
+
+
+@dataclasses.dataclass
+class Prepared:
+    """The decompressed upload, for the conversion that follows."""
+
+    path: str              # the decompressed work file
+    unpacked: Unpacked
+    workspace: HeldSlot    # hand this to the conversion: slot already held
+    kept: bool = False
+
+    def keep(self) -> None:
+        """Hand the work file on (pass-through): do not remove it."""
+        self.kept = True
+
+
+@contextlib.contextmanager
+def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
+                 timeout: float | None = None, workspace=None,
+                 slot_timeout: float = 600,
+                 should_cancel: Callable[[], bool] | None = None,
+                 on_wait: Callable[[], None] | None = None,
+                 on_wait_space: Callable[[], None] | None = None,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 info_for_ledger: dict | None = None):
+    """Hold a conversion slot, decompress ``src``; yield :class:`Prepared`.
+
+    Decompression runs like a conversion: under a conversion slot (held
+    until the block ends, so the conversion inside it reuses it), within
+    ``timeout`` seconds, into a work file recorded in the workspace
+    ledger before it exists (a crash leaves nothing the reaper does not
+    know).  Space is reserved as the data grows: first
+    ``max(FIRST_RESERVATION, 4 x upload)``, then as much again each time
+    the written data reaches what is reserved; when the host has no more
+    room, the import is refused.  The work file is removed when the block
+    ends, unless :meth:`Prepared.keep` was called.
+    """
+    workspace = workspace or _NoWorkspace()
+    deadline = time.monotonic() + timeout if timeout else None
+    path = os.path.join(work_dir, '%s.glance-convert.%s'
+                        % (image_id, WORK_SUFFIX))
+    common = dict(should_cancel=should_cancel,
+                  info=dict(info_for_ledger or {}, step='decompress'))
+    with workspace.slot(image_id, slot_timeout, on_wait=on_wait,
+                        should_cancel=should_cancel):
+        with contextlib.ExitStack() as stack:
+            first = min(limit, max(FIRST_RESERVATION,
+                                   4 * os.path.getsize(src)))
+            res = stack.enter_context(workspace.reservation(
+                image_id, first, paths=(path,), timeout=slot_timeout,
+                on_wait=on_wait_space, **common))
+            path = res.track(path)
+            reserved = [first]
+
+            def grow(read: int, written: int) -> None:
+                if units.allocated_bytes(path) >= reserved[0]:
+                    more = min(reserved[0], max(limit - reserved[0], 0))
+                    stack.enter_context(workspace.reservation(
+                        image_id, more, timeout=0, **common))
+                    reserved[0] += more
+                if on_progress is not None:
+                    on_progress(read, written)
+
+            try:
+                unpacked = decompress(src, path, limit=limit,
+                                      should_cancel=should_cancel,
+                                      deadline=deadline, on_progress=grow)
+                prepared = Prepared(path, unpacked, HeldSlot(workspace))
+                yield prepared
+            except BaseException:
+                _remove(path)
+                raise
+            if not prepared.kept:
+                _remove(path)
+
+
+def expected_sha256(properties: dict) -> str | None:
+    """The publisher's SHA-256 the user set on the image, normalised.
+
+    Raises ImageRejected when it is set but is not a SHA-256, so a typo is
+    not mistaken for a mismatch.
+    """
+    value = properties.get(SOURCE_SHA256)
+    if value is None or value == '':
+        return None
+    value = str(value).strip().lower()
+    if len(value) != 64 or any(c not in '0123456789abcdef' for c in value):
+        raise errors.ImageRejected(CHECKSUM_FORMAT)
+    return value
+
+
+def verify_sha256(actual: str, expected: str | None) -> None:
+    """Refuse the upload when the user's checksum does not match."""
+    if expected is not None and actual != expected:
+        raise errors.ImageRejected(CHECKSUM_MISMATCH % (actual, expected))
+
+
+class BackgroundHash:
+    """The SHA-256 of a file, read in a second thread.
+
+    For uploads that are not decompressed: the hash runs on the second
+    core while qemu-img works on the first (hashlib releases the GIL on
+    large buffers).  :meth:`result` waits for it; :meth:`cancel` stops it.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+        self._stop = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='glance-convert-sha256')
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            sha = hashlib.sha256()
+            with open(self._path, 'rb') as f:
+                while not self._stop.is_set():
+                    data = f.read(CHUNK)
+                    if not data:
+                        self._digest = sha.hexdigest()
+                        return
+                    sha.update(data)
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise errors.ConversionError(
+                'The uploaded data could not be read.', str(self._error))
+        if self._digest is None:
+            raise errors.ConversionCancelled('The upload hash was stopped.')
+        return self._digest
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
