@@ -1,0 +1,166 @@
+"""Container formats: from the upload to the disk image the pipeline checks.
+
+One call before inspection, :func:`opened`, turns the staged upload into
+the disk image to inspect and convert, whatever its container:
+
+* ``compressed``: decompressed (:mod:`~glance_convert.pipeline.unpack`);
+* ``ova``: its one disk copied out (:mod:`~glance_convert.pipeline.ova`);
+* anything else (``bare``): the upload itself.
+
+and gives the SHA-256 of the upload as uploaded.  For ``compressed`` and
+``ova`` it comes from the bytes already read and the user's
+``glance_convert_source_sha256`` is checked before the disk is even
+inspected; for ``bare`` a second thread hashes the upload while qemu-img
+works, and the check happens before anything is stored.
+
+Signed images (``img_signature*`` properties) are decided here too: Glance
+and Nova verify the signature over the stored bytes, which a conversion
+changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Callable
+
+from glance_convert import errors
+from glance_convert.pipeline import inspection
+from glance_convert.pipeline import ova
+from glance_convert.pipeline import unpack
+
+#: Containers whose data this module unpacks.
+UNPACKED = ('compressed', 'ova')
+
+SIGNED_REFUSED = ('the image is signed (img_signature properties) and '
+                  'converting it would invalidate the signature; upload it '
+                  'in the disk format this cloud stores, or without a '
+                  'signature')
+OVA_CLAIM = 'the OVF says the disk is in %s format, not %s as claimed'
+
+
+def is_signed(properties: dict) -> bool:
+    return any(k.startswith('img_signature') for k in properties)
+
+
+def check_signed(properties: dict, policy: str) -> bool:
+    """True: pass the signed upload through unconverted; raise to refuse.
+
+    ``policy`` is ``refuse`` (the default: a stored image that fails
+    verification at boot is worse than a clear refusal now) or
+    ``passthrough`` (store the upload as it is, signature intact).
+    """
+    if not is_signed(properties):
+        return False
+    if policy == 'passthrough':
+        return True
+    raise errors.ImageRejected(SIGNED_REFUSED)
+
+
+@dataclasses.dataclass
+class Opened:
+    """The disk image inside an upload, ready for inspection."""
+
+    path: str                  # the file to inspect and convert
+    disk_format: str           # its format, as claimed or as the OVF says
+    container_format: str      # the upload's
+    workspace: object          # for convert_image (slot held if unpacked)
+    properties: dict           # image properties the container gave
+    _digest: str | None = None
+    _hash: unpack.BackgroundHash | None = None
+    _expected: str | None = None
+    _keep: Callable[[], None] | None = None
+
+    @property
+    def unpacked(self) -> bool:
+        return self._keep is not None
+
+    def keep(self) -> None:
+        """Hand the unpacked disk on as it is (no conversion)."""
+        if self._keep is not None:
+            self._keep()
+
+    def source_sha256(self) -> str:
+        """SHA-256 of the upload; raise if the user's checksum differs."""
+        if self._digest is None:
+            self._digest = self._hash.result()
+            unpack.verify_sha256(self._digest, self._expected)
+        return self._digest
+
+
+@contextlib.contextmanager
+def opened(src: str, *, container_format: str | None, disk_format: str,
+           properties: dict, image_id: str, work_dir: str,
+           policy: inspection.Policy, timeout: float | None = None,
+           workspace=None, slot_timeout: float = 600,
+           should_cancel: Callable[[], bool] | None = None,
+           on_wait: Callable[[], None] | None = None,
+           on_wait_space: Callable[[], None] | None = None,
+           info_for_ledger: dict | None = None):
+    """Yield the :class:`Opened` disk of the upload ``src``.
+
+    Unpacked work files are removed when the block ends unless
+    :meth:`Opened.keep` was called, and always after an exception.
+    """
+    expected = unpack.expected_sha256(properties)
+    common = dict(image_id=image_id, work_dir=work_dir,
+                  workspace=workspace, slot_timeout=slot_timeout,
+                  should_cancel=should_cancel, on_wait=on_wait,
+                  on_wait_space=on_wait_space,
+                  info_for_ledger=info_for_ledger)
+    if container_format == 'compressed':
+        with unpack.decompressed(src, limit=policy.max_virtual_size,
+                                 timeout=timeout, **common) as prepared:
+            digest = prepared.unpacked.source_sha256
+            unpack.verify_sha256(digest, expected)
+            yield Opened(prepared.path, disk_format, container_format,
+                         prepared.workspace, {}, _digest=digest,
+                         _keep=prepared.keep)
+        return
+    if container_format == 'ova':
+        with _ova_disk(src, disk_format, policy, expected,
+                       **common) as result:
+            yield result
+        return
+    hasher = unpack.BackgroundHash(src)
+    try:
+        yield Opened(src, disk_format, container_format or 'bare',
+                     workspace, {}, _hash=hasher, _expected=expected)
+    finally:
+        hasher.cancel()
+
+
+@contextlib.contextmanager
+def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
+              workspace, slot_timeout, should_cancel, on_wait,
+              on_wait_space, info_for_ledger):
+    appliance = ova.read(src)
+    if disk_format and disk_format != appliance.disk.disk_format:
+        raise errors.ImageRejected(
+            OVA_CLAIM % (appliance.disk.disk_format, disk_format))
+    workspace = workspace or unpack._NoWorkspace()
+    path = os.path.join(work_dir, '%s.glance-convert.ova-disk' % image_id)
+    kept = []
+    with workspace.slot(image_id, slot_timeout, on_wait=on_wait,
+                        should_cancel=should_cancel):
+        # The copy is exactly as long as the member, at most.
+        with workspace.reservation(
+                image_id, appliance.disk.size, paths=(path,),
+                timeout=slot_timeout, on_wait=on_wait_space,
+                should_cancel=should_cancel,
+                info=dict(info_for_ledger or {}, step='ova')) as res:
+            path = res.track(path)
+            try:
+                digest = ova.extract(src, appliance, path)
+                unpack.verify_sha256(digest, expected)
+                ova.check_disk(path, appliance, policy)
+                yield Opened(path, appliance.disk.disk_format, 'ova',
+                             unpack.HeldSlot(workspace),
+                             dict(appliance.properties), _digest=digest,
+                             _keep=lambda: kept.append(True))
+            except BaseException:
+                unpack._remove(path)
+                raise
+            if not kept:
+                unpack._remove(path)

@@ -1,0 +1,87 @@
+"""The one call before inspection: containers, checksum, signed images."""
+
+import gzip
+import hashlib
+import os
+
+import pytest
+
+from glance_convert import errors
+from glance_convert.pipeline import containers
+from glance_convert.pipeline import inspection
+from glance_convert.pipeline import unpack
+from tests.unit.pipeline import test_ova
+
+IMAGE_ID = '5a3e9b41-3333-4444-8555-666677778888'
+POLICY = inspection.Policy(max_virtual_size=64 * 1024 * 1024)
+
+
+def _open(src, work, container, disk_format='raw', properties=None):
+    return containers.opened(
+        str(src), container_format=container, disk_format=disk_format,
+        properties=properties or {}, image_id=IMAGE_ID, work_dir=str(work),
+        policy=POLICY)
+
+
+def _left(work):
+    return [n for n in os.listdir(work) if '.glance-convert.' in n]
+
+
+def test_compressed_gives_the_inner_disk_and_the_upload_hash(tmp_path):
+    data = b'\x5a' * 100000
+    src = tmp_path / 'up'
+    src.write_bytes(gzip.compress(data))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    with _open(src, tmp_path, 'compressed',
+               properties={unpack.SOURCE_SHA256: sha.upper()}) as disk:
+        assert open(disk.path, 'rb').read() == data
+        assert disk.unpacked and disk.disk_format == 'raw'
+        assert disk.source_sha256() == sha
+    assert _left(tmp_path) == []
+
+
+def test_compressed_checksum_mismatch_is_refused_before_inspection(
+        tmp_path):
+    src = tmp_path / 'up'
+    src.write_bytes(gzip.compress(b'x' * 1000))
+    reached = []
+    with pytest.raises(errors.ImageRejected) as exc:
+        with _open(src, tmp_path, 'compressed',
+                   properties={unpack.SOURCE_SHA256: '0' * 64}):
+            reached.append(True)
+    assert 'the SHA-256 of the upload is' in str(exc.value)
+    assert reached == [] and _left(tmp_path) == []
+
+
+def test_bare_is_hashed_in_the_background_and_checked(tmp_path):
+    src = tmp_path / 'up'
+    src.write_bytes(os.urandom(2 * 1024 * 1024))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    with _open(src, tmp_path, 'bare') as disk:
+        assert disk.path == str(src) and not disk.unpacked
+        assert disk.source_sha256() == sha
+    with _open(src, tmp_path, 'bare',
+               properties={unpack.SOURCE_SHA256: 'f' * 64}) as disk:
+        with pytest.raises(errors.ImageRejected) as exc:
+            disk.source_sha256()
+    assert 'not %s as the property' % ('f' * 64) in str(exc.value)
+
+
+def test_ova_claimed_as_another_format_is_refused(tmp_path):
+    src = test_ova.make_ova(tmp_path / 'a.ova', [
+        ('vm.ovf', test_ova.ovf_text()), ('disk1.vmdk', test_ova.DISK)])
+    with pytest.raises(errors.ImageRejected) as exc:
+        with _open(src, tmp_path, 'ova', disk_format='qcow2'):
+            pass
+    assert str(exc.value) == ('Image rejected: the OVF says the disk is in '
+                              'vmdk format, not qcow2 as claimed')
+    assert _left(tmp_path) == []
+
+
+def test_signed_images():
+    signed = {'img_signature': 'abc', 'img_signature_hash_method': 'SHA-256'}
+    assert containers.check_signed({}, 'refuse') is False
+    assert containers.check_signed(signed, 'passthrough') is True
+    with pytest.raises(errors.ImageRejected) as exc:
+        containers.check_signed(signed, 'refuse')
+    assert 'would invalidate the signature' in str(exc.value)
