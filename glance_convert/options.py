@@ -121,6 +121,15 @@ _output_opts = [
 ]
 
 _safety_opts = [
+    cfg.StrOpt(
+        'signed_images',
+        default='refuse',
+        choices=('refuse', 'passthrough'),
+        help='What to do with an upload that has img_signature properties: '
+             'Glance and Nova verify the signature over the stored bytes, '
+             'which a conversion changes. "refuse" (the default) fails the '
+             'import with a message saying so; "passthrough" stores the '
+             'upload unconverted, its signature intact.'),
     cfg.IntOpt(
         'max_virtual_size',
         min=0,

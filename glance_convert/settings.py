@@ -65,6 +65,7 @@ class Settings:
     #: Tuning options the operator set; the others are chosen per source
     #: (``conversion.source_tuning``).
     tuning_set: frozenset = frozenset()
+    signed_images: str = 'refuse'
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
@@ -117,6 +118,7 @@ class Settings:
                     ('coroutines', group.convert_coroutines),
                     ('out_of_order', group.convert_out_of_order))
                 if value is not None),
+            signed_images=group.signed_images,
             progress_interval=group.progress_interval)
 
 

@@ -44,6 +44,10 @@ class FakeActions:
         return self._image.container_format
 
     @property
+    def image_extra_properties(self):
+        return dict(self._image.extra_properties)
+
+    @property
     def image_status(self):
         return self._image.status
 

@@ -10,7 +10,9 @@ from oslo_log import log as logging
 from taskflow import task
 from taskflow.types import failure
 
+from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import unpack
 from glance_convert import errors
 from glance_convert import options
 from glance_convert import units
@@ -146,43 +148,86 @@ class ConvertImage(task.Task):
         self._source = src
         with self.action_wrapper as action:
             claimed = action.image_disk_format
+            container = action.image_container_format
+            properties = dict(action.image_extra_properties)
             old = (action.image_disk_format, action.image_container_format)
         config = self.config()
         # From here on, a death of this process leaves a record that
         # recovery uses to release the image, whatever the import is doing.
         self._record = config.workspace.begin_import(
             self.image_id, {'task_id': self.task_id, 'formats': list(old)})
-        self.status.set_message('Checking the %s image' % claimed)
-        result = conversion.convert_image(
-            src, claimed, image_id=self.image_id,
-            work_dir=config.workspace.work_dir, settings=config.settings,
-            workspace=config.workspace,
-            # qemu-img reads the allocated data.
-            status=_UserStatus(self.status, units.allocated_bytes(src)),
-            slot_timeout=config.slot_timeout,
-            info_for_ledger={'task_id': self.task_id})
-        if not result.converted:
+        settings = config.settings
+        if containers.check_signed(properties, settings.signed_images):
+            LOG.info('Image %s is signed; storing it unconverted',
+                     self.image_id)
+            self.status.set_message('Signed image stored as uploaded, '
+                                    'without conversion')
+            self._end_record(watch=src)
+            return file_path
+        if container in containers.UNPACKED:
+            self.status.set_message('Unpacking the %s upload' % container)
+        common = dict(image_id=self.image_id,
+                      work_dir=config.workspace.work_dir,
+                      slot_timeout=config.slot_timeout,
+                      info_for_ledger={'task_id': self.task_id})
+        with containers.opened(
+                src, container_format=container, disk_format=claimed,
+                properties=properties, policy=settings.policy,
+                timeout=settings.convert_limits.timeout,
+                workspace=config.workspace,
+                status=_UserStatus(self.status, 1), **common) as disk:
+            self.status.set_message('Checking the %s image'
+                                    % disk.disk_format)
+            result = conversion.convert_image(
+                disk.path, disk.disk_format, settings=settings,
+                workspace=disk.workspace,
+                # qemu-img reads the allocated data.
+                status=_UserStatus(self.status,
+                                   units.allocated_bytes(disk.path)),
+                **common)
+            try:
+                # Before anything is stored: refuses on a checksum
+                # mismatch (bare uploads are hashed while qemu-img works).
+                digest = disk.source_sha256()
+            except BaseException:
+                if result.converted:
+                    conversion.remove_file(result.path)
+                raise
+            if not result.converted:
+                disk.keep()
+        properties = dict(disk.properties)
+        properties[unpack.SOURCE_SHA256] = digest
+        if config.record_properties and result.converted:
+            properties.update({
+                'glance_convert_source_format': result.source_format,
+                'glance_convert_duration_s': '%.1f' % result.duration,
+            })
+        if not result.converted and not disk.unpacked:
             # Checked like a conversion, then stored as uploaded.
             LOG.info('Image %s: disk_format %s is not converted to %s; '
                      'passing it through', self.image_id, claimed,
-                     config.settings.target)
+                     settings.target)
+            with self.action_wrapper as action:
+                action.set_image_extra_properties(properties)
             self._end_record(watch=src)
             return file_path
         self._output = result.path
         self._old_formats = old
         with self.action_wrapper as action:
-            action.set_image_attribute(disk_format=result.disk_format,
-                                       container_format='bare',
-                                       size=result.size,
-                                       virtual_size=result.virtual_size)
-            if config.record_properties:
-                action.set_image_extra_properties({
-                    'glance_convert_source_format': result.source_format,
-                    'glance_convert_duration_s': '%.1f' % result.duration,
-                })
-        self.status.set_message('Converted from %s to %s'
-                                % (result.source_format, result.disk_format))
-        # Only the converted image is kept: the staged source goes now.
+            attributes = dict(disk_format=result.disk_format,
+                              container_format='bare', size=result.size)
+            if result.converted:
+                attributes['virtual_size'] = result.virtual_size
+            action.set_image_attribute(**attributes)
+            action.set_image_extra_properties(properties)
+        if result.converted:
+            self.status.set_message('Converted from %s to %s'
+                                    % (result.source_format,
+                                       result.disk_format))
+        else:
+            self.status.set_message('Unpacked the %s %s image'
+                                    % (container, result.disk_format))
+        # Only the image to store is kept: the staged upload goes now.
         conversion.remove_file(src)
         self._end_record(watch=result.path)
         return FILE_SCHEME + result.path

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import Callable
 
 from glance_convert import errors
+from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ova
 from glance_convert.pipeline import unpack
@@ -94,21 +94,19 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
            properties: dict, image_id: str, work_dir: str,
            policy: inspection.Policy, timeout: float | None = None,
            workspace=None, slot_timeout: float = 600,
-           should_cancel: Callable[[], bool] | None = None,
-           on_wait: Callable[[], None] | None = None,
-           on_wait_space: Callable[[], None] | None = None,
+           status: conversion.Status | None = None,
            info_for_ledger: dict | None = None):
     """Yield the :class:`Opened` disk of the upload ``src``.
 
-    Unpacked work files are removed when the block ends unless
-    :meth:`Opened.keep` was called, and always after an exception.
+    Unpacked work files are recorded in ``workspace``'s ledger before they
+    exist and removed when the block ends unless :meth:`Opened.keep` was
+    called, and always after an exception.
     """
     expected = unpack.expected_sha256(properties)
+    status = status or conversion.NoStatus()
     common = dict(image_id=image_id, work_dir=work_dir,
                   workspace=workspace, slot_timeout=slot_timeout,
-                  should_cancel=should_cancel, on_wait=on_wait,
-                  on_wait_space=on_wait_space,
-                  info_for_ledger=info_for_ledger)
+                  status=status, info_for_ledger=info_for_ledger)
     if container_format == 'compressed':
         with unpack.decompressed(src, limit=policy.max_virtual_size,
                                  timeout=timeout, **common) as prepared:
@@ -133,22 +131,22 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
 
 @contextlib.contextmanager
 def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
-              workspace, slot_timeout, should_cancel, on_wait,
-              on_wait_space, info_for_ledger):
+              workspace, slot_timeout, status, info_for_ledger):
     appliance = ova.read(src)
     if disk_format and disk_format != appliance.disk.disk_format:
         raise errors.ImageRejected(
             OVA_CLAIM % (appliance.disk.disk_format, disk_format))
-    workspace = workspace or unpack._NoWorkspace()
-    path = os.path.join(work_dir, '%s.glance-convert.ova-disk' % image_id)
+    workspace = workspace or conversion.NoWorkspace()
+    path = unpack.work_file(work_dir, image_id, 'ova-disk')
     kept = []
-    with workspace.slot(image_id, slot_timeout, on_wait=on_wait,
-                        should_cancel=should_cancel):
+    with workspace.slot(image_id, slot_timeout,
+                        on_wait=status.waiting_for_slot,
+                        should_cancel=status.is_aborted):
         # The copy is exactly as long as the member, at most.
         with workspace.reservation(
                 image_id, appliance.disk.size, paths=(path,),
-                timeout=slot_timeout, on_wait=on_wait_space,
-                should_cancel=should_cancel,
+                timeout=slot_timeout, on_wait=status.waiting_for_space,
+                should_cancel=status.is_aborted,
                 info=dict(info_for_ledger or {}, step='ova')) as res:
             path = res.track(path)
             try:

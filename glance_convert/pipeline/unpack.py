@@ -37,6 +37,8 @@ from typing import Callable
 
 from glance_convert import errors
 from glance_convert import units
+from glance_convert.host import layout
+from glance_convert.pipeline import conversion
 
 #: The image property that holds the SHA-256 of the upload as uploaded.
 SOURCE_SHA256 = 'glance_convert_source_sha256'
@@ -380,6 +382,14 @@ WORK_SUFFIX = 'unpacked'
 FIRST_RESERVATION = units.GiB
 
 
+def work_file(work_dir: str, image_id: str, suffix: str) -> str:
+    """``<work_dir>/<image-id>.glance-convert.<suffix>``: the workspace's
+    work file name, which its reaper and Glance's staging housekeeper
+    both remove after a crash."""
+    return os.path.join(work_dir, '%s%s%s' % (image_id, layout.WORK_FILE_TAG,
+                                              suffix))
+
+
 class HeldSlot:
     """A workspace whose conversion slot the caller already holds.
 
@@ -399,21 +409,6 @@ class HeldSlot:
         return self._workspace.reservation(owner, nbytes, **kwargs)
 
 
-class _NoWorkspace:
-    @contextlib.contextmanager
-    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
-        yield
-
-    @contextlib.contextmanager
-    def reservation(self, owner, nbytes, **kwargs):
-        yield _Untracked()
-
-
-class _Untracked:
-    def track(self, path):
-        return path
-
-
 @dataclasses.dataclass
 class Prepared:
     """The decompressed upload, for the conversion that follows."""
@@ -431,10 +426,7 @@ class Prepared:
 @contextlib.contextmanager
 def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
                  timeout: float | None = None, workspace=None,
-                 slot_timeout: float = 600,
-                 should_cancel: Callable[[], bool] | None = None,
-                 on_wait: Callable[[], None] | None = None,
-                 on_wait_space: Callable[[], None] | None = None,
+                 slot_timeout: float = 600, status=None,
                  on_progress: Callable[[int, int], None] | None = None,
                  info_for_ledger: dict | None = None):
     """Hold a conversion slot, decompress ``src``; yield :class:`Prepared`.
@@ -446,23 +438,26 @@ def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
     know).  Space is reserved as the data grows: first
     ``max(FIRST_RESERVATION, 4 x upload)``, then as much again each time
     the written data reaches what is reserved; when the host has no more
-    room, the import is refused.  The work file is removed when the block
-    ends, unless :meth:`Prepared.keep` was called.
+    room, the import is refused.  ``status`` is a
+    :class:`~glance_convert.pipeline.conversion.Status`; ``on_progress``
+    is as for :func:`decompress`.  The work file is
+    removed when the block ends, unless :meth:`Prepared.keep` was called.
     """
-    workspace = workspace or _NoWorkspace()
+    workspace = workspace or conversion.NoWorkspace()
+    status = status or conversion.NoStatus()
     deadline = time.monotonic() + timeout if timeout else None
-    path = os.path.join(work_dir, '%s.glance-convert.%s'
-                        % (image_id, WORK_SUFFIX))
-    common = dict(should_cancel=should_cancel,
+    path = work_file(work_dir, image_id, WORK_SUFFIX)
+    common = dict(should_cancel=status.is_aborted,
                   info=dict(info_for_ledger or {}, step='decompress'))
-    with workspace.slot(image_id, slot_timeout, on_wait=on_wait,
-                        should_cancel=should_cancel):
+    with workspace.slot(image_id, slot_timeout,
+                        on_wait=status.waiting_for_slot,
+                        should_cancel=status.is_aborted):
         with contextlib.ExitStack() as stack:
             first = min(limit, max(FIRST_RESERVATION,
                                    4 * os.path.getsize(src)))
             res = stack.enter_context(workspace.reservation(
                 image_id, first, paths=(path,), timeout=slot_timeout,
-                on_wait=on_wait_space, **common))
+                on_wait=status.waiting_for_space, **common))
             path = res.track(path)
             reserved = [first]
 
@@ -477,7 +472,7 @@ def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
 
             try:
                 unpacked = decompress(src, path, limit=limit,
-                                      should_cancel=should_cancel,
+                                      should_cancel=status.is_aborted,
                                       deadline=deadline, on_progress=grow)
                 prepared = Prepared(path, unpacked, HeldSlot(workspace))
                 yield prepared

@@ -134,6 +134,7 @@ class _FakeAction:
     def __init__(self, disk_format):
         self.image_disk_format = disk_format
         self.image_container_format = 'bare'
+        self.image_extra_properties = {}
         self.attributes = {}
         self.properties = {}
 

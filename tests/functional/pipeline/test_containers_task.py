@@ -1,0 +1,156 @@
+"""Compressed, OVA, signed and checksummed uploads through the task."""
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+from taskflow.types import failure
+
+from glance_convert import errors
+from glance_convert.pipeline import unpack
+from tests import fakes
+from tests import imagefactory
+from tests.functional.pipeline.test_unpack_images import compress
+from tests.unit.pipeline import test_ova
+
+SHA = unpack.SOURCE_SHA256
+
+
+@pytest.fixture
+def staging(tmp_path):
+    d = tmp_path / 'staging'
+    d.mkdir()
+    return d
+
+
+def stage_compressed(staging, image, fmt, kind):
+    inner = imagefactory.make_image(staging, fmt, name='inner.' + fmt)
+    packed = compress(inner, kind)
+    os.unlink(inner)
+    path = os.path.join(staging, image.image_id)
+    os.rename(packed, path)
+    return path
+
+
+def sha256(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def one_slot(staging):
+    """One conversion slot: decompression and conversion must share it."""
+    return fakes.make_workspace(staging, max_concurrent=1)
+
+
+def left_over(staging):
+    return sorted(n for n in os.listdir(staging)
+                  if not n.startswith('glance-convert-'))
+
+
+@pytest.mark.parametrize('fmt,kind', [('qcow2', 'xz'), ('vmdk', 'zstd'),
+                                      ('raw', 'bzip2')])
+def test_compressed_upload_is_stored_bare(staging, tmp_path, qemu_tools,
+                                          fmt, kind):
+    reference = imagefactory.make_image(tmp_path, 'raw', name='ref.raw')
+    image = fakes.FakeImage(fmt, container_format='compressed')
+    src = stage_compressed(staging, image, fmt, kind)
+    published = sha256(src)
+    image.extra_properties[SHA] = published
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              workspace=one_slot(staging))
+
+    out = task.execute('file://' + src)[len('file://'):]
+
+    assert imagefactory.compare(out, 'raw', reference, 'raw')
+    assert (image.disk_format, image.container_format) == ('raw', 'bare')
+    assert image.size == os.path.getsize(out)
+    assert image.extra_properties[SHA] == published
+    assert not os.path.exists(src)
+    assert left_over(staging) == [os.path.basename(out)]
+
+
+def test_checksum_mismatch_is_refused_and_reverted(staging, qemu_tools):
+    image = fakes.FakeImage('qcow2', container_format='compressed')
+    src = stage_compressed(staging, image, 'qcow2', 'gzip')
+    image.extra_properties[SHA] = '0' * 64
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              workspace=one_slot(staging))
+
+    actual = sha256(src)
+    with pytest.raises(errors.ImageRejected) as exc:
+        task.execute('file://' + src)
+    task.revert(result=failure.Failure.from_exception(exc.value))
+
+    assert str(exc.value).startswith(
+        'Image rejected: the SHA-256 of the upload is %s, not %s'
+        % (actual, '0' * 64))
+    assert image.status == 'queued'
+    assert image.container_format == 'compressed'
+    assert left_over(staging) == []
+
+
+def test_bare_upload_gets_its_checksum_and_a_mismatch_is_refused(
+        staging, qemu_tools):
+    image = fakes.FakeImage('qcow2')
+    src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
+    digest = sha256(src)
+    task, _ = fakes.make_task(image, staging, target='raw')
+    out = task.execute('file://' + src)[len('file://'):]
+    assert image.extra_properties[SHA] == digest
+
+    image = fakes.FakeImage('qcow2')
+    src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
+    image.extra_properties[SHA] = 'a' * 64
+    task, _ = fakes.make_task(image, staging, target='raw')
+    with pytest.raises(errors.ImageRejected) as exc:
+        task.execute('file://' + src)
+    assert 'not %s as the property' % ('a' * 64) in str(exc.value)
+    # Nothing converted was left for the store upload.
+    assert sorted(os.listdir(staging)) == sorted(
+        [os.path.basename(out), image.image_id])
+
+
+def test_ova_upload_is_converted_with_ovf_properties(staging, tmp_path,
+                                                     qemu_tools):
+    reference = imagefactory.make_image(tmp_path, 'raw', name='ref.raw')
+    build = tmp_path / 'build'
+    build.mkdir()
+    disk = imagefactory.make_image(
+        build, 'vmdk', name='disk1.vmdk',
+        options={'subformat': 'streamOptimized'})
+    (build / 'vm.ovf').write_bytes(test_ova.ovf_text(
+        size=os.path.getsize(disk)))
+    image = fakes.FakeImage('vmdk', container_format='ova')
+    src = os.path.join(staging, image.image_id)
+    subprocess.run(['tar', '-cf', src, '-C', str(build), 'vm.ovf',
+                    'disk1.vmdk'], check=True)
+    digest = sha256(src)
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              workspace=one_slot(staging))
+
+    out = task.execute('file://' + src)[len('file://'):]
+
+    assert imagefactory.compare(out, 'raw', reference, 'raw')
+    assert (image.disk_format, image.container_format) == ('raw', 'bare')
+    props = image.extra_properties
+    assert props[SHA] == digest
+    assert props['hw_firmware_type'] == 'uefi'
+    assert props['glance_convert_ovf_memory_mb'] == '2048'
+    assert left_over(staging) == [os.path.basename(out)]
+
+
+def test_signed_image_refused_by_default_or_passed_through(
+        staging, qemu_tools):
+    image = fakes.FakeImage('qcow2')
+    src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
+    image.extra_properties['img_signature'] = 'c2lnbmF0dXJl'
+    task, _ = fakes.make_task(image, staging, target='raw')
+    with pytest.raises(errors.ImageRejected) as exc:
+        task.execute('file://' + src)
+    assert 'would invalidate the signature' in str(exc.value)
+
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              signed_images='passthrough')
+    assert task.execute('file://' + src) == 'file://' + src
+    assert image.disk_format == 'qcow2'
