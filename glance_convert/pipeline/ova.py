@@ -275,10 +275,10 @@ def extract(path: str, appliance: Appliance, dst: str) -> str:
     disk = appliance.disk
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                  0o600)
+    reader = None
     try:
         with open(path, 'rb') as f:
             reader = unpack._HashingReader(f)
-            reader.seek(0)
             writer = unpack._SparseWriter(fd)
             pos, end = 0, disk.offset + disk.size
             while pos < end:
@@ -294,6 +294,8 @@ def extract(path: str, appliance: Appliance, dst: str) -> str:
             writer.finish()
             return reader.finish()
     except BaseException:
+        if reader is not None:
+            reader.abandon()
         os.close(fd)
         fd = None
         unpack._remove(dst)

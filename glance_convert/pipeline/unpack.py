@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import queue
 import struct
 import threading
 import time
@@ -93,29 +94,104 @@ class Unpacked:
     source_sha256: str     # hex SHA-256 of the upload as uploaded
 
 
+class _Hasher:
+    """SHA-256 in a worker thread, fed blocks in order.
+
+    hashlib releases the GIL while it hashes a large buffer, so the hash
+    runs on the second core while the reader's thread decompresses (zlib,
+    bz2, lzma and zstandard release it too) and writes.  The queue is
+    bounded: at most ``DEPTH`` blocks wait, so memory stays bounded and a
+    slow hash slows the reader instead of piling up data.
+    """
+
+    DEPTH = 8
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name='glance-convert-sha256')
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                block = self._queue.get()
+                if block is None:
+                    return
+                self._sha.update(block)
+        except BaseException as exc:  # noqa: BLE001 - raised by hexdigest()
+            self._error = exc
+            while self._queue.get() is not None:
+                pass  # drain, so the feeder never blocks
+
+    def update(self, block) -> None:
+        """Hash ``block`` next; it must not change afterwards (bytes)."""
+        self._queue.put(block)
+
+    def hexdigest(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._sha.hexdigest()
+
+    def stop(self) -> None:
+        """End the thread without a result (the caller failed)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _HashingReader:
     """A file that hashes every byte of itself, in order, as it is read.
 
-    Reads that continue from the hashed position feed the hash, so the
-    decompressor's own reads do the hashing.  Reads elsewhere (zip reads
-    its directory at the end first) are served unhashed; :meth:`finish`
-    hashes whatever was not read in order.
+    The file is read in blocks of :data:`CHUNK` bytes whatever the
+    decompressor asks for (the stdlib decompressors ask 8 KiB at a time),
+    each block read once and served from memory; blocks that continue
+    from the hashed position go to a :class:`_Hasher` thread.  Reads
+    elsewhere (zip reads its directory at the end first) are served
+    unhashed; :meth:`finish` hashes whatever was not read in order.
     """
 
     def __init__(self, f):
         self._f = f
         self._pos = 0
+        self._block = b''
+        self._block_at = 0
         self.hashed = 0
-        self.sha = hashlib.sha256()
+        self._hasher = _Hasher()
+
+    def _fill(self) -> None:
+        """Read the block that starts at ``self._pos``."""
+        self._f.seek(self._pos)
+        block = self._f.read(CHUNK)
+        start, end = self._pos, self._pos + len(block)
+        if start <= self.hashed < end:
+            self._hasher.update(block if self.hashed == start
+                                else block[self.hashed - start:])
+            self.hashed = end
+        self._block, self._block_at = block, start
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        start, end = self._pos, self._pos + len(data)
-        if start <= self.hashed < end:
-            self.sha.update(memoryview(data)[self.hashed - start:])
-            self.hashed = end
-        self._pos = end
-        return data
+        if n is None or n < 0:
+            n = max(os.fstat(self._f.fileno()).st_size - self._pos, 0)
+        pieces = []
+        while n > 0:
+            offset = self._pos - self._block_at
+            if not 0 <= offset < len(self._block):
+                # Sequential reads continue where the last block ended,
+                # so blocks stay whole and no byte is read twice.
+                self._fill()
+                offset = 0
+                if not self._block:
+                    break
+            piece = self._block[offset:offset + n]
+            pieces.append(piece)
+            self._pos += len(piece)
+            n -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b''.join(pieces)
 
     def readinto(self, buf) -> int:
         data = self.read(len(buf))
@@ -123,7 +199,12 @@ class _HashingReader:
         return len(data)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._pos = self._f.seek(offset, whence)
+        if whence == os.SEEK_SET:
+            self._pos = offset
+        elif whence == os.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = self._f.seek(offset, whence)
         return self._pos
 
     def tell(self) -> int:
@@ -152,9 +233,13 @@ class _HashingReader:
             data = self._f.read(CHUNK)
             if not data:
                 break
-            self.sha.update(data)
+            self._hasher.update(data)
             self.hashed += len(data)
-        return self.sha.hexdigest()
+        return self._hasher.hexdigest()
+
+    def abandon(self) -> None:
+        """Stop the hash thread after a failure."""
+        self._hasher.stop()
 
 
 class _SparseWriter:
@@ -165,13 +250,16 @@ class _SparseWriter:
         self.size = 0
 
     def write(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
         view = memoryview(data)
         pos = run = 0  # run: start of the data not yet written
         while pos < len(view):
             # Up to the next block boundary, so holes stay block-aligned.
             n = min(len(view) - pos,
                     HOLE_BLOCK - (self.size + pos) % HOLE_BLOCK)
-            if n == HOLE_BLOCK and data[pos:pos + n] == _ZERO_BLOCK:
+            # startswith compares in place: slicing would copy every byte.
+            if n == HOLE_BLOCK and data.startswith(_ZERO_BLOCK, pos):
                 self._pwrite(view[run:pos], self.size + run)
                 run = pos + n
             pos += n
@@ -308,8 +396,8 @@ def decompress(src: str, dst: str, *, limit: int,
                                        'no known magic in %s' % src)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                      | os.O_CLOEXEC, 0o600)
+        reader = _HashingReader(f)
         try:
-            reader = _HashingReader(f)
             writer = _SparseWriter(fd)
             _copy(kind, reader, f, writer, limit, should_cancel, deadline,
                   on_progress)
@@ -317,6 +405,7 @@ def decompress(src: str, dst: str, *, limit: int,
             digest = reader.finish()
             source_size = reader.hashed
         except BaseException:
+            reader.abandon()
             os.close(fd)
             fd = None
             _remove(dst)

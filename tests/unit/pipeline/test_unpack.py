@@ -11,6 +11,7 @@ import hashlib
 import io
 import lzma
 import os
+import threading
 import zipfile
 
 import pytest
@@ -192,8 +193,56 @@ def test_hashing_reader_catches_up_on_reads_out_of_order(tmp_path):
         assert reader.read(100) == data[2 * MiB:2 * MiB + 100]
         reader.seek(0)
         assert reader.read(10) == data[:10]
-        assert reader.hashed == 10
+        # The file is read (and hashed) a whole block at a time.
+        assert reader.hashed == unpack.CHUNK
         assert reader.finish() == hashlib.sha256(data).hexdigest()
+
+
+class _ThreadRecordingSha:
+    """hashlib.sha256 that notes which thread hashed how many bytes."""
+
+    def __init__(self, seen, real=hashlib.sha256):
+        self._sha = real()
+        self._seen = seen
+
+    def update(self, data):
+        self._seen.append((threading.get_ident(), len(data)))
+        self._sha.update(data)
+
+    def hexdigest(self):
+        return self._sha.hexdigest()
+
+
+@pytest.mark.parametrize('kind', ['gzip', 'zstd'])
+def test_the_hash_runs_in_a_second_thread_on_large_blocks(tmp_path,
+                                                          monkeypatch, kind):
+    """The checksum must cost no wall-clock time: another thread (another
+    core, hashlib releases the GIL) hashes the upload in blocks large
+    enough for that, whatever size the decompressor reads."""
+    seen = []
+    monkeypatch.setattr(unpack.hashlib, 'sha256',
+                        lambda: _ThreadRecordingSha(seen))
+    blob = COMPRESS[kind](os.urandom(3 * MiB))
+    src = write(tmp_path, 'in', blob)
+
+    result = unpack.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
+
+    assert result.source_sha256 == hashlib.new('sha256', blob).hexdigest()
+    threads = {ident for ident, _ in seen}
+    assert threading.get_ident() not in threads
+    assert sum(n for _, n in seen) == len(blob)
+    # Every block but the last is a whole CHUNK: 8 KiB reads of the
+    # stdlib decompressors are served from memory, not hashed one by one.
+    assert all(n == unpack.CHUNK for _, n in seen[:-1])
+
+
+def test_a_failed_decompression_stops_its_hash_thread(tmp_path):
+    src = write(tmp_path, 'bad.gz', gzip.compress(os.urandom(2 * MiB))[:-100])
+    before = threading.active_count()
+    with pytest.raises(errors.ImageRejected):
+        unpack.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
+    assert threading.active_count() == before
+    assert not (tmp_path / 'out').exists()
 
 
 def test_cancel_and_deadline_stop_decompression(tmp_path):
