@@ -21,12 +21,14 @@ from glance_convert import formats
 from glance_convert import units
 
 # Where a check runs, in pipeline order.
+PROPERTIES = 'image properties'  # what the user set on the image (task)
+CONTAINER = 'container'          # a compressed or OVA upload, unpacked
 BYTES = 'bytes'                  # our header parsers and format_inspector
 INFO = 'qemu-img info'
 CHECK = 'qemu-img check'
 CONVERT = 'qemu-img convert'
 OUTPUT = 'output'                # the converted file, inspected again
-STAGES = (BYTES, INFO, CHECK, CONVERT, OUTPUT)
+STAGES = (PROPERTIES, CONTAINER, BYTES, INFO, CHECK, CONVERT, OUTPUT)
 
 _ANY = None
 _CONVERTIBLE = formats.CONVERTIBLE
@@ -46,6 +48,8 @@ class Check:
     formats: tuple[str, ...] | None = _ANY
     #: format_inspector safety checks (``SafetyCheck.name``) it covers.
     inspector_checks: tuple[str, ...] = ()
+    #: Container formats it applies to; None: every container format.
+    containers: tuple[str, ...] | None = _ANY
 
     @property
     def stage(self) -> str:
@@ -68,8 +72,10 @@ class Check:
         return re.fullmatch('.+'.join(map(re.escape, parts)),
                             reason) is not None
 
-    def applies_to(self, claimed: str) -> bool:
-        return self.formats is None or claimed in self.formats
+    def applies_to(self, claimed: str, container: str = 'bare') -> bool:
+        return ((self.formats is None or claimed in self.formats)
+                and (self.containers is None
+                     or container in self.containers))
 
 
 EMPTY = Check(
@@ -193,8 +199,144 @@ HIDDEN = Check(
     (OUTPUT,), 'the raw output hides no other disk image',
     advisory='OSSA-2024-001', formats=('raw',))
 
+
+# -- the image's properties (the task only: the CLI has none) -------------
+
+SIGNED = Check(
+    'signed_image', 'the image is signed (img_signature properties) and '
+    'converting it would invalidate the signature; upload it in the disk '
+    'format this cloud stores, or without a signature',
+    'no img_signature* property, unless [glance_convert] signed_images = '
+    'passthrough stores such uploads unconverted: Glance and Nova verify '
+    'the signature over the stored bytes, which a conversion changes',
+    (PROPERTIES,), 'the image is not signed')
+SHA256_FORMAT = Check(
+    'source_sha256_format', 'the property glance_convert_source_sha256 must '
+    'be a SHA-256 written as 64 hexadecimal digits',
+    'a glance_convert_source_sha256 set by the user is a SHA-256, so that a '
+    'typo is not reported as a mismatch',
+    (PROPERTIES,), 'glance_convert_source_sha256 is a SHA-256')
+SHA256 = Check(
+    'source_sha256', 'the SHA-256 of the upload is {actual}, not {expected} '
+    'as the property glance_convert_source_sha256 says',
+    'the SHA-256 of the upload as uploaded (compressed file, OVA) equals '
+    'the glance_convert_source_sha256 the user set, checked before '
+    'anything is stored',
+    (PROPERTIES,), 'the upload has the SHA-256 its publisher gave')
+
+# -- compressed uploads (container_format=compressed) ----------------------
+
+_COMPRESSED = ('compressed',)
+NOT_COMPRESSED = Check(
+    'not_compressed', 'the upload is not compressed with gzip, bzip2, xz, '
+    'zstd or zip, as container format "compressed" says',
+    'the compression is recognised from the first bytes, never from a '
+    'name',
+    (CONTAINER,), 'the upload is compressed with a known compression',
+    containers=_COMPRESSED)
+STREAM_TRUNCATED = Check(
+    'truncated_stream', 'the {compression} data is truncated',
+    'the compressed stream ends where its format says; zstd frames are '
+    'walked first, as python-zstandard ends quietly mid-frame',
+    (CONTAINER,), 'the compressed data is complete',
+    containers=_COMPRESSED)
+STREAM_CORRUPT = Check(
+    'corrupt_stream', 'the {compression} data is corrupt',
+    'the compressed stream decodes, its checksums included',
+    (CONTAINER,), 'the compressed data decodes', containers=_COMPRESSED)
+BOMB = Check(
+    'decompressed_size', 'its decompressed data is larger than the limit of '
+    '{limit}',
+    'decompression stops as soon as the data crosses [glance_convert] '
+    'max_virtual_size, under the conversion\'s slot, time limit and space '
+    'reservation: a decompression bomb writes at most the limit',
+    (CONTAINER,), 'the decompressed data is within the limit of {limit}',
+    advisory='decompression bomb (CWE-409)', containers=_COMPRESSED)
+COMPRESSED_EMPTY = Check(
+    'compressed_empty', 'the compressed upload holds no data',
+    'the decompressed data is not empty',
+    (CONTAINER,), 'the compressed upload holds data',
+    containers=_COMPRESSED)
+ZIP_MEMBERS = Check(
+    'zip_members', 'a zip upload must hold exactly one file, not {count}',
+    'a zip holds one member, a plain unencrypted file: which of several '
+    'files is the image would be a guess',
+    (CONTAINER,), 'the zip holds one file', containers=_COMPRESSED)
+ZIP_MEMBER = Check(
+    'zip_member', 'the file in the zip upload is {what}',
+    'the one zip member is neither a directory nor encrypted',
+    (CONTAINER,), 'the zip member is a plain file', containers=_COMPRESSED)
+
+# -- OVA appliances (container_format=ova) ---------------------------------
+
+_OVA = ('ova',)
+OVA_NOT_TAR = Check(
+    'ova_not_tar', 'the upload is not a tar archive, as container format '
+    '"ova" says',
+    'the upload is an uncompressed tar with at least one member',
+    (CONTAINER,), 'the upload is a tar archive', containers=_OVA)
+OVA_MEMBER = Check(
+    'ova_member', 'the OVA holds {what}, which is not allowed',
+    'every tar member is a regular file with a plain relative name (no '
+    'absolute path, no "..", no link, device, pipe, directory or sparse '
+    'member) whose declared size fits in the archive; nothing is '
+    'extracted with tarfile',
+    (CONTAINER,), 'every OVA member is a plain file inside the archive',
+    advisory='tar path traversal (CVE-2007-4559)', containers=_OVA)
+OVA_DESCRIPTOR = Check(
+    'ova_descriptor', 'the OVA must hold exactly one OVF descriptor, not '
+    '{count}',
+    'one .ovf descriptor, at most 1 MiB',
+    (CONTAINER,), 'the OVA holds one OVF descriptor', containers=_OVA)
+OVF_INVALID = Check(
+    'ovf_invalid', 'its OVF descriptor is not valid: {what}',
+    'the OVF parses with defusedxml (no entity expansion, no external '
+    'entities), each disk names a file of the archive, sizes are numbers',
+    (CONTAINER,), 'the OVF descriptor is valid',
+    advisory='XML entity expansion (CWE-776)', containers=_OVA)
+OVA_DISKS = Check(
+    'ova_disks', 'the OVA must hold exactly one disk, not {count}',
+    'the archive holds one disk besides the OVF, manifest and '
+    'certificate, and the OVF describes one',
+    (CONTAINER,), 'the OVA holds one disk', containers=_OVA)
+OVF_UNKNOWN_FORMAT = Check(
+    'ovf_disk_format_unknown', 'the OVF names a disk format this cloud '
+    'cannot read: {uri}',
+    'the OVF\'s disk format URI names one disk format (VMDK, qcow2)',
+    (CONTAINER,), 'the OVF names a known disk format', containers=_OVA)
+OVF_CLAIM = Check(
+    'ovf_claim', 'the OVF says the disk is in {found} format, not {claimed} '
+    'as claimed',
+    'the disk_format the user claimed is the one the OVF states',
+    (CONTAINER,), 'the OVF agrees with the claimed disk format',
+    containers=_OVA)
+OVF_FORMAT = Check(
+    'ovf_disk_format', 'the OVF says the disk is in {format} format, but the '
+    'data is not',
+    'the disk\'s bytes are in the format the OVF states',
+    (CONTAINER,), 'the disk is in the format the OVF states',
+    advisory='OSSA-2024-001', containers=_OVA)
+OVF_SIZE = Check(
+    'ovf_size', 'the OVF says the disk is {stated} bytes, but it is {actual} '
+    'bytes',
+    'the disk file\'s size the OVF states is the member\'s size',
+    (CONTAINER,), 'the disk file has the size the OVF states',
+    containers=_OVA)
+OVF_CAPACITY = Check(
+    'ovf_capacity', 'the OVF says the disk holds {stated} bytes, but the '
+    'disk image holds {actual}',
+    'the capacity the OVF states is the disk image\'s virtual size',
+    (CONTAINER,), 'the disk\'s virtual size is the OVF\'s capacity',
+    containers=_OVA)
+
+UPLOAD_CHECKS: tuple[Check, ...] = (
+    SIGNED, SHA256_FORMAT, SHA256, NOT_COMPRESSED, STREAM_TRUNCATED,
+    STREAM_CORRUPT, BOMB, COMPRESSED_EMPTY, ZIP_MEMBERS, ZIP_MEMBER,
+    OVA_NOT_TAR, OVA_MEMBER, OVA_DESCRIPTOR, OVF_INVALID, OVA_DISKS,
+    OVF_UNKNOWN_FORMAT, OVF_CLAIM, OVF_FORMAT, OVF_SIZE, OVF_CAPACITY)
+
 #: Every check, in the order the pipeline runs them.
-CHECKS: tuple[Check, ...] = (
+CHECKS: tuple[Check, ...] = UPLOAD_CHECKS + (
     EMPTY, UNREADABLE, MISMATCH, MULTIPLE, BACKING, DATA_FILE, CREATE_TYPE,
     EXTENTS, DIFFERENCING, ENCRYPTED, FEATURES, CORRUPT, DISAGREE, TOO_BIG,
     PARTITIONS, UNSAFE, QEMU_INFO, QEMU_CHECK, OUTPUT_LIMIT, HIDDEN)
@@ -217,25 +359,31 @@ def matching(reason: str) -> Check | None:
     return next((c for c in CHECKS if c.matches(reason)), None)
 
 
-def stages_run(claimed: str) -> tuple[str, ...]:
-    """The stages an upload claiming ``claimed`` goes through before it is
-    converted or stored.
+def stages_run(claimed: str, container: str = 'bare') -> tuple[str, ...]:
+    """The stages an upload claiming ``claimed`` in ``container`` goes
+    through before it is converted or stored.
 
-    Every upload is judged from its bytes, converted or not (it reaches
-    the store and the next reader); formats we convert are also read by
-    ``qemu-img info`` and, where qemu implements it, ``qemu-img check``.
+    A compressed or OVA upload is unpacked first.  Every disk is judged
+    from its bytes, converted or not (it reaches the store and the next
+    reader); formats we convert are also read by ``qemu-img info`` and,
+    where qemu implements it, ``qemu-img check``.  The image-property
+    checks run in the task only: neither ``inspect`` nor ``convert`` has
+    an image.
     """
+    first = (CONTAINER,) if container in ('compressed', 'ova') else ()
     if not formats.is_convertible(claimed):
-        return (BYTES,)
+        return first + (BYTES,)
     if formats.get(claimed).checkable:
-        return (BYTES, INFO, CHECK)
-    return (BYTES, INFO)
+        return first + (BYTES, INFO, CHECK)
+    return first + (BYTES, INFO)
 
 
-def passed_reasons(claimed: str, max_virtual_size: int) -> list[str]:
+def passed_reasons(claimed: str, max_virtual_size: int,
+                   container: str = 'bare') -> list[str]:
     """What an accepted upload claiming ``claimed`` was found not to do."""
-    ran = set(stages_run(claimed))
+    ran = set(stages_run(claimed, container))
     return [c.passed.format(format=claimed,
                             limit=units.human_size(max_virtual_size))
             for c in CHECKS
-            if c.applies_to(claimed) and ran.intersection(c.stages)]
+            if c.applies_to(claimed, container)
+            and ran.intersection(c.stages)]

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 from typing import Callable
 
-from glance_convert import errors
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ova
@@ -32,12 +32,6 @@ from glance_convert.pipeline import unpack
 
 #: Containers whose data this module unpacks.
 UNPACKED = ('compressed', 'ova')
-
-SIGNED_REFUSED = ('the image is signed (img_signature properties) and '
-                  'converting it would invalidate the signature; upload it '
-                  'in the disk format this cloud stores, or without a '
-                  'signature')
-OVA_CLAIM = 'the OVF says the disk is in %s format, not %s as claimed'
 
 
 def is_signed(properties: dict) -> bool:
@@ -55,7 +49,7 @@ def check_signed(properties: dict, policy: str) -> bool:
         return False
     if policy == 'passthrough':
         return True
-    raise errors.ImageRejected(SIGNED_REFUSED)
+    checks.SIGNED.reject()
 
 
 @dataclasses.dataclass
@@ -134,8 +128,8 @@ def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
               workspace, slot_timeout, status, info_for_ledger):
     appliance = ova.read(src)
     if disk_format and disk_format != appliance.disk.disk_format:
-        raise errors.ImageRejected(
-            OVA_CLAIM % (appliance.disk.disk_format, disk_format))
+        checks.OVF_CLAIM.reject(found=appliance.disk.disk_format,
+                                claimed=disk_format)
     workspace = workspace or conversion.NoWorkspace()
     path = unpack.work_file(work_dir, image_id, 'ova-disk')
     kept = []

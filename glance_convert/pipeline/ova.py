@@ -54,18 +54,6 @@ VMW_NS = 'http://www.vmware.com/schema/ovf'
 #: The OVF descriptor is small; a bigger one is refused before parsing.
 MAX_OVF_BYTES = units.MiB
 
-NOT_TAR = 'the upload is not a tar archive, as container format "ova" says'
-BAD_MEMBER = 'the OVA holds %s, which is not allowed'
-NO_OVF = 'the OVA holds no OVF descriptor'
-MANY_OVF = 'the OVA holds more than one OVF descriptor'
-DISKS = 'the OVA must hold exactly one disk, not %d'
-BAD_OVF = 'its OVF descriptor is not valid: %s'
-OVF_FORMAT = 'the OVF says the disk is in %s format, but the data is not'
-OVF_SIZE = 'the OVF says the disk is %d bytes, but it is %d bytes'
-OVF_CAPACITY = ('the OVF says the disk holds %d bytes, but the disk image '
-                'holds %d')
-UNKNOWN_FORMAT = 'the OVF names a disk format this cloud cannot read: %s'
-
 # ovf:format URIs -> Glance disk format.  Only those that name one format.
 _FORMAT_URIS = (
     (re.compile(r'vmware\.com/.*/vmdk\.html'), 'vmdk'),
@@ -92,27 +80,24 @@ class Appliance:
     properties: dict       # image properties from the OVF
 
 
-def _reject(reason: str, detail: str | None = None):
-    raise errors.ImageRejected(reason, detail)
-
-
 def _check_member(m: tarfile.TarInfo, archive_size: int) -> None:
     name = m.name
     parts = name.split('/')
     if name.startswith('/') or '..' in parts or '\\' in name:
-        _reject(BAD_MEMBER % 'a file outside the archive (%r)' % name)
+        checks.OVA_MEMBER.reject(what='a file outside the archive (%r)' % name)
     if m.issym() or m.islnk():
-        _reject(BAD_MEMBER % 'a link (%r)' % name)
+        checks.OVA_MEMBER.reject(what='a link (%r)' % name)
     if m.ischr() or m.isblk() or m.isfifo():
-        _reject(BAD_MEMBER % 'a device or pipe (%r)' % name)
+        checks.OVA_MEMBER.reject(what='a device or pipe (%r)' % name)
     if m.isdir():
-        _reject(BAD_MEMBER % 'a directory (%r)' % name)
+        checks.OVA_MEMBER.reject(what='a directory (%r)' % name)
     if not m.isreg() or m.issparse():
-        _reject(BAD_MEMBER % 'a special file (%r)' % name)
+        checks.OVA_MEMBER.reject(what='a special file (%r)' % name)
     if m.offset_data + m.size > archive_size:
-        _reject(BAD_MEMBER % 'a file larger than the archive (%r)' % name,
-                '%r: %d bytes at %d, archive %d bytes'
-                % (name, m.size, m.offset_data, archive_size))
+        checks.OVA_MEMBER.reject(
+            '%r: %d bytes at %d, archive %d bytes'
+            % (name, m.size, m.offset_data, archive_size),
+            what='a file larger than the archive (%r)' % name)
 
 
 def _members(path: str) -> list[tarfile.TarInfo]:
@@ -125,9 +110,9 @@ def _members(path: str) -> list[tarfile.TarInfo]:
                 _check_member(m, size)
                 members.append(m)
     except tarfile.TarError as exc:
-        _reject(NOT_TAR, str(exc))
+        checks.OVA_NOT_TAR.reject(str(exc))
     if not members:
-        _reject(NOT_TAR, 'no members')
+        checks.OVA_NOT_TAR.reject('no members')
     return members
 
 
@@ -164,7 +149,7 @@ def _scaled(value: str | None, unit: str | None, what: str) -> int | None:
         return None
     match = _UNITS.match((unit or 'byte').strip())
     if not value.strip().isdigit() or match is None:
-        _reject(BAD_OVF % ('%s %r %r' % (what, value, unit)))
+        checks.OVF_INVALID.reject(what='%s %r %r' % (what, value, unit))
     return int(value) << int(match.group(1) or 0)
 
 
@@ -172,7 +157,7 @@ def _disk_format(uri: str | None) -> str:
     for pattern, name in _FORMAT_URIS:
         if uri and pattern.search(uri):
             return name
-    _reject(UNKNOWN_FORMAT % (uri or 'none'))
+    checks.OVF_UNKNOWN_FORMAT.reject(uri=uri or 'none')
 
 
 def parse_ovf(text: bytes) -> tuple[dict, dict]:
@@ -180,7 +165,7 @@ def parse_ovf(text: bytes) -> tuple[dict, dict]:
     try:
         root = ElementTree.fromstring(text)
     except Exception as exc:  # noqa: BLE001 - ParseError, defusedxml's own
-        _reject(BAD_OVF % 'unreadable XML', repr(exc))
+        checks.OVF_INVALID.reject(repr(exc), what='unreadable XML')
     files = {}
     for f in _ns_findall(root, 'File'):
         files[_attr(f, 'id')] = (_attr(f, 'href'), _attr(f, 'size'))
@@ -188,7 +173,7 @@ def parse_ovf(text: bytes) -> tuple[dict, dict]:
     for d in _ns_findall(root, 'Disk'):
         ref = _attr(d, 'fileRef')
         if ref not in files:
-            _reject(BAD_OVF % 'a disk refers to no file')
+            checks.OVF_INVALID.reject(what='a disk refers to no file')
         href, size = files[ref]
         disks[href] = (
             _scaled(size, None, 'file size') if size else None,
@@ -239,28 +224,29 @@ def read(path: str) -> Appliance:
     members = _members(path)
     ovfs = [m for m in members if m.name.lower().endswith('.ovf')]
     if not ovfs:
-        _reject(NO_OVF)
+        checks.OVA_DESCRIPTOR.reject(count=0)
     if len(ovfs) > 1:
-        _reject(MANY_OVF)
+        checks.OVA_DESCRIPTOR.reject(count=len(ovfs))
     ovf = ovfs[0]
     if ovf.size > MAX_OVF_BYTES:
-        _reject(BAD_OVF % 'it is larger than %s'
-                % units.human_size(MAX_OVF_BYTES))
+        checks.OVF_INVALID.reject(what='it is larger than %s'
+                                  % units.human_size(MAX_OVF_BYTES))
     with open(path, 'rb') as f:
         text = os.pread(f.fileno(), ovf.size, ovf.offset_data)
     described, properties = parse_ovf(text)
     others = [m for m in members if m is not ovf and not
               m.name.lower().endswith(('.mf', '.cert'))]
     if len(others) != 1 or len(described) != 1:
-        _reject(DISKS % max(len(others), len(described)))
+        checks.OVA_DISKS.reject(count=max(len(others), len(described)))
     member = others[0]
     href = next(iter(described))
     if posixpath.normpath(href) != posixpath.normpath(member.name):
-        _reject(BAD_OVF % 'its disk file is not in the archive',
-                'OVF names %r, the archive holds %r' % (href, member.name))
+        checks.OVF_INVALID.reject(
+            'OVF names %r, the archive holds %r' % (href, member.name),
+            what='its disk file is not in the archive')
     stated_size, disk_format, capacity = described[href]
     if stated_size is not None and stated_size != member.size:
-        _reject(OVF_SIZE % (stated_size, member.size))
+        checks.OVF_SIZE.reject(stated=stated_size, actual=member.size)
     return Appliance(Disk(member.name, member.offset_data, member.size,
                           disk_format, capacity), properties)
 
@@ -287,7 +273,7 @@ def extract(path: str, appliance: Appliance, dst: str) -> str:
                     want = min(want, disk.offset - pos)
                 data = reader.read(min(want, end - pos))
                 if not data:
-                    _reject(BAD_MEMBER % 'a truncated disk')
+                    checks.OVA_MEMBER.reject(what='a truncated disk')
                 if pos >= disk.offset:
                     writer.write(data)
                 pos += len(data)
@@ -313,9 +299,9 @@ def check_disk(path: str, appliance: Appliance,
         facts = inspection.inspect_bytes(path, disk.disk_format, policy)
     except errors.ImageRejected as exc:
         if checks.MISMATCH.matches(exc.reason):
-            raise errors.ImageRejected(OVF_FORMAT % disk.disk_format,
-                                       exc.detail)
+            checks.OVF_FORMAT.reject(exc.detail, format=disk.disk_format)
         raise
     if disk.capacity is not None and facts.virtual_size != disk.capacity:
-        _reject(OVF_CAPACITY % (disk.capacity, facts.virtual_size))
+        checks.OVF_CAPACITY.reject(stated=disk.capacity,
+                                   actual=facts.virtual_size)
     return facts

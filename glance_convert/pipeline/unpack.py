@@ -15,8 +15,8 @@ images whose container format is ``compressed``).  Here:
   is not decompressed, :class:`BackgroundHash` reads it in a second thread
   while qemu-img works.
 
-Every refusal is an :class:`~glance_convert.errors.ImageRejected` with one
-sentence for the end user.
+Every refusal is a named check of :mod:`~glance_convert.pipeline.checks`
+(stage ``container``), so the CLI and the documentation list it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Callable
 from glance_convert import errors
 from glance_convert import units
 from glance_convert.host import layout
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 
 #: The image property that holds the SHA-256 of the upload as uploaded.
@@ -53,18 +54,6 @@ MAGIC = (
     ('zip', b'PK\x03\x04'),
 )
 KINDS = tuple(kind for kind, _ in MAGIC)
-
-NOT_COMPRESSED = ('the upload is not compressed with gzip, bzip2, xz, zstd '
-                  'or zip, as container format "compressed" says')
-TRUNCATED = 'the %s data is truncated'
-CORRUPT = 'the %s data is corrupt'
-TOO_BIG = 'its decompressed data is larger than the limit of %s'
-ZIP_MEMBERS = 'a zip upload must hold exactly one file, not %d'
-ZIP_MEMBER = 'the file in the zip upload is %s'
-CHECKSUM_FORMAT = ('the property %s must be a SHA-256 written as 64 '
-                   'hexadecimal digits' % SOURCE_SHA256)
-CHECKSUM_MISMATCH = ('the SHA-256 of the upload is %s, not %s as the '
-                     'property ' + SOURCE_SHA256 + ' says')
 
 #: Bytes asked of the decompressor at a time: bounds its output and memory.
 CHUNK = units.MiB
@@ -288,8 +277,8 @@ def _zstd_check_frames(f, kind: str) -> None:
     def read(offset: int, n: int) -> bytes:
         data = os.pread(f.fileno(), n, offset)
         if len(data) != n:
-            raise errors.ImageRejected(TRUNCATED % kind,
-                                       'zstd stream ends at %d' % offset)
+            checks.STREAM_TRUNCATED.reject(
+                'zstd stream ends at %d' % offset, compression=kind)
         return data
 
     while pos < size:
@@ -298,12 +287,12 @@ def _zstd_check_frames(f, kind: str) -> None:
             length, = struct.unpack('<I', read(pos + 4, 4))
             pos += 8 + length
             if pos > size:
-                raise errors.ImageRejected(TRUNCATED % kind,
-                                           'skippable frame past the end')
+                checks.STREAM_TRUNCATED.reject(
+                    'skippable frame past the end', compression=kind)
             continue
         if magic != 0xFD2FB528:
-            raise errors.ImageRejected(CORRUPT % kind,
-                                       'no zstd frame at offset %d' % pos)
+            checks.STREAM_CORRUPT.reject(
+                'no zstd frame at offset %d' % pos, compression=kind)
         fhd = read(pos + 4, 1)[0]
         fcs_flag, single, checksum, dict_flag = (
             fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3)
@@ -315,23 +304,23 @@ def _zstd_check_frames(f, kind: str) -> None:
             block = raw[0] | raw[1] << 8 | raw[2] << 16
             last, btype, bsize = block & 1, block >> 1 & 3, block >> 3
             if btype == 3:
-                raise errors.ImageRejected(CORRUPT % kind,
-                                           'reserved block type at %d' % pos)
+                checks.STREAM_CORRUPT.reject(
+                    'reserved block type at %d' % pos, compression=kind)
             pos += 3 + (1 if btype == 1 else bsize)
             if last:
                 break
         pos += 4 if checksum else 0
         if pos > size:
-            raise errors.ImageRejected(TRUNCATED % kind,
-                                       'zstd frame ends past the end')
+            checks.STREAM_TRUNCATED.reject('zstd frame ends past the end',
+                                           compression=kind)
 
 
 def _zstd_stream(reader: _HashingReader, f, kind: str):
     try:
         import zstandard
     except ImportError:  # pragma: no cover - it is in requirements.txt
-        raise errors.ImageRejected(
-            'zstd compression is not supported on this cloud',
+        raise errors.ConversionError(
+            'zstd compression is not supported on this cloud.',
             'the zstandard package is not installed')
     _zstd_check_frames(f, kind)
     return zstandard.ZstdDecompressor().stream_reader(
@@ -342,12 +331,12 @@ def _zip_stream(reader: _HashingReader):
     archive = zipfile.ZipFile(reader)
     members = archive.infolist()
     if len(members) != 1:
-        raise errors.ImageRejected(ZIP_MEMBERS % len(members))
+        checks.ZIP_MEMBERS.reject(count=len(members))
     member = members[0]
     if member.is_dir():
-        raise errors.ImageRejected(ZIP_MEMBER % 'a directory')
+        checks.ZIP_MEMBER.reject(what='a directory')
     if member.flag_bits & 0x1:
-        raise errors.ImageRejected(ZIP_MEMBER % 'encrypted')
+        checks.ZIP_MEMBER.reject(what='encrypted')
     return archive.open(member)
 
 
@@ -392,8 +381,7 @@ def decompress(src: str, dst: str, *, limit: int,
     with open(src, 'rb') as f:
         kind = detect(src)
         if kind is None:
-            raise errors.ImageRejected(NOT_COMPRESSED,
-                                       'no known magic in %s' % src)
+            checks.NOT_COMPRESSED.reject('no known magic in %s' % src)
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                      | os.O_CLOEXEC, 0o600)
         reader = _HashingReader(f)
@@ -424,21 +412,21 @@ def _copy(kind, reader, f, writer, limit, should_cancel, deadline,
     except errors.ConversionError:
         raise
     except bad as exc:
-        raise errors.ImageRejected(CORRUPT % kind, str(exc))
+        checks.STREAM_CORRUPT.reject(str(exc), compression=kind)
     with stream:
         while True:
             try:
                 chunk = stream.read(CHUNK)
             except EOFError as exc:
-                raise errors.ImageRejected(TRUNCATED % kind, str(exc))
+                checks.STREAM_TRUNCATED.reject(str(exc), compression=kind)
             except bad as exc:
-                raise errors.ImageRejected(CORRUPT % kind, str(exc))
+                checks.STREAM_CORRUPT.reject(str(exc), compression=kind)
             if not chunk:
                 break
             if writer.size + len(chunk) > limit:
-                raise errors.ImageRejected(
-                    TOO_BIG % units.human_size(limit),
-                    'decompressed data passed %d bytes' % limit)
+                checks.BOMB.reject(
+                    'decompressed data passed %d bytes' % limit,
+                    limit=units.human_size(limit))
             try:
                 writer.write(chunk)
             except OSError as exc:
@@ -455,7 +443,7 @@ def _copy(kind, reader, f, writer, limit, should_cancel, deadline,
             if on_progress is not None:
                 on_progress(reader.hashed, writer.size)
     if writer.size == 0:
-        raise errors.ImageRejected('the compressed upload holds no data')
+        checks.COMPRESSED_EMPTY.reject()
 
 
 def _remove(path: str) -> None:
@@ -583,14 +571,14 @@ def expected_sha256(properties: dict) -> str | None:
         return None
     value = str(value).strip().lower()
     if len(value) != 64 or any(c not in '0123456789abcdef' for c in value):
-        raise errors.ImageRejected(CHECKSUM_FORMAT)
+        checks.SHA256_FORMAT.reject(repr(value))
     return value
 
 
 def verify_sha256(actual: str, expected: str | None) -> None:
     """Refuse the upload when the user's checksum does not match."""
     if expected is not None and actual != expected:
-        raise errors.ImageRejected(CHECKSUM_MISMATCH % (actual, expected))
+        checks.SHA256.reject(actual=actual, expected=expected)
 
 
 class BackgroundHash:

@@ -172,3 +172,65 @@ def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
                                 'qcow2', MiB, MiB, settings,
                                 conversion.NoStatus())
     assert exc_info.value.reason == checks.OUTPUT_LIMIT.sentence
+
+
+def test_upload_refusals_are_table_sentences(tmp_path):
+    """Compressed and OVA uploads, checksums and signatures refuse through
+    named checks too, so ``inspect`` and the security table list them."""
+    import gzip
+    import zipfile
+
+    from glance_convert.pipeline import containers
+    from glance_convert.pipeline import ova
+    from glance_convert.pipeline import unpack
+
+    def refusal(func, *args, **kwargs):
+        with pytest.raises(errors.ImageRejected) as exc_info:
+            func(*args, **kwargs)
+        return exc_info.value.reason
+
+    bomb = tmp_path / 'bomb.gz'
+    bomb.write_bytes(gzip.compress(bytes(4 * MiB)))
+    cut = tmp_path / 'cut.gz'
+    cut.write_bytes(gzip.compress(bytes(range(256)) * 4096)[:-20])
+    two = tmp_path / 'two.zip'
+    with zipfile.ZipFile(two, 'w') as z:
+        z.writestr('a', b'a')
+        z.writestr('b', b'b')
+    plain = tmp_path / 'plain'
+    plain.write_bytes(b'\1' * 4096)
+    out = str(tmp_path / 'out')
+    cases = [
+        (refusal(unpack.decompress, str(bomb), out, limit=MiB), checks.BOMB),
+        (refusal(unpack.decompress, str(cut), out, limit=4 * MiB),
+         checks.STREAM_TRUNCATED),
+        (refusal(unpack.decompress, str(two), out, limit=MiB),
+         checks.ZIP_MEMBERS),
+        (refusal(unpack.decompress, str(plain), out, limit=MiB),
+         checks.NOT_COMPRESSED),
+        (refusal(ova.read, str(plain)), checks.OVA_NOT_TAR),
+        (refusal(unpack.verify_sha256, 'a' * 64, 'b' * 64), checks.SHA256),
+        (refusal(unpack.expected_sha256,
+                 {unpack.SOURCE_SHA256: 'md5:abc'}), checks.SHA256_FORMAT),
+        (refusal(containers.check_signed, {'img_signature': 'x'}, 'refuse'),
+         checks.SIGNED),
+    ]
+    for reason, check in cases:
+        assert checks.matching(reason) is check, reason
+        assert check in checks.CHECKS
+
+
+def test_container_checks_are_listed_for_their_container_only():
+    xz = checks.passed_reasons('qcow2', MiB, container='compressed')
+    appliance = checks.passed_reasons('vmdk', MiB, container='ova')
+    bare = checks.passed_reasons('qcow2', MiB)
+    assert checks.BOMB.passed.format(limit='1 MiB') in xz
+    assert checks.OVA_MEMBER.passed not in xz
+    assert checks.OVA_MEMBER.passed in appliance
+    assert checks.BOMB.passed.format(limit='1 MiB') not in appliance
+    for check in checks.UPLOAD_CHECKS:
+        assert check.passed not in bare
+    # The disk inside is judged like any upload.
+    assert checks.BACKING.passed in xz and checks.BACKING.passed in appliance
+    # Image properties exist in the task only.
+    assert checks.SHA256.passed not in xz + appliance

@@ -9,6 +9,7 @@ import pytest
 
 from glance_convert import errors
 from glance_convert import units
+from glance_convert.pipeline import checks
 from glance_convert.pipeline import ova
 
 VMDK_URI = ('http://www.vmware.com/interfaces/specifications/'
@@ -108,6 +109,10 @@ def _refused(path, words):
     with pytest.raises(errors.ImageRejected) as exc:
         ova.read(str(path))
     assert words in str(exc.value), str(exc.value)
+    # Every refusal is a named container check, listed by the CLI and docs.
+    check = checks.matching(exc.value.reason)
+    assert check in checks.UPLOAD_CHECKS, exc.value.reason
+    assert checks.CONTAINER in check.stages
     return str(exc.value)
 
 
@@ -191,7 +196,7 @@ def test_not_a_tar_and_no_ovf_are_refused(tmp_path):
     junk.write_bytes(os.urandom(4096))
     _refused(junk, 'not a tar archive')
     path = make_ova(tmp_path / 'a.ova', [('disk1.vmdk', DISK)])
-    _refused(path, 'no OVF descriptor')
+    _refused(path, 'exactly one OVF descriptor, not 0')
 
 
 def test_bios_firmware_and_missing_capacity(tmp_path):
