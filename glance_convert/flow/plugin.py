@@ -105,6 +105,8 @@ def get_flow(**kwargs):
     :param action_wrapper: Glance's ImportActionWrapper for the image
     :param backend: the stores the image is imported to, or None
     :param context: the request context (recovery uses it elevated)
+    :param import_req: the import request (its method decides who puts
+        the image back to ``queued`` on failure)
     """
     task_id = kwargs.get('task_id')
     task_type = kwargs.get('task_type')
@@ -115,6 +117,8 @@ def get_flow(**kwargs):
     flow = lf.Flow(task_type)
     if context is not None:
         flow.add(tasks.RecoverInterrupted(task_id, task_type, context))
+    method = ((kwargs.get('import_req') or {}).get('method') or {}).get(
+        'name')
     return flow.add(tasks.ConvertImage(task_id, task_type, action_wrapper,
                                        kwargs.get('backend') or [],
-                                       status=status))
+                                       status=status, import_method=method))

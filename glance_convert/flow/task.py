@@ -23,6 +23,11 @@ from glance_convert.host import workspace as workspaces
 LOG = logging.getLogger(__name__)
 
 FILE_SCHEME = 'file://'
+#: Import methods whose download task, earlier in Glance's flow, puts the
+#: image back to ``queued`` and its stores to failed when it is reverted;
+#: doing it first would make that revert fail (queued -> queued is not a
+#: valid transition) and leave the image locked.
+DOWNLOAD_METHODS = ('web-download', 'glance-download')
 
 
 class TaskStatus(Protocol):
@@ -128,7 +133,8 @@ class ConvertImage(task.Task):
     def __init__(self, task_id: str, task_type: str, action_wrapper,
                  stores: list[str] | None,
                  status: TaskStatus | None = None,
-                 config: Callable[[], TaskConfig] = TaskConfig.from_conf):
+                 config: Callable[[], TaskConfig] = TaskConfig.from_conf,
+                 import_method: str | None = None):
         super().__init__(name='%s-GlanceConvert-%s' % (task_type, task_id))
         self.task_id = task_id
         self.action_wrapper = action_wrapper
@@ -136,6 +142,7 @@ class ConvertImage(task.Task):
         self.stores = list(stores or [])
         self.status = status or SilentStatus()
         self.config = config
+        self.import_method = import_method
         self._source: str | None = None
         self._output: str | None = None
         self._old_formats: tuple[str, str] | None = None
@@ -272,10 +279,13 @@ class ConvertImage(task.Task):
                     action.set_image_attribute(
                         disk_format=disk_format,
                         container_format=container_format)
-                action.set_image_attribute(status='queued')
-                if self.stores:
-                    action.remove_importing_stores(self.stores)
-                    action.add_failed_stores(self.stores)
+                # Where a download task ran before us, its revert does
+                # the rest (see DOWNLOAD_METHODS).
+                if self.import_method not in DOWNLOAD_METHODS:
+                    action.set_image_attribute(status='queued')
+                    if self.stores:
+                        action.remove_importing_stores(self.stores)
+                        action.add_failed_stores(self.stores)
             reset = True
         except Exception as exc:  # noqa: BLE001 - image deleted or lock lost
             LOG.warning('Could not reset image %s after a failed import: '

@@ -19,12 +19,14 @@ def test_get_flow_only_builds_the_flow(monkeypatch):
     flow = plugin.get_flow(task_id='t1', task_type='api_image_import',
                            action_wrapper=fakes.FakeActionWrapper(image),
                            backend=['fs'], task_repo=None,
-                           context=Context())
+                           context=Context(),
+                           import_req={'method': {'name': 'web-download'}})
     assert calls == [], 'building the flow must not recover anything'
     recover, convert = [node for node, _ in flow.iter_nodes()]
     assert isinstance(recover, tasks.RecoverInterrupted)
     assert isinstance(convert, tasks.ConvertImage)
     assert convert.stores == ['fs']
+    assert convert.import_method == 'web-download'
     assert recover.name == 'api_image_import-GlanceConvertRecover-t1'
 
 

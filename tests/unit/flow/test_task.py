@@ -120,6 +120,23 @@ def test_revert_after_later_failure_restores_formats(staging):
     assert image.extra_properties['os_glance_failed_import'] == 'fs'
 
 
+@pytest.mark.parametrize('method', ['web-download', 'glance-download'])
+def test_revert_leaves_the_status_to_the_download_task(staging, method):
+    """Glance's download task, reverted after us, puts the image back to
+    queued unconditionally: had we done it first, its revert would fail
+    (queued -> queued) and the image would stay locked."""
+    image = fakes.FakeImage('vhd')
+    src = stage(staging, image, 'vhd')
+    task, _ = fakes.make_task(image, staging, target='qcow2')
+    task.import_method = method
+    out = task.execute('file://' + src)[len('file://'):]
+    task.revert(result='file://' + out)
+    assert os.listdir(staging) == []
+    assert image.status == 'importing'
+    assert image.disk_format == 'vhd'
+    assert 'os_glance_failed_import' not in image.extra_properties
+
+
 def test_revert_survives_a_lost_lock(staging):
     image = fakes.FakeImage('qcow2')
     src = stage(staging, image, 'qcow2')
