@@ -12,6 +12,7 @@ from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
 from glance_convert.cmd import main as cli
+from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 
 
@@ -19,8 +20,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser('convert', help='Check and convert an image file as '
                        'the plugin would.')
     p.add_argument('file', metavar='FILE')
-    p.add_argument('--disk-format', metavar='FMT', required=True,
-                   help='The disk format the image claims (Glance names).')
+    p.add_argument('--disk-format', metavar='FMT',
+                   help='The disk format the image claims (Glance names); '
+                        'required but for --container-format ova, whose '
+                        'OVF names it.')
     p.add_argument('--to', metavar='FMT', choices=formats.CONVERTIBLE,
                    help='Target format (default: [glance_convert] '
                         'output_format).')
@@ -31,6 +34,7 @@ def add_parser(sub) -> None:
                    help='Replace OUT if it exists.')
     p.add_argument('-q', '--quiet', action='store_true',
                    help='No progress bar and no summary.')
+    cli.upload_args(p)
     cli.config_args(p)
     p.set_defaults(func=run)
 
@@ -83,7 +87,10 @@ def _output_path(args, target: str) -> str:
 
 def run(args) -> int:
     cli.check_file(args.file)
-    if not formats.is_convertible(args.disk_format):
+    if args.disk_format is None and args.container_format != 'ova':
+        raise cli.UsageError('--disk-format is required')
+    if args.disk_format is not None and not formats.is_convertible(
+            args.disk_format):
         raise cli.UsageError(
             '--disk-format %s: the plugin converts only %s'
             % (args.disk_format, ', '.join(formats.CONVERTIBLE)))
@@ -91,32 +98,75 @@ def run(args) -> int:
     target = args.to or conf[options.GROUP].output_format
     settings = cli.plugin_settings(conf, target)
     out = _output_path(args, target)
-    if conversion.plan(args.disk_format, settings) is None:
-        print('The plugin would not convert this %s image to %s (same '
-              'format without output options that ask for a re-write, or '
-              'not in source_formats/in keep_formats); nothing written.'
-              % (args.disk_format, target))
-        return cli.EXIT_OK
+    image_id = 'cli-%s' % uuid.uuid4().hex
+    work_dir = os.path.dirname(out)
+    # The upload is unpacked (compressed, OVA) and its SHA-256 checked as
+    # the plugin does; the work files go next to the output.
+    with containers.opened(
+            args.file, container_format=args.container_format,
+            disk_format=args.disk_format,
+            properties=cli.upload_properties(args), image_id=image_id,
+            work_dir=work_dir, policy=settings.policy,
+            timeout=settings.convert_limits.timeout) as disk:
+        if conversion.plan(disk.disk_format, settings) is None:
+            conversion.convert_image(disk.path, disk.disk_format,
+                                     image_id=image_id, work_dir=work_dir,
+                                     settings=settings)
+            disk.source_sha256()
+            if not disk.unpacked:
+                print('The plugin would not convert this %s image to %s '
+                      '(same format without output options that ask for a '
+                      're-write, or not in source_formats/in '
+                      'keep_formats); nothing written.'
+                      % (disk.disk_format, target))
+                return cli.EXIT_OK
+            # The plugin stores the unpacked disk as it is.
+            os.replace(disk.path, out)
+            disk.keep()
+            _summary(args, disk, out, 'Unpacked')
+            return cli.EXIT_OK
+        result = _convert(args, disk, image_id, work_dir, settings)
+        try:
+            disk.source_sha256()
+        except BaseException:
+            conversion.remove_file(result.path)
+            raise
+    os.replace(result.path, out)
+    if not args.quiet:
+        print('Converted %s (%s) to %s (%s): virtual size %s, file size %s, '
+              '%.1f s.' % (args.file, disk.disk_format, out, target,
+                           cli.human(result.virtual_size),
+                           cli.human(result.size), result.duration))
+    _summary(args, disk, out, None)
+    return cli.EXIT_OK
+
+
+def _convert(args, disk, image_id, work_dir, settings):
     bar = None
     if sys.stderr.isatty() and not args.quiet:
-        bar = ProgressBar(units.allocated_bytes(args.file))
+        bar = ProgressBar(units.allocated_bytes(disk.path))
         settings = dataclasses.replace(settings, progress_interval=0.5)
         bar.update(0)
     try:
         result = conversion.convert_image(
-            args.file, args.disk_format,
-            image_id='cli-%s' % uuid.uuid4().hex,
-            work_dir=os.path.dirname(out), settings=settings,
-            status=bar)
+            disk.path, disk.disk_format, image_id=image_id,
+            work_dir=work_dir, settings=settings, status=bar)
         if bar is not None:
             bar.update(bar.total)
     finally:
         if bar is not None:
             bar.finish()
-    os.replace(result.path, out)
-    if not args.quiet:
-        print('Converted %s (%s) to %s (%s): virtual size %s, file size %s, '
-              '%.1f s.' % (args.file, args.disk_format, out, target,
-                           cli.human(result.virtual_size),
-                           cli.human(result.size), result.duration))
-    return cli.EXIT_OK
+    return result
+
+
+def _summary(args, disk, out, verb) -> None:
+    """What the plugin would record on the image, for the operator."""
+    if args.quiet:
+        return
+    if verb:
+        print('%s %s (%s) to %s (%s).' % (verb, args.file,
+                                          disk.container_format, out,
+                                          disk.disk_format))
+    print('Upload SHA-256: %s' % disk.source_sha256())
+    for key, value in sorted(disk.properties.items()):
+        print('Image property: %s=%s' % (key, value))

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
+import uuid
 
 from oslo_utils.imageutils import format_inspector as fi
 
@@ -15,6 +17,7 @@ from glance_convert import options
 from glance_convert import units
 from glance_convert.cmd import main as cli
 from glance_convert.pipeline import checks
+from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import sandbox
@@ -29,6 +32,7 @@ def add_parser(sub) -> None:
                         'names (default: the detected format).')
     p.add_argument('--json', action='store_true',
                    help='Print the report as JSON.')
+    cli.upload_args(p)
     cli.config_args(p)
     p.set_defaults(func=run)
 
@@ -48,9 +52,49 @@ def _target_settings(settings, conf, target):
                                compressed=compressed)
 
 
-def inspect_file(path: str, claimed: str | None, conf) -> dict:
-    """The report of ``glance-convert inspect`` as a dict."""
+def inspect_file(path: str, claimed: str | None, conf,
+                 container: str = 'bare', properties: dict | None = None
+                 ) -> dict:
+    """The report of ``glance-convert inspect`` as a dict.
+
+    A compressed or OVA upload is unpacked first, as the plugin does, into
+    a private temporary directory that is removed afterwards; the report
+    then describes the disk inside, with the upload's SHA-256 (checked
+    against ``properties``' ``glance_convert_source_sha256``) and the
+    properties the OVF gives.
+    """
     settings = cli.plugin_settings(conf)
+    upload = {'container_format': container,
+              'upload_size': os.path.getsize(path),
+              'source_sha256': None, 'image_properties': {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix='glance-convert-') as work, \
+                containers.opened(
+                    path, container_format=container, disk_format=claimed,
+                    properties=properties or {},
+                    image_id='cli-%s' % uuid.uuid4().hex, work_dir=work,
+                    policy=settings.policy,
+                    timeout=settings.convert_limits.timeout) as disk:
+            report = _inspect_disk(disk.path, disk.disk_format, conf,
+                                   settings, container)
+            report.update(upload, file=path)
+            report['image_properties'] = dict(disk.properties)
+            if report['verdict'] == 'accepted':
+                report['source_sha256'] = disk.source_sha256()
+    except errors.ImageRejected as exc:
+        report = dict(upload, file=path, claimed_format=claimed,
+                      detected_format=None, file_size=upload['upload_size'],
+                      allocated_size=units.allocated_bytes(path),
+                      virtual_size=None, verdict='rejected',
+                      reasons=[str(exc)], detail=exc.detail,
+                      plugin_action='refuse the import', space_needed={},
+                      confinement=sandbox.applied_layers())
+    return report
+
+
+def _inspect_disk(path: str, claimed: str | None, conf, settings,
+                  container: str) -> dict:
+    """The report on one disk image file (the upload's, or inside it)."""
     detected = _detect(path)
     claimed = claimed or detected
     report = {
@@ -84,7 +128,7 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
     report['virtual_size'] = virtual_size
     report['verdict'] = 'accepted'
     report['reasons'] = checks.passed_reasons(
-        claimed, settings.policy.max_virtual_size)
+        claimed, settings.policy.max_virtual_size, container)
     target = conversion.plan(claimed, settings)
     report['plugin_action'] = ('convert to %s' % target if target
                                else 'pass through (not converted)')
@@ -103,6 +147,10 @@ def inspect_file(path: str, claimed: str | None, conf) -> dict:
 
 def _print_inspect(report: dict) -> None:
     print('File:             %s' % report['file'])
+    if report['container_format'] != 'bare':
+        print('Container format: %s' % report['container_format'])
+    if report['source_sha256']:
+        print('Upload SHA-256:   %s' % report['source_sha256'])
     print('Claimed format:   %s' % report['claimed_format'])
     print('Detected format:  %s' % report['detected_format'])
     print('Virtual size:     %s' % cli.human(report['virtual_size']))
@@ -116,6 +164,8 @@ def _print_inspect(report: dict) -> None:
     if report['detail'] and report['verdict'] == 'rejected':
         print('  detail: %s' % report['detail'])
     print('Plugin would:     %s' % report['plugin_action'])
+    for key, value in sorted(report['image_properties'].items()):
+        print('Image property:   %s=%s' % (key, value))
     if report['space_needed']:
         print('Space needed to convert to:')
         for fmt, n in report['space_needed'].items():
@@ -125,7 +175,8 @@ def _print_inspect(report: dict) -> None:
 def run(args) -> int:
     cli.check_file(args.file)
     conf = cli.load_conf(args)
-    report = inspect_file(args.file, args.disk_format, conf)
+    report = inspect_file(args.file, args.disk_format, conf,
+                          args.container_format, cli.upload_properties(args))
     if args.json:
         json.dump(report, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write('\n')

@@ -1,7 +1,9 @@
 """``glance-convert``: the operator's command.
 
-    glance-convert inspect FILE [--disk-format FMT] [--json]
-    glance-convert convert FILE --disk-format FMT [--to FMT] [-o OUT]
+    glance-convert inspect FILE [--disk-format FMT] [--container-format CF]
+                                [--source-sha256 HEX] [--json]
+    glance-convert convert FILE --disk-format FMT [--container-format CF]
+                                [--source-sha256 HEX] [--to FMT] [-o OUT]
     glance-convert check-config [--config-dir /etc/glance]
     glance-convert recover [--config-dir /etc/glance] [--dry-run] [--json]
 
@@ -57,6 +59,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- shared by the commands --------------------------------------------------
+
+#: Container formats ``inspect`` and ``convert`` read, as the plugin does.
+CONTAINER_FORMATS = ('bare', 'compressed', 'ova')
+
+
+def upload_args(p: argparse.ArgumentParser) -> None:
+    """--container-format and --source-sha256, as on a Glance image."""
+    p.add_argument('--container-format', metavar='CF', default='bare',
+                   choices=CONTAINER_FORMATS,
+                   help='The container format the upload claims: bare (the '
+                        'default), compressed (gzip, bzip2, xz, zstd or a '
+                        'one-file zip) or ova.  Unpacked work files go to '
+                        'the output\'s directory (convert) or $TMPDIR '
+                        '(inspect) and are removed.')
+    p.add_argument('--source-sha256', metavar='HEX',
+                   help='The SHA-256 the publisher gave for FILE, as the '
+                        'image property glance_convert_source_sha256: '
+                        'refused if FILE differs.')
+
+
+def upload_properties(args) -> dict:
+    """The image properties the command line stands for."""
+    if args.source_sha256 is None:
+        return {}
+    return {'glance_convert_source_sha256': args.source_sha256}
+
 
 def human(n: int | None) -> str:
     if n is None:
