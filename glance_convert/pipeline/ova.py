@@ -9,8 +9,8 @@ copied into a sparse work file in one sequential pass over the upload
 that also hashes it.  The OVF is parsed with ``defusedxml`` (no entity
 expansion, no external entities).
 
-What the OVF says is turned into image properties (README's "OVA
-appliances" section lists them):
+What the OVF says is turned into image properties (the documentation's
+page on compressed images and OVA appliances lists them for users):
 
 =====================================  =================================
 OVF                                    image property

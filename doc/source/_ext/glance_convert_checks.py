@@ -43,7 +43,7 @@ def _cell(attribute, value):
     text = _text(value)
     if attribute == 'sentence':
         # Placeholders are filled in for the user: "the data is in … format".
-        text = re.sub(r'%[sdr]', '\u2026', text)
+        text = re.sub(r'%[sdr]|\{\w+\}', '\u2026', text)
     if attribute == 'name':
         entry += nodes.paragraph('', '', nodes.literal(text, text))
     else:
