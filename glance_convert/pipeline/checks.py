@@ -97,7 +97,9 @@ MISMATCH = Check(
 MULTIPLE = Check(
     'multiple_formats', 'the data matches more than one format ({formats})',
     'the bytes match one format only, e.g. not a qcow2 that is also a GPT '
-    'disk or an ISO',
+    'disk or an ISO; as in Glance\'s upload path, an ISO 9660 with an '
+    'MBR/GPT and nothing else (a hybrid installer ISO) claimed as iso is '
+    'the ISO',
     (BYTES,), 'the data matches one format only',
     advisory='OSSA-2024-001')
 BACKING = Check(

@@ -214,12 +214,20 @@ class _TailSkippingReader:
         return longest
 
 
-def _detect_file_format(path: str):
+#: What installer ISOs are: ISO 9660 plus an MBR or GPT, so that they also
+#: boot from a USB stick.  Claimed as ``iso``, Glance's own upload path
+#: accepts exactly this pair as an ISO; any other combination is refused.
+HYBRID_ISO = frozenset({'iso', 'gpt'})
+
+
+def _detect_file_format(path: str, claimed: str | None = None):
     """``format_inspector.detect_file_format`` without reading the middle.
 
     The same wrapper, inspectors and decision; only the bytes no inspector
     needs are not read (see :class:`_TailSkippingReader`), and they are
-    read 64 KiB at a time.
+    read 64 KiB at a time.  The one difference is Glance's: an upload
+    claimed as ``iso`` that matches ISO 9660 and an MBR/GPT, and nothing
+    else, is the ISO (:data:`HYBRID_ISO`).
     """
     with open(path, 'rb') as f:
         reader = _TailSkippingReader(f, os.fstat(f.fileno()).st_size)
@@ -231,16 +239,21 @@ def _detect_file_format(path: str):
             # 64 KiB reads, as Glance's own uploads feed the inspectors,
             # instead of 4 KiB: the same verdicts, a fifth of the time.
             while wrapper.read(65536):
-                if wrapper.format:
-                    return wrapper.format
+                if wrapper.formats is not None:
+                    break
         finally:
             wrapper.close()
+        matches = wrapper.formats or []
+        if claimed == 'iso' and {str(m) for m in matches} == HYBRID_ISO:
+            LOG.debug('%s is an ISO 9660 with an MBR/GPT: a hybrid ISO',
+                      path)
+            return next(m for m in matches if str(m) == 'iso')
         return wrapper.format
 
 
 def _detect(path: str, claimed: str) -> tuple:
     try:
-        inspector = _detect_file_format(path)
+        inspector = _detect_file_format(path, claimed)
     except fi.ImageFormatError as exc:
         if 'Multiple formats' in str(exc):
             checks.MULTIPLE.reject(str(exc),
