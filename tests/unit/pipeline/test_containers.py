@@ -85,3 +85,39 @@ def test_signed_images():
     with pytest.raises(errors.ImageRejected) as exc:
         containers.check_signed(signed, 'refuse')
     assert 'would invalidate the signature' in str(exc.value)
+
+
+def test_ova_disk_is_a_ledger_work_file_before_it_exists(tmp_path,
+                                                         monkeypatch):
+    """A crash while the disk is copied out leaves nothing the workspace
+    reaper does not know: the work file is recorded with the reservation,
+    under the conversion slot, and removed after a refusal."""
+    from glance_convert.pipeline import ova
+    from tests import fakes
+    work = tmp_path / 'work'
+    work.mkdir()
+    ws = fakes.make_workspace(work, max_concurrent=1)
+    src = test_ova.make_ova(tmp_path / 'a.ova', [
+        ('vm.ovf', test_ova.ovf_text()), ('disk1.vmdk', test_ova.DISK)])
+    seen = []
+    real_extract = ova.extract
+
+    def extract(path, appliance, dst):
+        seen.append((os.path.exists(dst), list(ws.usage()['paths'])))
+        return real_extract(path, appliance, dst)
+
+    def check_disk(path, appliance, policy):
+        raise errors.ImageRejected('refused for the test')
+    monkeypatch.setattr(ova, 'extract', extract)
+    monkeypatch.setattr(ova, 'check_disk', check_disk)
+    with pytest.raises(errors.ImageRejected):
+        with containers.opened(
+                str(src), container_format='ova', disk_format='vmdk',
+                properties={}, image_id=IMAGE_ID, work_dir=str(work),
+                policy=POLICY, workspace=ws):
+            pass
+    [(existed, recorded)] = seen
+    assert not existed
+    assert recorded == [str(work / (IMAGE_ID + '.glance-convert.ova-disk'))]
+    assert ws.usage()['paths'] == []
+    assert os.listdir(work) == []
