@@ -40,15 +40,19 @@ class GlanceTaskStatus:
         except Exception:  # noqa: BLE001 - task deleted
             return None
 
-    def set_message(self, message: str) -> None:
+    def _update(self, change) -> None:
+        """Apply ``change(task)`` and save, if the task still runs."""
         if self.task_repo is None:
             return
+        task = self._task()
+        if task is None or task.status != 'processing':
+            return
+        change(task)
+        self.task_repo.save(task)
+
+    def set_message(self, message: str) -> None:
         try:
-            task = self._task()
-            if task is None or task.status != 'processing':
-                return
-            task.message = message
-            self.task_repo.save(task)
+            self._update(lambda task: setattr(task, 'message', message))
         except Exception as exc:  # noqa: BLE001 - progress is best effort
             LOG.debug('Could not update task %s message: %s',
                       self.task_id, exc)
@@ -59,14 +63,8 @@ class GlanceTaskStatus:
         Glance's executor then keeps this message instead of its own
         "Internal Error" (it does not touch a task that has failed).
         """
-        if self.task_repo is None:
-            return
         try:
-            task = self._task()
-            if task is None or task.status != 'processing':
-                return
-            task.fail(message)
-            self.task_repo.save(task)
+            self._update(lambda task: task.fail(message))
         except Exception as exc:  # noqa: BLE001 - Glance fails it anyway
             LOG.warning('Could not fail task %s: %s', self.task_id, exc)
 

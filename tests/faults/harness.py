@@ -23,13 +23,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 from glance_convert.host import layout as layout_
 from glance_convert.host import ledger as ledger_
 from glance_convert.host import procs
 from glance_convert.testing import localglance
 from tests import imagefactory
+from tests import proctools
 
 MiB = 1024 * 1024
 TIMEOUT = 180           # for one step; a failure, not a limit
@@ -68,15 +68,7 @@ def say(*words):
 
 
 def wait_for(predicate, what, timeout=TIMEOUT, log=None, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %ss waiting for %s%s' % (
-                timeout, what, '\n' + log() if log else ''))
-        time.sleep(interval)
+    return proctools.wait_for(predicate, what, timeout, log, interval)
 
 
 class Images:
