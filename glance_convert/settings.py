@@ -81,6 +81,9 @@ class Settings:
                 'contact the cloud operator.', str(exc))
         group = conf[options.GROUP]
         sandbox.configure(group.sandbox)
+        # Once, at start: can qemu-img start without forking this process
+        # (logged when not), rather than in the first import's time.
+        qemu_img.launcher_tools()
         target = group.output_format
         out_options, compressed = formats.output_options(group, target)
         out_of_order = group.convert_out_of_order

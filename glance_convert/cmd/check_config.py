@@ -24,7 +24,7 @@ from glance_convert import errors
 from glance_convert import options
 from glance_convert import settings as config_check
 from glance_convert import units
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.flow import glance_conf
 from glance_convert.host import workspace
 from glance_convert.pipeline import qemu_img
@@ -238,6 +238,37 @@ def check_deprecated(files: list[str]) -> list[Finding]:
     return found
 
 
+def check_sandbox(mode_setting: str) -> list[Finding]:
+    """Each confinement layer, and what to do about a missing one."""
+    if mode_setting == sandbox.OFF:
+        return [Finding(
+            WARNING, 'sandbox', 'sandbox = off: qemu-img runs '
+            'unconfined, with every right of glance-api.',
+            'set [glance_convert] sandbox = auto (or required).')]
+    found = []
+    for layer in sandbox.layers():
+        if layer.available:
+            found.append(Finding(
+                OK, 'sandbox', '%s (%s) stops %s.'
+                % (layer.name, layer.detail, layer.stops)))
+        elif layer.essential:
+            severity = (ERROR if mode_setting == sandbox.REQUIRED
+                        else WARNING)
+            consequence = ('every conversion is refused'
+                           if mode_setting == sandbox.REQUIRED
+                           else 'qemu-img runs without it')
+            found.append(Finding(
+                severity, 'sandbox', '%s is not available (%s): %s; it '
+                'would stop %s.' % (layer.name, layer.detail, consequence,
+                                    layer.stops), layer.fix + '.'))
+        else:
+            found.append(Finding(
+                OK, 'sandbox', '%s is not available (%s); it '
+                'would stop %s.' % (layer.name, layer.detail, layer.stops),
+                layer.fix + '.'))
+    return found
+
+
 def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     """Everything ``glance-convert check-config`` reports."""
     found: list[Finding] = []
@@ -262,7 +293,7 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     found.append(Finding(OK, 'config', 'Read %s.' % ', '.join(files)
                          if files else 'No configuration files read.'))
     found += check_qemu_img()
-    found += sandbox.findings(conf[options.GROUP].sandbox)
+    found += check_sandbox(conf[options.GROUP].sandbox)
     found += check_plugin_enabled(conf)
     found += check_work_dir(conf)
     found += check_lock_path(conf)

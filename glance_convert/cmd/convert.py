@@ -11,7 +11,7 @@ import uuid
 from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 

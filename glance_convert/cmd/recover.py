@@ -19,7 +19,7 @@ import warnings
 from oslo_config import cfg
 
 from glance_convert import errors
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.flow import glance_conf
 from glance_convert.flow import recovery
 from glance_convert.host import workspace

@@ -337,10 +337,6 @@ def configure(mode: str) -> None:
     if mode in _LOGGED:
         return
     _LOGGED.add(mode)
-    # Also at start, once: whether qemu-img can start without a fork
-    # (logged when not), rather than in the first import's time.
-    from glance_convert.pipeline import qemu_img
-    qemu_img.launcher_tools()
     if mode == OFF:
         LOG.warning('[glance_convert] sandbox = off: qemu-img runs '
                     'unconfined, with every right of this process.')
@@ -758,39 +754,3 @@ def prepare(reads=(), writes=(), executable: str | None = None,
 def resolve(name: str, env: dict) -> str | None:
     """The file ``name`` runs from under ``env``'s PATH, as exec finds it."""
     return shutil.which(name, path=env.get('PATH', os.defpath))
-
-
-# --- check-config -----------------------------------------------------------
-
-def findings(mode_setting: str | None = None) -> list:
-    """check-config's findings: each layer, and what to do about the missing.
-    """
-    from glance_convert import settings as config_check
-    mode_setting = mode_setting or _MODE
-    if mode_setting == OFF:
-        return [config_check.Finding(
-            config_check.WARNING, 'sandbox', 'sandbox = off: qemu-img runs '
-            'unconfined, with every right of glance-api.',
-            'set [glance_convert] sandbox = auto (or required).')]
-    found = []
-    for layer in layers():
-        if layer.available:
-            found.append(config_check.Finding(
-                config_check.OK, 'sandbox', '%s (%s) stops %s.'
-                % (layer.name, layer.detail, layer.stops)))
-        elif layer.essential:
-            severity = (config_check.ERROR if mode_setting == REQUIRED
-                        else config_check.WARNING)
-            consequence = ('every conversion is refused' if
-                           mode_setting == REQUIRED else 'qemu-img runs '
-                           'without it')
-            found.append(config_check.Finding(
-                severity, 'sandbox', '%s is not available (%s): %s; it '
-                'would stop %s.' % (layer.name, layer.detail, consequence,
-                                    layer.stops), layer.fix + '.'))
-        else:
-            found.append(config_check.Finding(
-                config_check.OK, 'sandbox', '%s is not available (%s); it '
-                'would stop %s.' % (layer.name, layer.detail, layer.stops),
-                layer.fix + '.'))
-    return found

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from glance_convert.cmd import convert as convert_cmd
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.pipeline import conversion
 from glance_convert import errors
 from tests import fakes

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.testing import localglance
 from glance_convert.host import workspace
 

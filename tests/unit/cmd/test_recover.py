@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from glance_convert.cmd import main as cli
+from glance_convert.cmd import common as cli
 from glance_convert.cmd import recover as cmd
 from glance_convert.flow import recovery
 from glance_convert.host import ledger

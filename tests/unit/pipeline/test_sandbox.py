@@ -13,6 +13,7 @@ import pytest
 
 from glance_convert import errors
 from glance_convert import settings as config_check
+from glance_convert.cmd import check_config
 from glance_convert.pipeline import sandbox
 
 ALLOW = 0x7fff0000
@@ -238,7 +239,7 @@ def test_output_is_created_before_the_run(host, tmp_path):
     (sandbox.REQUIRED, config_check.ERROR)])
 def test_findings_say_what_is_missing_and_what_to_do(host, mode, severity):
     host(**{sandbox.LANDLOCK_FS: False, sandbox.LANDLOCK_SCOPE: False})
-    found = sandbox.findings(mode)
+    found = check_config.check_sandbox(mode)
     assert len(found) == 5
     by_severity = {}
     for f in found:
@@ -250,6 +251,6 @@ def test_findings_say_what_is_missing_and_what_to_do(host, mode, severity):
 
 
 def test_findings_when_off(host):
-    [finding] = sandbox.findings(sandbox.OFF)
+    [finding] = check_config.check_sandbox(sandbox.OFF)
     assert finding.severity == config_check.WARNING
     assert 'auto' in finding.fix
