@@ -167,6 +167,8 @@ def _summary(args, disk, out, verb) -> None:
         print('%s %s (%s) to %s (%s).' % (verb, args.file,
                                           disk.container_format, out,
                                           disk.disk_format))
-    print('Upload SHA-256: %s' % disk.source_sha256())
+    digest = disk.source_sha256()
+    if digest:
+        print('Upload SHA-256: %s' % digest)
     for key, value in sorted(disk.properties.items()):
         print('Image property: %s=%s' % (key, value))

@@ -203,7 +203,8 @@ class ConvertImage(task.Task):
             if not result.converted:
                 disk.keep()
         properties = dict(disk.properties)
-        properties[unpack.SOURCE_SHA256] = digest
+        if digest:
+            properties[unpack.SOURCE_SHA256] = digest
         if config.record_properties and result.converted:
             properties.update({
                 'glance_convert_source_format': result.source_format,

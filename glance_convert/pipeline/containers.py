@@ -10,8 +10,12 @@ the disk image to inspect and convert, whatever its container:
 and gives the SHA-256 of the upload as uploaded.  For ``compressed`` and
 ``ova`` it comes from the bytes already read and the user's
 ``glance_convert_source_sha256`` is checked before the disk is even
-inspected; for ``bare`` a second thread hashes the upload while qemu-img
-works, and the check happens before anything is stored.
+inspected.  A ``bare`` upload is hashed only when the user gave a checksum
+to check, by a second thread while qemu-img works, and the check happens
+before anything is stored: reading an uncompressed upload once more costs
+more than converting it on a 2-core host (0.60 s to hash an 847 MiB qcow2
+against 0.32 s for qemu-img to convert it), and Glance's own hash covers
+what it stores.
 
 Signed images (``img_signature*`` properties) are decided here too: Glance
 and Nova verify the signature over the stored bytes, which a conversion
@@ -75,9 +79,12 @@ class Opened:
         if self._keep is not None:
             self._keep()
 
-    def source_sha256(self) -> str:
-        """SHA-256 of the upload; raise if the user's checksum differs."""
-        if self._digest is None:
+    def source_sha256(self) -> str | None:
+        """SHA-256 of the upload; raise if the user's checksum differs.
+
+        None for a bare upload without a checksum to check (not hashed).
+        """
+        if self._digest is None and self._hash is not None:
             self._digest = self._hash.result()
             unpack.verify_sha256(self._digest, self._expected)
         return self._digest
@@ -115,12 +122,13 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
                        **common) as result:
             yield result
         return
-    hasher = unpack.BackgroundHash(src)
+    hasher = unpack.BackgroundHash(src) if expected else None
     try:
         yield Opened(src, disk_format, container_format or 'bare',
                      workspace, {}, _hash=hasher, _expected=expected)
     finally:
-        hasher.cancel()
+        if hasher is not None:
+            hasher.cancel()
 
 
 @contextlib.contextmanager

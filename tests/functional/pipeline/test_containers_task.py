@@ -90,11 +90,19 @@ def test_checksum_mismatch_is_refused_and_reverted(staging, qemu_tools):
     assert left_over(staging) == []
 
 
-def test_bare_upload_gets_its_checksum_and_a_mismatch_is_refused(
-        staging, qemu_tools):
+def test_bare_upload_checksum_is_checked_when_given(staging, qemu_tools):
+    # Without a checksum to check, a bare upload is not read twice.
+    image = fakes.FakeImage('qcow2')
+    src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
+    task, _ = fakes.make_task(image, staging, target='raw')
+    out = task.execute('file://' + src)[len('file://'):]
+    assert SHA not in image.extra_properties
+    os.unlink(out)
+
     image = fakes.FakeImage('qcow2')
     src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
     digest = sha256(src)
+    image.extra_properties[SHA] = digest.upper()
     task, _ = fakes.make_task(image, staging, target='raw')
     out = task.execute('file://' + src)[len('file://'):]
     assert image.extra_properties[SHA] == digest

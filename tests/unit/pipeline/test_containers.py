@@ -53,12 +53,15 @@ def test_compressed_checksum_mismatch_is_refused_before_inspection(
     assert reached == [] and _left(tmp_path) == []
 
 
-def test_bare_is_hashed_in_the_background_and_checked(tmp_path):
+def test_bare_is_hashed_only_to_check_a_given_checksum(tmp_path):
     src = tmp_path / 'up'
     src.write_bytes(os.urandom(2 * 1024 * 1024))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     with _open(src, tmp_path, 'bare') as disk:
         assert disk.path == str(src) and not disk.unpacked
+        assert disk.source_sha256() is None
+    with _open(src, tmp_path, 'bare',
+               properties={unpack.SOURCE_SHA256: sha.upper()}) as disk:
         assert disk.source_sha256() == sha
     with _open(src, tmp_path, 'bare',
                properties={unpack.SOURCE_SHA256: 'f' * 64}) as disk:
