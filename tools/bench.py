@@ -6,6 +6,7 @@ a bare ``qemu-img convert`` and a plain sparse copy.
     python tools/bench.py --quick         # smoke test (256 MiB, 2 rounds)
     python tools/bench.py --pairs vmdk-stream:raw,qcow2:raw --cache both
     python tools/bench.py --sweep         # qemu-img tuning sweep, cold+warm
+    python tools/bench.py --containers    # compressed and OVA uploads
     python tools/bench.py --json results.json
 
 Every measurement of one pair is taken in the same run, runners interleaved
@@ -29,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import chart  # noqa: E402
+from benchlib import containers  # noqa: E402
 from benchlib import e2e  # noqa: E402
 from benchlib import fixedcost  # noqa: E402
 from benchlib import images  # noqa: E402
@@ -145,6 +147,13 @@ def parse_args(argv):
                    help='only measure the fixed cost per import: plugin '
                         'minus bare qemu-img on 64 MiB images, with where '
                         'the plugin spends it (--rounds, default 15)')
+    p.add_argument('--containers', nargs='?', const=','.join(
+                       containers.DEFAULT), metavar='KINDS',
+                   help='only time uploads in a container against the '
+                        'standard tools in sequence, and the plugin '
+                        'without its SHA-256; KINDS from %s (default all; '
+                        '--size default 512M, --rounds 3)'
+                        % ', '.join(containers.KINDS))
     p.add_argument('--chart', metavar='FILE',
                    help='draw the table into FILE (.svg or .png; needs '
                         'matplotlib); default WORK_DIR/bench-chart.svg')
@@ -165,6 +174,17 @@ def parse_args(argv):
         if '--rounds' not in given:
             args.rounds = 15
         args.size = '64M'
+    if args.containers:
+        kinds = [k.strip() for k in args.containers.split(',') if k.strip()]
+        bad = set(kinds) - set(containers.KINDS)
+        if bad or not kinds:
+            raise UsageError('--containers takes a comma-separated subset '
+                             'of %s' % ', '.join(containers.KINDS))
+        args.containers = kinds
+        if '--size' not in given:
+            args.size = '512M'
+        if '--rounds' not in given:
+            args.rounds = 3
     if args.quick:
         args.size = '256M'
         args.rounds = min(args.rounds, 2)
@@ -351,6 +371,68 @@ class Bench:
                 entry['virtual_size'] = imgs.virtual_size(src_v)
                 results.append(entry)
                 print_entry(entry)
+        return results
+
+    # ---------------------------------------------------------- containers
+    def one_container(self, runner, imgs, name, cache_mode):
+        """One measured run of a container upload to raw."""
+        run_dir = self.fresh_run_dir()
+        src = containers.path(imgs, name)
+        link = runners.fresh_link(src, run_dir)
+        dst = os.path.join(run_dir, 'out.raw')
+        prepare = None
+        if runner in ('plugin', 'nohash'):
+            def fn():
+                return self.plugin_fn(
+                    link, containers.claimed(name), 'raw', run_dir,
+                    os.path.basename(link),
+                    container_format=containers.container_format(name))
+            if runner == 'nohash':
+                prepare = containers.disable_hash
+        else:
+            def fn():
+                return containers.tools(name, link, run_dir, dst,
+                                        with_sha=(runner == 'tools-sha'))
+        self.cache.apply(cache_mode, [src])
+        result = measure.run_forked(fn, prepare=prepare)
+        result.pop('output', None)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return result
+
+    def containers(self, imgs, names, caches):
+        results = []
+        for name in names:
+            for cache_mode in caches:
+                entry = {'source': name, 'target': 'raw',
+                         'cache': cache_mode, 'runs': {},
+                         'upload_bytes': os.path.getsize(
+                             containers.path(imgs, name))}
+                for runner in containers.RUNNERS:   # warm-up
+                    res = self.one_container(runner, imgs, name, cache_mode)
+                    if 'error' in res:
+                        raise RuntimeError('%s %s failed: %s\n%s' % (
+                            runner, name, res['error'],
+                            res.get('traceback', '')))
+                for rnd in range(self.args.rounds):
+                    for runner in order.round_order(containers.RUNNERS,
+                                                    rnd):
+                        res = self.one_container(runner, imgs, name,
+                                                 cache_mode)
+                        if 'error' in res:
+                            raise RuntimeError('%s %s failed: %s' % (
+                                runner, name, res['error']))
+                        entry['runs'].setdefault(runner, []).append(res)
+                entry['summary'] = summarize(entry['runs'],
+                                             entry['upload_bytes'])
+                p = entry['summary']['plugin']
+                for other in containers.RUNNERS[1:]:
+                    p['ratio_' + other] = (
+                        p['median'] / entry['summary'][other]['median'])
+                    p['ratio_paired_' + other] = statistics.median(
+                        a['wall'] / max(b['wall'], 1e-6) for a, b in
+                        zip(entry['runs']['plugin'], entry['runs'][other]))
+                results.append(entry)
+                print_container(entry)
         return results
 
     # ---------------------------------------------------------- fixed cost
@@ -601,6 +683,25 @@ def print_entry(entry):
     sys.stdout.flush()
 
 
+def print_container(entry):
+    s = entry['summary']
+    print('\n%s upload -> raw  (%s cache, %d MiB uploaded)' % (
+        entry['source'], entry['cache'], entry['upload_bytes'] // MiB))
+    print('  %-9s %7s %15s %8s %8s' % (
+        'runner', 'median', 'min-max', 'CPU s', 'py+RSS'))
+    for name in containers.RUNNERS:
+        r = s[name]
+        print('  %-9s %6.2fs %6.2f-%6.2fs %8.2f %7sM' % (
+            name, r['median'], r['min'], r['max'], r['cpu_median'],
+            _mib(r['py_rss_added_max'])))
+    p = s['plugin']
+    print('  plugin / ' + ';  plugin / '.join(
+        '%s %.2f (paired %.2f)' % (other, p['ratio_' + other],
+                                   p['ratio_paired_' + other])
+        for other in containers.RUNNERS[1:]))
+    sys.stdout.flush()
+
+
 def print_sweep(entry):
     s = entry['summary']
     base = s['defaults']['median']
@@ -712,6 +813,8 @@ def main(argv=None):
         return 2
     caches = ['warm', 'cold'] if args.cache == 'both' else [args.cache]
     sources = sorted({s for s, _ in args.pairs} | {'qcow2'})
+    if args.containers:
+        sources = ['qcow2']
     imgs = images.Catalog(bench.work, args.size, args.seed)
     report = {'environment': environment(bench),
               'image': {'virtual_size': args.size,
@@ -727,7 +830,14 @@ def main(argv=None):
                  imgs.data_bytes('cloud-zlib') // MiB,
                  bench.cache.method,
                  args.sweep_rounds if args.sweep else args.rounds))
-        if args.e2e:
+        if args.containers:
+            missing = containers.missing_tools(args.containers)
+            if missing:
+                raise RuntimeError('not installed: %s' % ', '.join(missing))
+            containers.ensure(imgs.base, args.containers, log=log)
+            report['containers'] = bench.containers(
+                imgs.base, args.containers, caches)
+        elif args.e2e:
             report['e2e'] = []
             for src_v, target in args.pairs:
                 result = e2e.run(imgs, src_v, target, args.rounds,

@@ -115,3 +115,46 @@ def test_fixed_cost_mode_says_where_the_time_goes(tmp_path, qemu_tools):
     assert plugin['fixed_cost'] == pytest.approx(
         plugin['median'] - entry['summary']['qemu']['median'])
     assert 'fixed cost' in proc.stdout
+
+
+def test_container_mode_runs_every_runner_to_the_same_output(
+        tmp_path, qemu_tools):
+    pytest.importorskip('glance.async_.flows.plugins.image_conversion')
+    out = tmp_path / 'containers.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'bench.py'),
+         '--containers', 'qcow2.gz,ova', '--size', '16M', '--rounds', '1',
+         '--work-dir', str(tmp_path / 'work'), '--json', str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    entries = json.loads(out.read_text())['containers']
+    assert [e['source'] for e in entries] == ['qcow2.gz', 'ova']
+    for entry in entries:
+        runs = {name: rs[0] for name, rs in entry['runs'].items()}
+        assert set(runs) == {'plugin', 'nohash', 'tools', 'tools-sha'}
+        sizes = {(r['out_apparent'], r['out_allocated'] // (1 << 20))
+                 for r in runs.values()}
+        assert len(sizes) == 1, runs   # one raw disk, whoever made it
+    assert 'plugin / nohash' in proc.stdout
+
+
+def test_the_nohash_runner_really_removes_the_hash(tmp_path, monkeypatch):
+    """plugin/nohash is the checksum's cost only if nohash hashes nothing."""
+    import gzip
+    import hashlib
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        from benchlib import containers
+    finally:
+        sys.path.pop(0)
+    from glance_convert.pipeline import unpack
+    data = os.urandom(1 << 20)
+    src = tmp_path / 'x.gz'
+    src.write_bytes(gzip.compress(data))
+    real = unpack.decompress(str(src), str(tmp_path / 'a'), limit=1 << 30)
+    assert real.source_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    monkeypatch.setattr(unpack, '_Hasher', unpack._Hasher)
+    containers.disable_hash()
+    off = unpack.decompress(str(src), str(tmp_path / 'b'), limit=1 << 30)
+    assert off.source_sha256 != real.source_sha256
+    assert (tmp_path / 'b').read_bytes() == data

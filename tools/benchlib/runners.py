@@ -106,7 +106,8 @@ def fresh_link(src, run_dir):
 
 # ---------------------------------------------------------------- (a) plugin
 
-def plugin_real(src, claimed, target, work_dir, image_id):
+def plugin_real(src, claimed, target, work_dir, image_id,
+                container_format='bare'):
     """The plugin's task ``execute``, as Glance's flow calls it.
 
     Everything but Glance: the settings and the workspace (slots and
@@ -121,7 +122,8 @@ def plugin_real(src, claimed, target, work_dir, image_id):
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     cfg.CONF.set_override('work_dir', work_dir, group=options.GROUP)
     task = tasks.ConvertImage(
-        'bench', 'import', _FakeActionWrapper(image_id, claimed), [],
+        'bench', 'import',
+        _FakeActionWrapper(image_id, claimed, container_format), [],
         status=tasks.SilentStatus())
     return task.execute('file://' + src).split('file://')[-1]
 
@@ -131,9 +133,9 @@ def plugin_real(src, claimed, target, work_dir, image_id):
 class _FakeAction:
     """What Glance's ImportActionWrapper yields, minus the database."""
 
-    def __init__(self, disk_format):
+    def __init__(self, disk_format, container_format='bare'):
         self.image_disk_format = disk_format
-        self.image_container_format = 'bare'
+        self.image_container_format = container_format
         self.image_extra_properties = {}
         self.attributes = {}
         self.properties = {}
@@ -152,9 +154,9 @@ class _FakeAction:
 
 
 class _FakeActionWrapper:
-    def __init__(self, image_id, disk_format):
+    def __init__(self, image_id, disk_format, container_format='bare'):
         self.image_id = image_id
-        self.action = _FakeAction(disk_format)
+        self.action = _FakeAction(disk_format, container_format)
 
     def __enter__(self):
         return self.action
