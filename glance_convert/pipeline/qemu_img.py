@@ -2,8 +2,8 @@
 
 Every call forces the source format (``-f``), runs under resource limits
 (address space, CPU time, output file size: the kernel's ``setrlimit`` on
-the qemu-img process itself) and a watchdog thread that kills qemu-img on
-a wall-clock timeout or when the caller cancels, and is confined
+the qemu-img process itself), is killed on a wall-clock timeout or when
+the caller cancels, and is confined
 (:mod:`glance_convert.pipeline.sandbox`): each caller names the files
 qemu-img may read (``reads``) and write (``writes``).
 
@@ -21,7 +21,7 @@ before exec:
   inherited by the processes it starts); that thread starts qemu-img and
   lives until it exits, as the parent-death signal fires when the thread
   that started the child ends.  The caller's thread, unrestricted, reads
-  qemu-img's output and runs the watchdog and the callbacks.
+  qemu-img's output, kills it when it must and runs the callbacks.
 
 Where the tools are missing (or too old for ``--pdeathsig``), where the
 kernel cannot scope signals (Landlock ABI < 6: the seccomp rule "signals
@@ -35,6 +35,7 @@ see :mod:`glance_convert.formats`.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -139,69 +140,56 @@ def _child_setup(rlimits: list[tuple[int, int]],
     return setup
 
 
-class _Watchdog:
-    """Kills the child on timeout or cancellation; reports progress."""
+def _wait(proc: subprocess.Popen, timeout: float | None,
+          should_cancel: Callable[[], bool] | None,
+          on_tick: Callable[[int], None] | None,
+          interval: float) -> tuple[bytes, bytes, str | None]:
+    """Read qemu-img's output until it exits, killing it on a timeout or
+    cancellation and reporting progress in between.
 
-    def __init__(self, timeout: float | None,
-                 should_cancel: Callable[[], bool] | None,
-                 on_tick: Callable[[int], None] | None,
-                 interval: float,
-                 on_start: Callable[[int], None] | None = None):
-        self.on_start = on_start
-        self.timeout = timeout
-        self.should_cancel = should_cancel
-        self.on_tick = on_tick
-        self.interval = interval
-        self.reason: str | None = None
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, proc) -> None:
-        if self.on_start is not None:
-            self.on_start(proc.pid)
-        self._thread = threading.Thread(target=self._run, args=(proc,),
-                                        name='qemu-img-watchdog',
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, _proc=None) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self, proc) -> None:
-        deadline = (time.monotonic() + self.timeout) if self.timeout else None
-        # Cancellation is checked often, progress at the caller's interval.
-        step = min(self.interval, 0.5)
-        next_tick = time.monotonic() + self.interval
-        while not self._done.wait(step):
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self._kill(proc, 'timeout')
-                return
-            if self.should_cancel is not None:
-                try:
-                    cancel = self.should_cancel()
-                except Exception:  # noqa: BLE001 - never kill the watchdog
-                    LOG.exception('Cancellation check failed')
-                    cancel = False
-                if cancel:
-                    self._kill(proc, 'cancelled')
-                    return
-            if self.on_tick is not None and now >= next_tick:
-                next_tick = now + self.interval
-                try:
-                    self.on_tick(proc.pid)
-                except Exception:  # noqa: BLE001
-                    LOG.exception('Progress callback failed')
-
-    def _kill(self, proc, reason: str) -> None:
-        self.reason = reason
-        LOG.warning('Killing qemu-img (pid %s): %s', proc.pid, reason)
+    ``communicate`` in short steps, in the caller's thread: a watchdog
+    thread per run cost a thread start on every one of the three runs of
+    an import.  Returns (stdout, stderr, why it was killed or None).
+    """
+    start = time.monotonic()
+    deadline = start + timeout if timeout else None
+    step = min(interval, 0.5)   # cancellation is checked this often
+    next_tick = start + interval
+    reason = None
+    while True:
+        wait = step
+        if deadline is not None and reason is None:
+            wait = max(0.0, min(step, deadline - time.monotonic()))
         try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            out, err = proc.communicate(timeout=wait)
+            return out, err, reason
+        except subprocess.TimeoutExpired:
             pass
+        if reason is not None:
+            continue   # killed: wait for it to go
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            reason = 'timeout'
+        elif should_cancel is not None and _asks(should_cancel):
+            reason = 'cancelled'
+        if reason is not None:
+            LOG.warning('Killing qemu-img (pid %s): %s', proc.pid, reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        elif on_tick is not None and now >= next_tick:
+            next_tick = now + interval
+            try:
+                on_tick(proc.pid)
+            except Exception:  # noqa: BLE001 - progress never kills a run
+                LOG.exception('Progress callback failed')
+
+
+def _asks(should_cancel: Callable[[], bool]) -> bool:
+    try:
+        return bool(should_cancel())
+    except Exception:  # noqa: BLE001 - a failing check is not a "yes"
+        LOG.exception('Cancellation check failed')
+        return False
 
 
 #: How qemu-img was started (see the module's docstring).
@@ -372,8 +360,6 @@ def _run(args: Sequence[str], limits: Limits, *,
     if executable is None:
         raise QemuImgError(printable, None,
                            '%s not found on PATH' % QEMU_IMG)
-    watchdog = _Watchdog(limits.timeout, should_cancel, on_tick,
-                         tick_interval, on_start)
     confinement = sandbox.prepare(reads, writes, executable,
                                   helpers=launcher_tools() or ())
     try:
@@ -389,29 +375,30 @@ def _run(args: Sequence[str], limits: Limits, *,
     LOG.debug('Running %s (pid %s, started by %s)', printable, proc.pid,
               path)
     try:
-        watchdog.start(proc)
-        out, err = proc.communicate()
+        if on_start is not None:
+            on_start(proc.pid)
+        out, err, killed = _wait(proc, limits.timeout, should_cancel,
+                                 on_tick, tick_interval)
     except BaseException:
         # Interrupted here, not by qemu-img: it must not outlive us.
         _kill_and_reap(proc)
         raise
     finally:
-        watchdog.stop()
         if launcher is not None:
             launcher.join()   # no restricted thread outlives the run
     code = proc.returncode
     stdout = out.decode('utf-8', 'replace')
     stderr = err.decode('utf-8', 'replace')
-    if code in check_exit_code and watchdog.reason is None:
+    if code in check_exit_code and killed is None:
         return code, stdout, stderr
     LOG.debug('%s exited with %s: %s', printable, code, stderr.strip())
     if (code == sandbox.EXIT_NOT_CONFINED
             and stderr.startswith(sandbox.FAILED_PREFIX)):
         raise _not_confined(stderr.strip())
-    if watchdog.reason == 'timeout':
+    if killed == 'timeout':
         raise QemuImgTimeout(printable, code,
                              'killed after %ss' % limits.timeout)
-    if watchdog.reason == 'cancelled':
+    if killed == 'cancelled':
         raise QemuImgCancelled(printable, code, 'cancelled')
     # qemu-img ignores SIGXFSZ and reports EFBIG instead.
     if (code in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ)
