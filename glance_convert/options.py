@@ -29,6 +29,7 @@ _format_opts = [
             ('vdi', 'VirtualBox.'),
             ('vhd', 'Microsoft VHD (qemu-img "vpc"); see vhd_subformat and '
                     'vhd_force_size.'),
+            ('vhdx', 'Microsoft VHDX (Hyper-V); see vhdx_subformat.'),
         ],
         deprecated_opts=[cfg.DeprecatedOpt('output_format',
                                            group='image_conversion')],
@@ -83,6 +84,17 @@ _output_opts = [
         help='Keep the exact virtual size in VHD output (qemu-img '
              '"force_size") and round it up to a whole MiB, as clouds that '
              'require fixed VHDs expect.'),
+    cfg.StrOpt(
+        'vhdx_subformat',
+        default='dynamic',
+        choices=[
+            ('dynamic', 'Blocks are allocated as data is written; smaller '
+                        'files.'),
+            ('fixed', 'Every block allocated up front, as Hyper-V does for '
+                      'fixed-size disks.'),
+        ],
+        help='Subformat of VHDX output. fixed also rewrites uploads that '
+             'are already VHDX, since they may be dynamic.'),
     cfg.StrOpt(
         'qcow2_compat',
         default='1.1',

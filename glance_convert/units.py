@@ -9,6 +9,7 @@ import os
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+TiB = 1024 * GiB
 
 
 def human_size(nbytes: int) -> str:

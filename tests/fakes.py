@@ -154,12 +154,13 @@ class Repo(dict):
 
 def settings(target='raw', **overrides):
     """The plugin's Settings with test limits, ``overrides`` applied."""
+    from glance_convert import formats
     from glance_convert.pipeline import conversion
     from glance_convert.pipeline import inspection
     from glance_convert.pipeline import qemu_img
     values = dict(
         target=target,
-        source_formats=('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'),
+        source_formats=formats.CONVERTIBLE,
         keep_formats=('iso',),
         policy=inspection.Policy(),
         inspect_limits=qemu_img.Limits(timeout=30),

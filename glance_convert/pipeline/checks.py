@@ -134,9 +134,25 @@ DIFFERENCING = Check(
     'differencing', 'differencing disks (images with a parent) are not '
     'allowed',
     'no parent disk: VMDK parentFileNameHint or parentCID, VHD disk type '
-    '4, VDI differencing types or parent UUID',
+    '4, VDI differencing types or parent UUID, VHDX HasParent, parent '
+    'locator or partially present blocks',
     (BYTES,), 'no parent disk',
-    advisory='same class as CVE-2024-32498', formats=('vmdk', 'vhd', 'vdi'))
+    advisory='same class as CVE-2024-32498',
+    formats=('vmdk', 'vhd', 'vdi', 'vhdx'))
+VHDX_LOG = Check(
+    'vhdx_log', 'the VHDX image was not closed cleanly: its log holds '
+    'writes that must be replayed first',
+    'the current VHDX header names no log (LogGuid zero): a log is replayed '
+    'into the file when it is opened for writing (qemu-img check -r), so '
+    'the disk read and the disk stored could differ',
+    (BYTES,), 'the VHDX has no log to replay', formats=('vhdx',))
+VHDX_REQUIRED = Check(
+    'vhdx_required', 'the VHDX image requires regions or metadata this '
+    'cloud does not know',
+    'no region or metadata item marked required whose meaning we cannot '
+    'check (the specification says a reader must then refuse the file)',
+    (BYTES,), 'no unknown required VHDX regions or metadata',
+    formats=('vhdx',))
 ENCRYPTED = Check(
     'encrypted', 'encrypted images are not allowed',
     'no LUKS, qcow2 AES or LUKS encryption',
@@ -148,8 +164,9 @@ FEATURES = Check(
     inspector_checks=('unknown_features',))
 CORRUPT = Check(
     'corrupt', 'the image is corrupt',
-    'no corrupt bit, no tables beyond the end of the file, valid '
-    'checksums',
+    'no corrupt bit, no tables or blocks beyond the end of the file or '
+    'overlapping each other, valid checksums, both VHDX region tables '
+    'alike',
     (BYTES, INFO), 'the headers are consistent', formats=_CONVERTIBLE,
     inspector_checks=('footer',))
 QEMU_CHECK = Check(
@@ -340,8 +357,9 @@ UPLOAD_CHECKS: tuple[Check, ...] = (
 #: Every check, in the order the pipeline runs them.
 CHECKS: tuple[Check, ...] = UPLOAD_CHECKS + (
     EMPTY, UNREADABLE, MISMATCH, MULTIPLE, BACKING, DATA_FILE, CREATE_TYPE,
-    EXTENTS, DIFFERENCING, ENCRYPTED, FEATURES, CORRUPT, DISAGREE, TOO_BIG,
-    PARTITIONS, UNSAFE, QEMU_INFO, QEMU_CHECK, OUTPUT_LIMIT, HIDDEN)
+    EXTENTS, DIFFERENCING, VHDX_LOG, ENCRYPTED, FEATURES, VHDX_REQUIRED,
+    CORRUPT, DISAGREE, TOO_BIG, PARTITIONS, UNSAFE, QEMU_INFO, QEMU_CHECK,
+    OUTPUT_LIMIT, HIDDEN)
 
 _BY_NAME = {c.name: c for c in CHECKS}
 

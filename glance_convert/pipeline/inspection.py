@@ -124,9 +124,13 @@ def check_header(h: headers.Header, claimed: str, policy: Policy) -> None:
         _check_vmdk(h, policy)
     if h.parent:
         checks.DIFFERENCING.reject('parent %r' % h.parent)
+    if h.log:
+        checks.VHDX_LOG.reject(h.log)
     if h.unknown_features:
         checks.FEATURES.reject('incompatible feature bits %#x'
                                % h.unknown_features)
+    if h.unknown_required:
+        checks.VHDX_REQUIRED.reject(h.unknown_required)
     if h.corrupt:
         checks.CORRUPT.reject(h.corrupt)
     if not h.size_claims_agree():

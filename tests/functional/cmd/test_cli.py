@@ -249,7 +249,7 @@ def test_convert_invalid_options_exit_1(tmp_path, images):
     [],
     ['frobnicate'],
     ['convert'],
-    ['convert', 'x', '--to', 'vhdx', '--disk-format', 'raw'],
+    ['convert', 'x', '--to', 'ploop', '--disk-format', 'raw'],
 ])
 def test_usage_errors_exit_64(tmp_path, args):
     env = dict(os.environ)
