@@ -41,6 +41,8 @@ UNREADABLE = 'too short or damaged'
 FEATURES = 'unsupported qcow2 features'
 HIDDEN = 'hides another disk image'
 PARTITIONS = 'partition table'
+VHDX_LOG = 'not closed cleanly'
+VHDX_REQUIRED = 'requires regions or metadata'
 
 
 @dataclasses.dataclass
@@ -258,6 +260,132 @@ def _vdi(path, static, src=None):
     else:
         _run('qemu-img', 'create', '-q', '-f', 'vdi', '-o', opts, path, '1M')
     return path
+
+
+# --- vhdx (MS-VHDX) ---------------------------------------------------------
+
+VHDX_HEADERS = (64 * 1024, 128 * 1024)
+VHDX_REGION_TABLES = (192 * 1024, 256 * 1024)
+VHDX_FILE_PARAMETERS = '3767a1ca36fa434db3b633f0aa44e76b'
+VHDX_VIRTUAL_DISK_SIZE = '2442a52f1bcd7648b2115dbed83bf4b8'
+VHDX_PARENT_LOCATOR = '2d5fd3a80bb34d45abf7d3d84834ab0c'
+VHDX_METADATA_REGION = '06a27c8b90479a4bb8fe575f050f886e'
+VHDX_BAT_REGION = '6677c22d23f600429d64115e9bfd4a08'
+
+
+def _crc32c(data):
+    """CRC-32C, bit by bit: independent of the parser's table version."""
+    crc = 0xffffffff
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)
+    return crc ^ 0xffffffff
+
+
+def _vhdx_checksum(path, offset, size):
+    """Recompute the CRC-32C at ``offset + 4`` of a header or table."""
+    block = bytearray(_read(path, offset, size))
+    block[4:8] = b'\0\0\0\0'
+    _patch(path, offset + 4, struct.pack('<I', _crc32c(block)))
+
+
+def _vhdx(path, src, subformat='dynamic'):
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'vhdx', '-o',
+         'subformat=' + subformat, src, path)
+    return path
+
+
+def _vhdx_current_header(path):
+    """Offset of the header qemu uses (the higher sequence number)."""
+    return max(VHDX_HEADERS, key=lambda offset: struct.unpack(
+        '<Q', _read(path, offset + 8, 8))[0])
+
+
+def _vhdx_regions(path):
+    """{GUID hex: (offset, length)} from region table 1."""
+    count, = struct.unpack('<I', _read(path, VHDX_REGION_TABLES[0] + 8, 4))
+    out = {}
+    for index in range(count):
+        entry = _read(path, VHDX_REGION_TABLES[0] + 16 + 32 * index, 32)
+        offset, length = struct.unpack('<QI', entry[16:28])
+        out[entry[:16].hex()] = (offset, length)
+    return out
+
+
+def _vhdx_set_regions(path, entries, tables=VHDX_REGION_TABLES):
+    """Rewrite region tables: ``entries`` of (GUID hex, offset, length,
+    required)."""
+    data = struct.pack('<I', len(entries)) + b'\0' * 4 + b''.join(
+        bytes.fromhex(guid) + struct.pack('<QII', offset, length, required)
+        for guid, offset, length, required in entries)
+    for table in tables:
+        _patch(path, table + 8, data)
+        _vhdx_checksum(path, table, 64 * 1024)
+
+
+def _vhdx_metadata_entries(path):
+    """[(entry offset in the file, GUID hex, item offset, length, flags)]."""
+    md, _length = _vhdx_regions(path)[VHDX_METADATA_REGION]
+    count, = struct.unpack('<H', _read(path, md + 10, 2))
+    out = []
+    for index in range(count):
+        at = md + 32 + 32 * index
+        entry = _read(path, at, 32)
+        out.append((at, entry[:16].hex()) + struct.unpack('<III',
+                                                          entry[16:28]))
+    return out
+
+
+def _vhdx_add_metadata(path, guid, offset, data, flags):
+    """Append a metadata item (and its table entry)."""
+    md, _length = _vhdx_regions(path)[VHDX_METADATA_REGION]
+    count, = struct.unpack('<H', _read(path, md + 10, 2))
+    _patch(path, md + 32 + 32 * count, bytes.fromhex(guid) + struct.pack(
+        '<IIII', offset, len(data), flags, 0))
+    _patch(path, md + 10, struct.pack('<H', count + 1))
+    _patch(path, md + offset, data)
+
+
+def _vhdx_item(path, guid):
+    md, _length = _vhdx_regions(path)[VHDX_METADATA_REGION]
+    entry = next(e for e in _vhdx_metadata_entries(path) if e[1] == guid)
+    return entry, md + entry[2]
+
+
+def _vhdx_parent_locator(parent):
+    """A VHDX parent locator naming ``parent`` (key/value, UTF-16)."""
+    pairs = [('parent_linkage', '{%s}' % '12345678-1234-1234-1234-'
+              '123456789abc'), ('relative_path', parent),
+             ('absolute_win32_path', parent)]
+    head = 20 + 12 * len(pairs)
+    blobs, entries = b'', b''
+    for key, value in pairs:
+        key, value = key.encode('utf-16-le'), value.encode('utf-16-le')
+        entries += struct.pack('<IIHH', head + len(blobs),
+                               head + len(blobs) + len(key), len(key),
+                               len(value))
+        blobs += key + value
+    locator_type = 'b7ef4ab09ed1814ab78925b8e9445913'  # VHDX parent
+    return (bytes.fromhex(locator_type) + struct.pack('<HH', 0, len(pairs))
+            + entries + blobs)
+
+
+def _vhdx_log_entry(log_guid, sequence, zero_offset, zero_length,
+                    file_size):
+    """One 4 KiB log entry whose only descriptor zeroes a file range.
+
+    Replaying it writes zeros over ``zero_length`` bytes at
+    ``zero_offset`` of the file: what a reader sees then depends on
+    whether it replays the log.
+    """
+    entry = bytearray(4096)
+    struct.pack_into('<4sIIIQII16sQQ', entry, 0, b'loge', 0, 4096, 0,
+                     sequence, 1, 0, log_guid, file_size, file_size)
+    struct.pack_into('<4sIQQQ', entry, 64, b'zero', 0, zero_length,
+                     zero_offset, sequence)
+    struct.pack_into('<I', entry, 4, _crc32c(entry))
+    return bytes(entry)
 
 
 # --- raw disks ---------------------------------------------------------------
@@ -528,6 +656,102 @@ def build_corpus(directory):
     path = _vdi(p('undo.vdi'), False, src=plain)
     _patch(path, 0x4c, struct.pack('<I', 3))
     add('vdi_undo', path, 'vdi', 'reject', DIFFERENCING)
+
+    # ---------------- VHDX (MS-VHDX) ----------------
+    add('vhdx_dynamic', _vhdx(p('dynamic.vhdx'), plain), 'vhdx', 'accept')
+    add('vhdx_fixed', _vhdx(p('fixed.vhdx'), plain, 'fixed'), 'vhdx',
+        'accept')
+    # A differencing disk: HasParent plus a parent locator naming a host
+    # file (qemu refuses differencing VHDX today; we refuse the class).
+    c = _canary(d, 'vhdx-parent')
+    path = _vhdx(p('vhdx-parent.vhdx'), plain)
+    (_at, _g, _o, _n, _f), where = _vhdx_item(path, VHDX_FILE_PARAMETERS)
+    block_size, bits = struct.unpack('<II', _read(path, where, 8))
+    _patch(path, where, struct.pack('<II', block_size, bits | 2))
+    _vhdx_add_metadata(path, VHDX_PARENT_LOCATOR, 128 * 1024,
+                       _vhdx_parent_locator(c), 6)
+    add('vhdx_differencing_parent_locator', path, 'vhdx', 'reject',
+        DIFFERENCING, c)
+    # A parent locator without HasParent: qemu ignores it, a reader that
+    # honours the locator would open the parent.
+    c = _canary(d, 'vhdx-locator')
+    path = _vhdx(p('vhdx-locator.vhdx'), plain)
+    _vhdx_add_metadata(path, VHDX_PARENT_LOCATOR, 128 * 1024,
+                       _vhdx_parent_locator(os.path.basename(c)), 6)
+    add('vhdx_parent_locator_without_has_parent', path, 'vhdx', 'reject',
+        DIFFERENCING, c)
+    # A log that needs replay: replaying it zeroes the first data block,
+    # so the disk depends on whether the reader replays it.
+    path = _vhdx(p('vhdx-log.vhdx'), plain)
+    header = _vhdx_current_header(path)
+    log_guid = os.urandom(16)
+    _patch(path, header + 48, log_guid)
+    _vhdx_checksum(path, header, 4096)
+    log_length, log_offset = struct.unpack('<IQ', _read(path, header + 68,
+                                                        12))
+    bat, _length = _vhdx_regions(path)[VHDX_BAT_REGION]
+    (first_block,) = struct.unpack('<Q', _read(path, bat, 8))
+    _patch(path, log_offset, _vhdx_log_entry(
+        log_guid, 1, (first_block >> 20) << 20, 64 * 1024,
+        os.path.getsize(path)))
+    add('vhdx_log_needs_replay', path, 'vhdx', 'reject', VHDX_LOG)
+    # The BAT region beyond the end of the file: qemu reads zeros there,
+    # a disk of zeros whatever the blocks hold.
+    path = _vhdx(p('vhdx-bat-beyond-eof.vhdx'), plain)
+    regions = _vhdx_regions(path)
+    _vhdx_set_regions(path, [
+        (VHDX_BAT_REGION, 64 * MiB, regions[VHDX_BAT_REGION][1], 1),
+        (VHDX_METADATA_REGION, *regions[VHDX_METADATA_REGION], 1)])
+    add('vhdx_region_beyond_eof', path, 'vhdx', 'reject', CORRUPT)
+    # The two region tables point at different metadata: qemu reads table
+    # 1, a reader that prefers table 2 another disk.
+    path = _vhdx(p('vhdx-tables-differ.vhdx'), plain)
+    regions = _vhdx_regions(path)
+    md_offset, md_length = regions[VHDX_METADATA_REGION]
+    _patch(path, md_offset + md_length,
+           _read(path, md_offset, md_length))  # a second metadata copy
+    _vhdx_set_regions(path, [
+        (VHDX_BAT_REGION, *regions[VHDX_BAT_REGION], 1),
+        (VHDX_METADATA_REGION, md_offset + md_length, md_length, 1)],
+        tables=VHDX_REGION_TABLES[1:])
+    add('vhdx_region_tables_differ', path, 'vhdx', 'reject', CORRUPT)
+    # The virtual-disk-size item points outside the metadata region.
+    path = _vhdx(p('vhdx-item-outside.vhdx'), plain)
+    (at, _g, _offset, _n, _f), _where = _vhdx_item(path,
+                                                   VHDX_VIRTUAL_DISK_SIZE)
+    _, md_length = _vhdx_regions(path)[VHDX_METADATA_REGION]
+    _patch(path, at + 16, struct.pack('<I', md_length))
+    add('vhdx_metadata_item_outside_region', path, 'vhdx', 'reject',
+        CORRUPT)
+    # Unknown regions and metadata items marked required.
+    path = _vhdx(p('vhdx-required-region.vhdx'), plain)
+    end = os.path.getsize(path)
+    os.truncate(path, end + MiB)
+    regions = _vhdx_regions(path)
+    _vhdx_set_regions(path, [
+        (VHDX_BAT_REGION, *regions[VHDX_BAT_REGION], 1),
+        (VHDX_METADATA_REGION, *regions[VHDX_METADATA_REGION], 1),
+        (os.urandom(16).hex(), end, MiB, 1)])
+    add('vhdx_unknown_required_region', path, 'vhdx', 'reject',
+        VHDX_REQUIRED)
+    path = _vhdx(p('vhdx-required-item.vhdx'), plain)
+    _vhdx_add_metadata(path, os.urandom(16).hex(), 128 * 1024, b'\1' * 8,
+                       4)
+    add('vhdx_unknown_required_metadata', path, 'vhdx', 'reject',
+        VHDX_REQUIRED)
+    # A virtual size beyond what the BAT can address.
+    path = _vhdx(p('vhdx-size.vhdx'), plain)
+    _entry, where = _vhdx_item(path, VHDX_VIRTUAL_DISK_SIZE)
+    _patch(path, where, struct.pack('<Q', 2 << 40))
+    add('vhdx_virtual_size_beyond_bat', path, 'vhdx', 'reject', DISAGREE)
+    # Damaged checksums: region table 1, and both headers.
+    path = _vhdx(p('vhdx-table-crc.vhdx'), plain)
+    _patch(path, VHDX_REGION_TABLES[0] + 4, b'\xde\xad\xbe\xef')
+    add('vhdx_region_table_bad_checksum', path, 'vhdx', 'reject', CORRUPT)
+    path = _vhdx(p('vhdx-header-crc.vhdx'), plain)
+    for header in VHDX_HEADERS:
+        _patch(path, header + 4, b'\xde\xad\xbe\xef')
+    add('vhdx_headers_bad_checksum', path, 'vhdx', 'reject', CORRUPT)
 
     # ---------------- encryption ----------------
     path = p('luks-qcow2.qcow2')

@@ -312,3 +312,63 @@ def test_hostile_image_is_refused_when_no_conversion_is_needed(
             settings=settings(case.claimed_format, **case.policy))
     assert case.reason_substring in exc_info.value.reason
     assert _files(work_dir) == []
+
+
+# --- VHDX: what qemu-img alone does with the hostile cases -----------------
+
+#: Hostile VHDX cases qemu-img 7.2 opens by itself: without our checks
+#: they reach the conversion.  qemu refuses the others on its own, so for
+#: them our check is a second line (and a sentence the user can read).
+QEMU_OPENS_VHDX = {'vhdx_region_beyond_eof', 'vhdx_region_tables_differ'}
+HOSTILE_VHDX = [c for c in HOSTILE if c.claimed_format == 'vhdx']
+
+
+@pytest.mark.parametrize('case', HOSTILE_VHDX, ids=str)
+def test_which_hostile_vhdx_qemu_img_opens_by_itself(case):
+    try:
+        qemu_img.info(case.path, 'vhdx', qemu_img.Limits(timeout=60))
+        opened = True
+    except qemu_img.QemuImgError:
+        opened = False
+    assert opened is (case.name in QEMU_OPENS_VHDX)
+
+
+def _case(name):
+    return next(c for c in CASES if c.name == name)
+
+
+def _guest(path, fmt, out):
+    qemu_img.convert(path, fmt, out, 'raw',
+                     limits=qemu_img.Limits(timeout=60))
+    with open(out, 'rb') as f:
+        return f.read()
+
+
+def test_vhdx_bat_beyond_eof_converts_to_zeros_without_the_check(
+        tmp_path, qemu_tools):
+    """qemu reads the missing BAT as zeros: the data blocks are still in
+    the file, yet the converted disk is empty, silently."""
+    case = _case('vhdx_region_beyond_eof')
+    benign = _guest(_case('vhdx_dynamic').path, 'vhdx',
+                    str(tmp_path / 'benign.raw'))
+    assert benign.strip(b'\0')
+    hostile = _guest(case.path, 'vhdx', str(tmp_path / 'hostile.raw'))
+    assert len(hostile) == len(benign) and not hostile.strip(b'\0')
+
+
+def test_vhdx_log_replay_changes_the_disk(tmp_path, qemu_tools):
+    """The crafted log is one qemu replays (qemu-img check -r all, or any
+    read-write open): the disk after replay is not the disk before, so
+    which one a reader gets depends on the reader."""
+    case = _case('vhdx_log_needs_replay')
+    replayed = str(tmp_path / 'replayed.vhdx')
+    shutil.copyfile(case.path, replayed)
+    subprocess.run(['qemu-img', 'check', '-q', '-r', 'all', '-f', 'vhdx',
+                    replayed], capture_output=True, timeout=60)
+    after = _guest(replayed, 'vhdx', str(tmp_path / 'after.raw'))
+    before = _guest(_case('vhdx_dynamic').path, 'vhdx',
+                    str(tmp_path / 'before.raw'))
+    # The log zeroes the first 64 KiB of the first data block.
+    assert before[:64 * 1024].strip(b'\0')
+    assert not after[:64 * 1024].strip(b'\0')
+    assert after[64 * 1024:] == before[64 * 1024:]
