@@ -371,6 +371,26 @@ def _vhdx_parent_locator(parent):
             + entries + blobs)
 
 
+def vhdx_needing_log_replay(path, src):
+    """A VHDX of qcow2 ``src`` with a log that qemu replays.
+
+    Replaying it zeroes the first 64 KiB of the first data block, so the
+    disk depends on whether the reader replays the log.
+    """
+    _vhdx(path, src)
+    header = _vhdx_current_header(path)
+    log_guid = os.urandom(16)
+    _patch(path, header + 48, log_guid)
+    _vhdx_checksum(path, header, 4096)
+    _length, log_offset = struct.unpack('<IQ', _read(path, header + 68, 12))
+    bat, _length = _vhdx_regions(path)[VHDX_BAT_REGION]
+    (first_block,) = struct.unpack('<Q', _read(path, bat, 8))
+    _patch(path, log_offset, _vhdx_log_entry(
+        log_guid, 1, (first_block >> 20) << 20, 64 * 1024,
+        os.path.getsize(path)))
+    return path
+
+
 def _vhdx_log_entry(log_guid, sequence, zero_offset, zero_length,
                     file_size):
     """One 4 KiB log entry whose only descriptor zeroes a file range.
@@ -680,21 +700,9 @@ def build_corpus(directory):
                        _vhdx_parent_locator(os.path.basename(c)), 6)
     add('vhdx_parent_locator_without_has_parent', path, 'vhdx', 'reject',
         DIFFERENCING, c)
-    # A log that needs replay: replaying it zeroes the first data block,
-    # so the disk depends on whether the reader replays it.
-    path = _vhdx(p('vhdx-log.vhdx'), plain)
-    header = _vhdx_current_header(path)
-    log_guid = os.urandom(16)
-    _patch(path, header + 48, log_guid)
-    _vhdx_checksum(path, header, 4096)
-    log_length, log_offset = struct.unpack('<IQ', _read(path, header + 68,
-                                                        12))
-    bat, _length = _vhdx_regions(path)[VHDX_BAT_REGION]
-    (first_block,) = struct.unpack('<Q', _read(path, bat, 8))
-    _patch(path, log_offset, _vhdx_log_entry(
-        log_guid, 1, (first_block >> 20) << 20, 64 * 1024,
-        os.path.getsize(path)))
-    add('vhdx_log_needs_replay', path, 'vhdx', 'reject', VHDX_LOG)
+    add('vhdx_log_needs_replay',
+        vhdx_needing_log_replay(p('vhdx-log.vhdx'), plain), 'vhdx',
+        'reject', VHDX_LOG)
     # The BAT region beyond the end of the file: qemu reads zeros there,
     # a disk of zeros whatever the blocks hold.
     path = _vhdx(p('vhdx-bat-beyond-eof.vhdx'), plain)

@@ -39,7 +39,7 @@ def images(tmp_path):
     d = tmp_path / 'images'
     d.mkdir()
     return {fmt: imagefactory.make_image(d, fmt)
-            for fmt in ('raw', 'qcow2', 'vmdk', 'vhd')}
+            for fmt in ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx')}
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_inspect_json_reports_sizes_verdict_and_space(tmp_path, images):
     assert report['verdict'] == 'accepted'
     assert report['plugin_action'] == 'convert to raw'
     assert set(report['space_needed']) == {'raw', 'qcow2', 'vmdk', 'vdi',
-                                           'vhd'}
+                                           'vhd', 'vhdx'}
     # Sparse raw: the allocated data (measured), not the virtual size.
     data = sum(length for _o, length, _p in imagefactory.DEFAULT_PATTERNS)
     assert data <= report['space_needed']['raw'] < imagefactory.DEFAULT_SIZE
@@ -79,6 +79,30 @@ def test_inspect_text(tmp_path, images):
     assert 'Detected format:  vhd' in proc.stdout
     assert 'Verdict:          accepted' in proc.stdout
     assert 'Space needed to convert to:' in proc.stdout
+
+
+def test_inspect_detects_vhdx(tmp_path, images):
+    proc = run(['inspect', images['vhdx'], '--json'], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report['detected_format'] == report['claimed_format'] == 'vhdx'
+    assert report['virtual_size'] == imagefactory.DEFAULT_SIZE
+    assert report['verdict'] == 'accepted'
+    assert 'the VHDX has no log to replay' in report['reasons']
+    assert 'qemu-img check found no corruption' in report['reasons']
+
+
+def test_inspect_vhdx_with_a_log_is_refused(tmp_path, images):
+    from tests import hostile_corpus
+    path = hostile_corpus.vhdx_needing_log_replay(
+        str(tmp_path / 'log.vhdx'), images['qcow2'])
+    proc = run(['inspect', path, '--json'], tmp_path)
+    assert proc.returncode == cli.EXIT_REJECTED, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report['detected_format'] == 'vhdx'
+    assert report['reasons'] == [
+        'Image rejected: the VHDX image was not closed cleanly: its log '
+        'holds writes that must be replayed first']
 
 
 def test_inspect_wrong_claim_is_refused_with_exit_2(tmp_path, images):
@@ -156,7 +180,9 @@ def test_inspect_missing_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize('source,target', [('qcow2', 'raw'),
                                            ('vhd', 'qcow2'),
                                            ('raw', 'vmdk'),
-                                           ('vmdk', 'vhd')])
+                                           ('vmdk', 'vhd'),
+                                           ('vhdx', 'qcow2'),
+                                           ('vhd', 'vhdx')])
 def test_convert(tmp_path, images, source, target):
     out_dir = tmp_path / 'out'
     out_dir.mkdir()

@@ -16,6 +16,7 @@ from glance_convert import settings as config_check
 from glance_convert.pipeline import conversion
 from glance_convert import options
 from glance_convert.flow import glance_conf
+from tests import hostile_corpus
 from tests import imagefactory
 
 MiB = 1024 * 1024
@@ -37,7 +38,7 @@ def sources(tmp_path_factory):
     """One source image of each format with the same guest data."""
     d = tmp_path_factory.mktemp('sources')
     return {fmt: imagefactory.make_image(d, fmt, size=ODD_SIZE)
-            for fmt in ('raw', 'qcow2', 'vmdk', 'vhd')}
+            for fmt in ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx')}
 
 
 def convert(tmp_path, src, src_fmt, **overrides):
@@ -63,6 +64,26 @@ def vhd_footer(path):
     disk_type = int.from_bytes(footer[60:64], 'big')
     current_size = int.from_bytes(footer[48:56], 'big')
     return disk_type, current_size
+
+
+def vhdx_blocks_left_allocated(path):
+    """The LeaveBlocksAllocated bit of a VHDX: set in fixed disks."""
+    _entry, where = hostile_corpus._vhdx_item(
+        path, hostile_corpus.VHDX_FILE_PARAMETERS)
+    with open(path, 'rb') as f:
+        f.seek(where + 4)
+        return bool(int.from_bytes(f.read(4), 'little') & 1)
+
+
+@pytest.mark.parametrize('subformat', ['dynamic', 'fixed'])
+@pytest.mark.parametrize('source', ['qcow2', 'vhd'])
+def test_vhdx_subformat(tmp_path, sources, source, subformat):
+    result = convert(tmp_path, sources[source], source,
+                     output_format='vhdx', vhdx_subformat=subformat)
+    assert imagefactory.info(result.path, 'vhdx')['format'] == 'vhdx'
+    assert vhdx_blocks_left_allocated(result.path) is (subformat == 'fixed')
+    assert imagefactory.compare(result.path, 'vhdx', sources[source],
+                                source)
 
 
 @pytest.mark.parametrize('subformat', ['streamOptimized', 'monolithicSparse'])
@@ -185,6 +206,7 @@ def test_preallocation(tmp_path, sources, target, mode):
     ('raw', {'preallocation': 'full'}),
     ('vmdk', {'vmdk_subformat': 'monolithicSparse'}),
     ('vhd', {'vhd_subformat': 'dynamic'}),
+    ('vhdx', {'vhdx_subformat': 'dynamic'}),
 ])
 def test_same_format_passes_through(tmp_path, sources, fmt, overrides):
     result = convert(tmp_path, sources[fmt], fmt, output_format=fmt,
@@ -208,6 +230,8 @@ def test_same_format_passes_through(tmp_path, sources, fmt, overrides):
      lambda p, info: vhd_footer(p)[0] == 2),
     ('vhd', {'vhd_force_size': True},
      lambda p, info: info['virtual-size'] == 5 * MiB),
+    ('vhdx', {'vhdx_subformat': 'fixed'},
+     lambda p, info: vhdx_blocks_left_allocated(p)),
 ])
 def test_same_format_rewritten_when_options_ask(tmp_path, sources, fmt,
                                                 overrides, check):
