@@ -29,6 +29,9 @@ CASES = [
     'qcow2_claimed_raw',
     'vmdk_claimed_qcow2',
     'qcow2_hiding_qcow2_with_backing_file',
+    'vhdx_differencing_parent_locator',
+    'vhdx_log_needs_replay',
+    'vhdx_region_beyond_eof',
 ]
 
 

@@ -15,12 +15,14 @@ from glance_convert import formats
 from tests import imagefactory
 from tests.integration import glancetest
 
-# (source, target): what issue 2 asks for at least, plus a pass-through.
+# (source, target): what issues 2 and 12 ask for at least.
 PAIRS = [
     ('qcow2', 'raw'),
     ('vmdk', 'raw'),
     ('vhd', 'qcow2'),
     ('vdi', 'vhd'),
+    ('vhdx', 'raw'),
+    ('qcow2', 'vhdx'),
 ]
 METHODS = ['glance-direct', 'web-download']
 
