@@ -52,14 +52,18 @@ def _convert(tmp_path, fmt, target, ws=None, size=16 * MiB, name=None):
 
 
 @pytest.mark.parametrize('fmt,target,expected', [
-    # info and check of the source (qcow2, vmdk and vdi have a check).
+    # info and check of the source (qcow2, vmdk, vdi and vhdx have a
+    # check).
     ('qcow2', 'raw', ['info', 'check', 'convert']),
     ('vdi', 'raw', ['info', 'check', 'convert']),
+    ('vhdx', 'raw', ['info', 'check', 'convert']),
     # qemu-img has no check for raw and vpc.
     ('vhd', 'raw', ['info', 'convert']),
     # No measure while the upper bound fits; the qcow2 output's size is
     # read from its checked header.
     ('raw', 'qcow2', ['info', 'convert']),
+    # vhdx output too: its size is one metadata item of the checked header.
+    ('raw', 'vhdx', ['info', 'convert']),
     # vmdk output: still verified by qemu-img info as well.
     ('raw', 'vmdk', ['info', 'convert', 'info']),
 ])

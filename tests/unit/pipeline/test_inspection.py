@@ -164,6 +164,9 @@ def test_check_header_accepts_a_clean_header():
     (vmdk_header(descriptor_file=True), 'vmdk', 'refer to other files'),
     (vmdk_header(subformat='descriptor'), 'vmdk', 'refer to other files'),
     (vmdk_header(parent='/etc/passwd'), 'vmdk', 'differencing'),
+    (header(format='vhdx', log='log GUID 01'), 'vhdx', 'not closed cleanly'),
+    (header(format='vhdx', unknown_required='required region 01'), 'vhdx',
+     'requires regions or metadata'),
 ])
 def test_check_header_refusals(h, claimed, reason):
     assert reason in rejected(inspection.check_header, h, claimed, POLICY)
