@@ -93,7 +93,7 @@ def parse_pairs(text):
     for item in text.split(','):
         src, sep, dst = item.strip().partition(':')
         if not sep or src not in images.source_names() or \
-                dst not in ('raw', 'qcow2', 'vmdk', 'vdi', 'vhd'):
+                dst not in ('raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx'):
             raise UsageError(
                 'bad pair %r: SOURCE:TARGET with SOURCE one of %s and TARGET '
                 'a Glance disk format'

@@ -46,6 +46,7 @@ VARIANTS = {
     'vmdk-sparse': ('vmdk', 'vmdk', 'subformat=monolithicSparse', False),
     'vdi': ('vdi', 'vdi', None, False),
     'vhd': ('vhd', 'vpc', 'subformat=dynamic,force_size=on', False),
+    'vhdx': ('vhdx', 'vhdx', None, False),
 }
 
 #: The shape of a distribution cloud image: 3.5 GiB virtual, about
