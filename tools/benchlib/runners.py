@@ -47,10 +47,11 @@ def start_capture():
             self._bench = None
 
     def communicate(self, *a, **kw):
-        try:
-            return original_communicate(self, *a, **kw)
-        finally:
-            done(self)
+        # The plugin waits in steps (communicate with a timeout): only
+        # the call that returns ends the run.
+        result = original_communicate(self, *a, **kw)
+        done(self)
+        return result
 
     def wait(self, *a, **kw):
         try:
