@@ -8,14 +8,16 @@ the disk image to inspect and convert, whatever its container:
 * anything else (``bare``): the upload itself.
 
 and gives the SHA-256 of the upload as uploaded.  For ``compressed`` and
-``ova`` it comes from the bytes already read and the user's
-``glance_convert_source_sha256`` is checked before the disk is even
-inspected.  A ``bare`` upload is hashed only when the user gave a checksum
-to check, by a second thread while qemu-img works, and the check happens
-before anything is stored: reading an uncompressed upload once more costs
-more than converting it on a 2-core host (0.60 s to hash an 847 MiB qcow2
-against 0.32 s for qemu-img to convert it), and Glance's own hash covers
-what it stores.
+``ova`` it comes from the bytes already read.  When the user set
+``glance_convert_source_sha256``, it is checked before the disk is even
+inspected; otherwise the hash may finish while the disk is converted (a
+copy, and zstd, are faster than SHA-256 without SHA instructions) and is
+taken when it is recorded.  A ``bare`` upload is hashed only when the
+user gave a checksum to check, by a second thread while qemu-img works,
+and the check happens before anything is stored: reading an uncompressed
+upload once more costs more than converting it on a 2-core host (0.60 s
+to hash an 847 MiB qcow2 against 0.32 s for qemu-img to convert it), and
+Glance's own hash covers what it stores.
 
 Signed images (``img_signature*`` properties) are decided here too: Glance
 and Nova verify the signature over the stored bytes, which a conversion
@@ -66,7 +68,7 @@ class Opened:
     workspace: object          # for convert_image (slot held if unpacked)
     properties: dict           # image properties the container gave
     _digest: str | None = None
-    _hash: unpack.BackgroundHash | None = None
+    _hash: unpack.BackgroundHash | unpack._Hasher | None = None
     _expected: str | None = None
     _keep: Callable[[], None] | None = None
 
@@ -111,11 +113,14 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
     if container_format == 'compressed':
         with unpack.decompressed(src, limit=policy.max_virtual_size,
                                  timeout=timeout, **common) as prepared:
-            digest = prepared.unpacked.source_sha256
-            unpack.verify_sha256(digest, expected)
-            yield Opened(prepared.path, disk_format, container_format,
-                         prepared.workspace, {}, _digest=digest,
-                         _keep=prepared.keep)
+            sha256 = prepared.unpacked.sha256
+            try:
+                yield _checked_first(
+                    Opened(prepared.path, disk_format, container_format,
+                           prepared.workspace, {}, _hash=sha256,
+                           _expected=expected, _keep=prepared.keep))
+            finally:
+                sha256.cancel()   # no-op once taken
         return
     if container_format == 'ova':
         with _ova_disk(src, disk_format, policy, expected,
@@ -129,6 +134,14 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
     finally:
         if hasher is not None:
             hasher.cancel()
+
+
+def _checked_first(disk: Opened) -> Opened:
+    """With the user's checksum: wait for the hash and check it now,
+    before anything is inspected or converted."""
+    if disk._expected is not None:
+        disk.source_sha256()
+    return disk
 
 
 @contextlib.contextmanager
@@ -151,16 +164,21 @@ def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
                 should_cancel=status.is_aborted,
                 info=dict(info_for_ledger or {}, step='ova')) as res:
             path = res.track(path)
+            sha256 = None
             try:
-                digest = ova.extract(src, appliance, path)
-                unpack.verify_sha256(digest, expected)
+                sha256 = ova.extract(src, appliance, path)
+                disk = _checked_first(Opened(
+                    path, appliance.disk.disk_format, 'ova',
+                    unpack.HeldSlot(workspace), dict(appliance.properties),
+                    _hash=sha256, _expected=expected,
+                    _keep=lambda: kept.append(True)))
                 ova.check_disk(path, appliance, policy)
-                yield Opened(path, appliance.disk.disk_format, 'ova',
-                             unpack.HeldSlot(workspace),
-                             dict(appliance.properties), _digest=digest,
-                             _keep=lambda: kept.append(True))
+                yield disk
             except BaseException:
                 unpack._remove(path)
                 raise
+            finally:
+                if sha256 is not None:
+                    sha256.cancel()   # no-op once taken
             if not kept:
                 unpack._remove(path)

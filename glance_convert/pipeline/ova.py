@@ -251,12 +251,14 @@ def read(path: str) -> Appliance:
                           disk_format, capacity), properties)
 
 
-def extract(path: str, appliance: Appliance, dst: str) -> str:
+def extract(path: str, appliance: Appliance, dst: str):
     """Copy the disk's bytes to the new sparse file ``dst``; hash ``path``.
 
     One sequential read of the upload: every byte feeds the SHA-256, the
-    disk's range is also written.  Returns the hex digest.  ``dst`` is
-    removed on failure.
+    disk's range is also written.  Returns the hash (``result()`` waits
+    for the hex digest, ``cancel()`` stops it): a copy is faster than
+    SHA-256, so the hash may still be finishing.  ``dst`` is removed on
+    failure.
     """
     disk = appliance.disk
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,

@@ -11,9 +11,12 @@ images whose container format is ``compressed``).  Here:
   zeros are skipped, so they stay holes) and stops as soon as it crosses
   the size limit, so a decompression bomb writes at most the limit;
 * the SHA-256 of the upload *as uploaded* is computed from the very bytes
-  the decompressor reads, so it costs no extra read.  For an upload that
-  is not decompressed, :class:`BackgroundHash` reads it in a second thread
-  while qemu-img works.
+  the decompressor reads, so it costs no extra read, in a second thread
+  that may still be hashing when the decompression ends: the digest is
+  waited for only when it is needed (to check the user's checksum before
+  converting, or to record it at the end).  For an upload that is not
+  decompressed, :class:`BackgroundHash` reads it in a second thread while
+  qemu-img works.  Both answer :meth:`result` and :meth:`cancel`.
 
 Every refusal is a named check of :mod:`~glance_convert.pipeline.checks`
 (stage ``container``), so the CLI and the documentation list it.
@@ -80,7 +83,12 @@ class Unpacked:
     compression: str
     size: int              # decompressed bytes (the work file's length)
     source_size: int       # bytes of the upload
-    source_sha256: str     # hex SHA-256 of the upload as uploaded
+    sha256: _Hasher        # SHA-256 of the upload as uploaded, finishing
+
+    @property
+    def source_sha256(self) -> str:
+        """The hex SHA-256 of the upload (waits for the hash to end)."""
+        return self.sha256.result()
 
 
 class _Hasher:
@@ -90,7 +98,10 @@ class _Hasher:
     runs on the second core while the reader's thread decompresses (zlib,
     bz2, lzma and zstandard release it too) and writes.  The queue is
     bounded: at most ``DEPTH`` blocks wait, so memory stays bounded and a
-    slow hash slows the reader instead of piling up data.
+    slow hash slows the reader instead of piling up data.  Where the hash
+    is slower than the reading (zstd decompresses faster than SHA-256
+    hashes without SHA instructions; an OVA is only copied), the last
+    blocks are hashed after :meth:`close`, while the conversion runs.
     """
 
     DEPTH = 8
@@ -99,6 +110,8 @@ class _Hasher:
         self._sha = hashlib.sha256()
         self._queue: queue.Queue = queue.Queue(self.DEPTH)
         self._error: BaseException | None = None
+        self._closed = False
+        self._cancelled = False
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='glance-convert-sha256')
         self._thread.start()
@@ -109,8 +122,9 @@ class _Hasher:
                 block = self._queue.get()
                 if block is None:
                     return
-                self._sha.update(block)
-        except BaseException as exc:  # noqa: BLE001 - raised by hexdigest()
+                if not self._cancelled:
+                    self._sha.update(block)
+        except BaseException as exc:  # noqa: BLE001 - raised by result()
             self._error = exc
             while self._queue.get() is not None:
                 pass  # drain, so the feeder never blocks
@@ -119,18 +133,28 @@ class _Hasher:
         """Hash ``block`` next; it must not change afterwards (bytes)."""
         self._queue.put(block)
 
-    def hexdigest(self) -> str:
-        self._queue.put(None)
+    def close(self) -> None:
+        """No more blocks: the hash finishes in its thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+
+    def result(self) -> str:
+        """The hex digest, once every block is hashed."""
+        self.close()
         self._thread.join()
         if self._error is not None:
-            raise self._error
+            raise errors.ConversionError(
+                'The uploaded data could not be read.', str(self._error))
+        if self._cancelled:
+            raise errors.ConversionCancelled('The upload hash was stopped.')
         return self._sha.hexdigest()
 
-    def stop(self) -> None:
-        """End the thread without a result (the caller failed)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    def cancel(self) -> None:
+        """End the thread without a result (the caller failed or is done)."""
+        self._cancelled = True
+        self.close()
+        self._thread.join()
 
 
 class _HashingReader:
@@ -215,8 +239,8 @@ class _HashingReader:
     def closed(self) -> bool:
         return False
 
-    def finish(self) -> str:
-        """Hash the rest of the file; return the hex digest."""
+    def finish(self) -> _Hasher:
+        """Hash the rest of the file; return the hash, still finishing."""
         self._f.seek(self.hashed)
         while True:
             data = self._f.read(CHUNK)
@@ -224,11 +248,12 @@ class _HashingReader:
                 break
             self._hasher.update(data)
             self.hashed += len(data)
-        return self._hasher.hexdigest()
+        self._hasher.close()
+        return self._hasher
 
     def abandon(self) -> None:
         """Stop the hash thread after a failure."""
-        self._hasher.stop()
+        self._hasher.cancel()
 
 
 class _SparseWriter:
@@ -390,7 +415,7 @@ def decompress(src: str, dst: str, *, limit: int,
             _copy(kind, reader, f, writer, limit, should_cancel, deadline,
                   on_progress)
             writer.finish()
-            digest = reader.finish()
+            sha256 = reader.finish()
             source_size = reader.hashed
         except BaseException:
             reader.abandon()
@@ -401,7 +426,7 @@ def decompress(src: str, dst: str, *, limit: int,
         finally:
             if fd is not None:
                 os.close(fd)
-    return Unpacked(kind, writer.size, source_size, digest)
+    return Unpacked(kind, writer.size, source_size, sha256)
 
 
 def _copy(kind, reader, f, writer, limit, should_cancel, deadline,

@@ -119,10 +119,13 @@ class _NoHash:
     def update(self, block):
         pass
 
-    def hexdigest(self):
+    def close(self):
+        pass
+
+    def result(self):
         return '0' * 64
 
-    def stop(self):
+    def cancel(self):
         pass
 
 

@@ -43,7 +43,7 @@ def test_tar_made_ova_converts_to_raw(tmp_path, stream_vmdk, qemu_tools):
     disk = str(work / (IMAGE_ID + '.glance-convert.ova-disk'))
 
     app = ova.read(src)
-    digest = ova.extract(src, app, disk)
+    digest = ova.extract(src, app, disk).result()
     ova.check_disk(disk, app, hostile_corpus.pipeline_settings('raw').policy)
     result = conversion.convert_image(
         disk, app.disk.disk_format, image_id=IMAGE_ID, work_dir=str(work),

@@ -98,7 +98,7 @@ def test_extract_copies_the_disk_and_hashes_the_whole_ova(tmp_path):
         ('vm.ovf', ovf_text()), ('disk1.vmdk', DISK)])
     app = ova.read(path)
     dst = str(tmp_path / 'disk')
-    digest = ova.extract(path, app, dst)
+    digest = ova.extract(path, app, dst).result()
     with open(dst, 'rb') as f:
         assert f.read() == DISK
     with open(path, 'rb') as f:

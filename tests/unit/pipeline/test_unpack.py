@@ -195,7 +195,7 @@ def test_hashing_reader_catches_up_on_reads_out_of_order(tmp_path):
         assert reader.read(10) == data[:10]
         # The file is read (and hashed) a whole block at a time.
         assert reader.hashed == unpack.CHUNK
-        assert reader.finish() == hashlib.sha256(data).hexdigest()
+        assert reader.finish().result() == hashlib.sha256(data).hexdigest()
 
 
 class _ThreadRecordingSha:
