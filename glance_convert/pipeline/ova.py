@@ -254,36 +254,33 @@ def read(path: str) -> Appliance:
 def extract(path: str, appliance: Appliance, dst: str):
     """Copy the disk's bytes to the new sparse file ``dst``; hash ``path``.
 
-    One sequential read of the upload: every byte feeds the SHA-256, the
-    disk's range is also written.  Returns the hash (``result()`` waits
-    for the hex digest, ``cancel()`` stops it): a copy is faster than
-    SHA-256, so the hash may still be finishing.  ``dst`` is removed on
-    failure.
+    The hash reads the upload in a thread of its own
+    (:class:`~glance_convert.pipeline.unpack.BackgroundHash`) rather than
+    taking the copy's blocks: a copy is several times faster than SHA-256,
+    and fed block by block the copy went at the hash's pace.  The second
+    read comes from the page cache the first one fills.  Returns the hash
+    (``result()`` waits for the hex digest, ``cancel()`` stops it).
+    ``dst`` is removed on failure.
     """
     disk = appliance.disk
+    sha256 = unpack.BackgroundHash(path)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                  0o600)
-    reader = None
     try:
         with open(path, 'rb') as f:
-            reader = unpack._HashingReader(f)
+            f.seek(disk.offset)
             writer = unpack._SparseWriter(fd)
-            pos, end = 0, disk.offset + disk.size
-            while pos < end:
-                want = unpack.CHUNK
-                if pos < disk.offset:
-                    want = min(want, disk.offset - pos)
-                data = reader.read(min(want, end - pos))
+            left = disk.size
+            while left > 0:
+                data = f.read(min(unpack.CHUNK, left))
                 if not data:
                     checks.OVA_MEMBER.reject(what='a truncated disk')
-                if pos >= disk.offset:
-                    writer.write(data)
-                pos += len(data)
+                writer.write(data)
+                left -= len(data)
             writer.finish()
-            return reader.finish()
+            return sha256
     except BaseException:
-        if reader is not None:
-            reader.abandon()
+        sha256.cancel()
         os.close(fd)
         fd = None
         unpack._remove(dst)

@@ -114,7 +114,10 @@ def _make_ova(vmdk, capacity, dst):
 
 
 class _NoHash:
-    """Stands in for the plugin's SHA-256 thread: hashes nothing."""
+    """Stands in for the plugin's SHA-256 threads: hashes nothing."""
+
+    def __init__(self, path=None):
+        pass
 
     def update(self, block):
         pass
@@ -132,7 +135,8 @@ class _NoHash:
 def disable_hash():
     """In a forked run, before the clock: the plugin hashes nothing."""
     from glance_convert.pipeline import unpack
-    unpack._Hasher = _NoHash
+    unpack._Hasher = _NoHash          # fed by the decompression's reads
+    unpack.BackgroundHash = _NoHash   # reading a file of its own (OVA)
 
 
 def tools(name, src, run_dir, dst, with_sha=False):
