@@ -9,8 +9,10 @@ until the API answers.  :class:`GlanceClient` talks to it with the headers
 keystonemiddleware would have set, which the ``context`` filter of the
 paste pipeline written here turns into a request context.
 
-The PostgreSQL cluster and the HTTP file server that some tests need live
-under ``tests/``: they are no part of what operators install.
+:class:`GunicornApp` (start, readiness wait, stop by process group) and
+:func:`wait_until` (the polling loop) also serve the multi-node tests'
+Keystone.  The PostgreSQL cluster and the HTTP file server that some tests
+need live under ``tests/``: they are no part of what operators install.
 
 Nothing here needs root, and everything is stopped and removed by its
 owner: use the classes as context managers.
@@ -154,6 +156,16 @@ def tail(path, lines=40, skip=None):
     return '\n'.join(kept[-lines:])
 
 
+def tails(paths, lines=40, skip=None):
+    """:func:`tail` of each of ``paths``, each headed by its name."""
+    parts = []
+    for path in paths:
+        text = tail(path, lines, skip=skip)
+        if text:
+            parts.append('--- %s ---\n%s' % (path, text))
+    return '\n'.join(parts) or '(no log yet)'
+
+
 def _bin_script(name):
     """A console script installed beside the running Python, if any."""
     candidate = os.path.join(os.path.dirname(sys.executable), name)
@@ -178,25 +190,63 @@ def _gunicorn_quiet_args():
         else []
 
 
-def _stop_process(proc, term_timeout, group=True):
-    """SIGTERM ``proc`` (then SIGKILL it and its process group)."""
+def stop_process(proc, term_timeout, group=True, sig=signal.SIGTERM):
+    """Send ``sig`` to ``proc``, then SIGKILL it and its process group.
+
+    The group goes too because a server's workers and their children
+    (qemu-img) share it: they must not outlive the test that started them.
+    """
     if proc is None:
         return
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
         try:
             proc.wait(timeout=term_timeout)
         except subprocess.TimeoutExpired:
             pass
     if group:
-        # Workers and their children (qemu-img) share the group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     proc.wait()
+
+
+def wait_until(probe, what, timeout, *, process=None, name=None,
+               log_tail=None, errors=(), error=LocalGlanceError,
+               interval=0.25):
+    """Call ``probe`` until it returns a true value; return that value.
+
+    The one readiness loop of the harness (servers, databases and the
+    tests' own waits), so that every time-out says the same things: what
+    was awaited, for how long, the last error and the log.  Exceptions in
+    ``errors`` mean "not yet" (the last one is quoted).  If ``process``
+    (a Popen called ``name``) exits first, waiting on is pointless: raise
+    at once.  Failures raise ``error(message)`` with ``log_tail()``.
+    """
+    def log():
+        return '; log tail:\n%s' % log_tail() if log_tail else ''
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        if process is not None and process.poll() is not None:
+            raise error('%s exited with status %s while starting%s'
+                        % (name, process.returncode, log()))
+        try:
+            value = probe()
+        except errors as e:
+            last, value = e, None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise error('timed out after %ss waiting for %s%s%s'
+                        % (timeout, what,
+                           ' (last error: %s)' % last if last else '',
+                           log()))
+        time.sleep(interval)
 
 
 #: Servers started and not stopped yet; killed if the interpreter exits
@@ -208,6 +258,91 @@ _RUNNING = set()
 def _kill_leftover_servers():
     for server in list(_RUNNING):
         server.kill()
+
+
+class GunicornApp:
+    """One WSGI application served by gunicorn on 127.0.0.1.
+
+    The start-up, readiness wait and stop shared by the local Glance and
+    the multi-node tests' Keystone.  gunicorn runs in a session of its own
+    so that stopping it kills its workers and their children with it; its
+    output goes to ``log_file``; until stopped it is killed when the
+    interpreter exits (a failed test must not leave servers behind).
+
+    :param gunicorn: the command that runs gunicorn (the app may live in
+        another virtualenv).
+    :param app: ``module:callable``, imported from ``base_dir``.
+    :param ready: ``(probe, what, errors)``: it is up when ``probe()`` is
+        true (see :func:`wait_until`).
+    :param log_tail: callable giving the logs quoted in errors.
+    :param extra_args: more gunicorn arguments.
+    :param error: the exception class raised on failure.
+    """
+
+    def __init__(self, name, gunicorn, app, *, port, base_dir, env,
+                 log_file, log_tail, ready, workers, threads, timeout,
+                 extra_args=(), error=LocalGlanceError):
+        self.name = name
+        self.port = port
+        self.command = list(gunicorn) + [
+            '--workers', str(workers),
+            '--threads', str(threads),
+            '--timeout', str(timeout),
+            '--bind', '127.0.0.1:%d' % port,
+            '--chdir', base_dir] + list(extra_args) + [app]
+        self.base_dir = base_dir
+        self.env = env
+        self.log_file = log_file
+        self.log_tail = log_tail
+        self.ready = ready
+        self.error = error
+        self.process = None
+
+    def start(self, timeout):
+        """Start gunicorn and wait until it is ready; kill it if it does
+        not get there."""
+        if self.process is not None:
+            raise self.error('%s is already running' % self.name)
+        with open(self.log_file, 'ab') as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=self.base_dir,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)
+        _RUNNING.add(self)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def wait_ready(self, timeout):
+        probe, what, errors = self.ready
+        if self.process is None:
+            raise self.error('%s is not running' % self.name)
+        wait_until(probe, what, timeout, process=self.process,
+                   name='%s (gunicorn)' % self.name,
+                   log_tail=self.log_tail, errors=errors, error=self.error)
+
+    def stop(self, term_timeout):
+        """SIGTERM gunicorn, SIGKILL what is left after ``term_timeout``."""
+        proc, self.process = self.process, None
+        _RUNNING.discard(self)
+        stop_process(proc, term_timeout)
+
+    def kill(self):
+        """SIGKILL gunicorn, its workers and their children at once."""
+        proc, self.process = self.process, None
+        _RUNNING.discard(self)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process(proc, 0)
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
 
 
 class GlanceServer:
@@ -259,7 +394,7 @@ class GlanceServer:
         self.import_conf_file = os.path.join(
             self.conf_dir, 'glance-image-import.conf')
         self.paste_ini = os.path.join(self.conf_dir, 'glance-api-paste.ini')
-        self.process = None
+        self._app = None
 
     # -- configuration -------------------------------------------------
 
@@ -354,75 +489,54 @@ class GlanceServer:
                 % (result.returncode,
                    result.stdout.decode('utf-8', 'replace')[-3000:]))
 
+    @property
+    def process(self):
+        """gunicorn's Popen while it runs (None before and after)."""
+        return self._app and self._app.process
+
     def start(self):
         """Write the config, sync the database, start and wait for gunicorn."""
         if self.process is not None:
             raise LocalGlanceError('glance-api is already running')
         self.write_config()
         self.db_sync()
-        cmd = [sys.executable, '-m', 'gunicorn',
-               '--workers', str(self.workers),
-               '--threads', '8',
-               '--timeout', '600',
-               '--graceful-timeout', str(self.graceful_timeout),
-               '--bind', '127.0.0.1:%d' % self.port,
-               '--chdir', self.base_dir]
-        cmd += _gunicorn_quiet_args()
-        cmd.append('glance.wsgi.api:application')
-        with open(self.gunicorn_log, 'ab') as log:
-            self.process = subprocess.Popen(
-                cmd, env=self.env, cwd=self.base_dir,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        _RUNNING.add(self)
-        try:
-            self.wait_ready(self.start_timeout)
-        except BaseException:
-            self.kill()
-            raise
+        client = self.client()
+
+        def answers():
+            client.request('GET', '/v2/info/import', timeout=5)
+            return True
+
+        self._app = GunicornApp(
+            'glance-api', [sys.executable, '-m', 'gunicorn'],
+            'glance.wsgi.api:application', port=self.port,
+            base_dir=self.base_dir, env=self.env,
+            log_file=self.gunicorn_log, log_tail=self.log_tail,
+            ready=(answers, 'glance-api to answer GET /v2/info/import at %s'
+                   % self.url, (OSError, http.client.HTTPException,
+                                GlanceHTTPError)),
+            workers=self.workers, threads=8, timeout=600,
+            extra_args=['--graceful-timeout', str(self.graceful_timeout)]
+            + _gunicorn_quiet_args())
+        self._app.start(self.start_timeout)
         return self
 
     def wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        client = self.client()
-        last = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LocalGlanceError(
-                    'glance-api (gunicorn) exited with status %s while '
-                    'starting; log tail:\n%s'
-                    % (self.process.returncode, self.log_tail()))
-            try:
-                client.request('GET', '/v2/info/import', timeout=5)
-                return
-            except (OSError, http.client.HTTPException,
-                    GlanceHTTPError) as e:
-                last = e
-            time.sleep(0.25)
-        raise LocalGlanceError(
-            'glance-api did not answer GET /v2/info/import at %s within '
-            '%ss (last error: %s); log tail:\n%s'
-            % (self.url, timeout, last, self.log_tail()))
+        """Wait until the running server answers again."""
+        self._app.wait_ready(timeout)
 
     def stop(self):
         """SIGTERM gunicorn, SIGKILL what is left after a grace period."""
-        proc, self.process = self.process, None
-        _RUNNING.discard(self)
-        _stop_process(proc, self.graceful_timeout + 5)
+        if self._app is not None:
+            self._app.stop(self.graceful_timeout + 5)
 
     def kill(self):
         """SIGKILL gunicorn, its workers and their children at once."""
-        proc, self.process = self.process, None
-        _RUNNING.discard(self)
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        _stop_process(proc, 0)
+        if self._app is not None:
+            self._app.kill()
 
     @property
     def running(self):
-        return self.process is not None and self.process.poll() is None
+        return bool(self._app and self._app.running)
 
     def __enter__(self):
         return self.start()
@@ -433,12 +547,8 @@ class GlanceServer:
     # -- helpers -------------------------------------------------------
 
     def log_tail(self, lines=40):
-        parts = []
-        for path in (self.gunicorn_log, self.log_file):
-            text = tail(path, lines, skip=' DEBUG ')
-            if text:
-                parts.append('--- %s ---\n%s' % (path, text))
-        return '\n'.join(parts) or '(no log yet)'
+        return tails((self.gunicorn_log, self.log_file), lines,
+                     skip=' DEBUG ')
 
     def client(self, **kwargs):
         kwargs.setdefault('log_tail', self.log_tail)
