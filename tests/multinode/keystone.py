@@ -16,17 +16,14 @@ cheap password hashing) into a directory of its own, runs ``keystone-manage``
 need (projects, users, role assignments, tokens), over plain HTTP.
 """
 
-import contextlib
 import fcntl
 import json
 import os
 import grp
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -151,7 +148,7 @@ class KeystoneServer:
         self.credential_dir = os.path.join(self.base_dir, 'credential-keys')
         self.log_file = os.path.join(self.base_dir, 'keystone.log')
         self.gunicorn_log = os.path.join(self.base_dir, 'gunicorn.log')
-        self.process = None
+        self._app = None
 
     @property
     def url(self):
@@ -214,6 +211,11 @@ class KeystoneServer:
                      '--bootstrap-internal-url', self.url,
                      '--bootstrap-region-id', self.region)
 
+    @property
+    def process(self):
+        """gunicorn's Popen while it runs (None before and after)."""
+        return self._app and self._app.process
+
     def start(self):
         if self.process is not None:
             raise KeystoneError('keystone is already running')
@@ -223,66 +225,30 @@ class KeystoneServer:
         with open(os.path.join(self.base_dir, _APP_MODULE + '.py'),
                   'w') as f:
             f.write(_APP_SOURCE)
-        cmd = [self._bin('gunicorn'), '--workers', str(self.workers),
-               '--threads', '4', '--timeout', '120',
-               '--bind', '127.0.0.1:%d' % self.port,
-               '--no-control-socket',
-               '--chdir', self.base_dir, '%s:application' % _APP_MODULE]
-        with open(self.gunicorn_log, 'ab') as log:
-            self.process = subprocess.Popen(
-                cmd, env=self.env, cwd=self.base_dir,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+
+        def answers():
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                return resp.status == 200
+
+        self._app = localglance.GunicornApp(
+            'keystone', [self._bin('gunicorn')],
+            '%s:application' % _APP_MODULE, port=self.port,
+            base_dir=self.base_dir, env=self.env,
+            log_file=self.gunicorn_log, log_tail=self.log_tail,
+            ready=(answers, 'keystone to answer GET %s' % self.url,
+                   (OSError,)),
+            workers=self.workers, threads=4, timeout=120,
+            # The venv's gunicorn is new enough to have the option.
+            extra_args=['--no-control-socket'], error=KeystoneError)
+        self._app.start(self.start_timeout)
         return self
 
-    def _wait_ready(self):
-        deadline = time.monotonic() + self.start_timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise KeystoneError(
-                    'keystone (gunicorn) exited with status %s while '
-                    'starting; log tail:\n%s'
-                    % (self.process.returncode, self.log_tail()))
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except (OSError, urllib.error.URLError) as e:
-                last = e
-            time.sleep(0.25)
-        raise KeystoneError('keystone did not answer GET %s within %ss '
-                            '(last error: %s); log tail:\n%s'
-                            % (self.url, self.start_timeout, last,
-                               self.log_tail()))
-
     def stop(self):
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if self._app is not None:
+            self._app.stop(15)
 
     def log_tail(self, lines=40):
-        parts = []
-        for path in (self.gunicorn_log, self.log_file):
-            text = localglance.tail(path, lines)
-            if text:
-                parts.append('--- %s ---\n%s' % (path, text))
-        return '\n'.join(parts) or '(no log yet)'
+        return localglance.tails((self.gunicorn_log, self.log_file), lines)
 
     def admin(self):
         """A :class:`KeystoneAdmin` logged in as the bootstrap admin."""
