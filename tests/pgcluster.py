@@ -5,15 +5,14 @@ cluster from Debian's ``postgresql`` server binaries and stop it by its
 pid.  Test infrastructure only: it is not part of the installed package.
 """
 
-import contextlib
 import glob
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
+from glance_convert.testing import localglance
 from glance_convert.testing.localglance import LocalGlanceError
 from glance_convert.testing.localglance import tail as _tail
 
@@ -128,25 +127,20 @@ class PostgresCluster:
                  '-c', 'max_connections=200'],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, **self._run_as())
+
+        def accepting():
+            return subprocess.run(
+                [os.path.join(self.bindir, 'pg_isready'),
+                 '-h', self.socket_dir, '-U', 'postgres', '-q'],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL).returncode == 0
+
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if self.process.poll() is not None:
-                    raise LocalGlanceError(
-                        'postgres exited with status %s; log tail:\n%s'
-                        % (self.process.returncode, _tail(self.log_file)))
-                ready = subprocess.run(
-                    [os.path.join(self.bindir, 'pg_isready'),
-                     '-h', self.socket_dir, '-U', 'postgres', '-q'],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL)
-                if ready.returncode == 0:
-                    break
-                if time.monotonic() > deadline:
-                    raise LocalGlanceError(
-                        'postgres did not become ready in %ss; log tail:\n%s'
-                        % (timeout, _tail(self.log_file)))
-                time.sleep(0.2)
+            localglance.wait_until(
+                accepting, 'postgres to accept connections on %s'
+                % self.socket_dir, timeout, process=self.process,
+                name='postgres', log_tail=lambda: _tail(self.log_file),
+                interval=0.2)
             self._cmd('createdb', '-h', self.socket_dir, '-U', 'postgres',
                       self.database)
         except BaseException:
@@ -157,17 +151,7 @@ class PostgresCluster:
     def stop(self):
         """Fast shutdown (SIGINT), SIGKILL if it hangs; remove the data."""
         proc, self.process = self.process, None
-        if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        localglance.stop_process(proc, 30, sig=signal.SIGINT)
         if self.run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None

@@ -8,9 +8,10 @@ pid, never by "whatever is running".
 import os
 import re
 import threading
-import time
 
 import pytest
+
+from glance_convert.testing import localglance
 
 _WORK_FILE = re.compile(r'/([0-9a-f-]{36})\.glance-convert\.')
 
@@ -97,13 +98,6 @@ def wait_for(predicate, what, timeout, log_tail=None, interval=0.05):
     On time-out the test fails, with ``log_tail()`` (a server's log) when
     given.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail('timed out after %ss waiting for %s%s'
-                        % (timeout, what,
-                           '\n' + log_tail() if log_tail else ''))
-        time.sleep(interval)
+    return localglance.wait_until(predicate, what, timeout,
+                                  log_tail=log_tail, interval=interval,
+                                  error=pytest.fail.Exception)
