@@ -18,15 +18,22 @@ from glance_convert.testing.localglance import tail as _tail
 
 
 def postgres_bindir():
-    """The directory holding initdb and pg_ctl, or None."""
+    """The directory holding initdb and pg_ctl, or None.
+
+    Resolved through links: ``initdb`` may be a symlink into the directory
+    that has ``pg_isready`` and ``postgres`` too.
+    """
     needed = ('initdb', 'postgres', 'pg_isready', 'createdb')
 
     def complete(d):
         return all(os.access(os.path.join(d, n), os.X_OK) for n in needed)
 
+    def resolved(d):
+        return os.path.dirname(os.path.realpath(os.path.join(d, 'initdb')))
+
     found = shutil.which('initdb')
-    if found and complete(os.path.dirname(os.path.realpath(found))):
-        return os.path.dirname(os.path.realpath(found))
+    if found and complete(resolved(os.path.dirname(found))):
+        return resolved(os.path.dirname(found))
     # Debian keeps the server binaries out of PATH.
     candidates = sorted(
         glob.glob('/usr/lib/postgresql/*/bin'),
@@ -34,8 +41,17 @@ def postgres_bindir():
                        for x in p.split('/')[4].split('.')])
     for d in reversed(candidates):
         if complete(d):
-            return d
+            return resolved(d) if complete(resolved(d)) else d
     return None
+
+
+def require_server():
+    """Fail the calling test, never skip it, without PostgreSQL's server
+    binaries: the concurrency tests are part of the suite."""
+    if postgres_bindir() is None:
+        import pytest
+        pytest.fail('PostgreSQL server binaries not found: install '
+                    'postgresql (bindep.txt lists it)', pytrace=False)
 
 
 class PostgresCluster:

@@ -17,14 +17,9 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session')
 def pg(tmp_path_factory, qemu_tools):
-    if pgcluster.postgres_bindir() is None:
-        pytest.fail('PostgreSQL server binaries not found: install '
-                    'postgresql (bindep.txt lists it)', pytrace=False)
-    cluster = pgcluster.PostgresCluster(
-        str(tmp_path_factory.mktemp('faults-pg')))
-    cluster.bindir = os.path.dirname(os.path.realpath(
-        os.path.join(cluster.bindir, 'initdb')))
-    with cluster:
+    pgcluster.require_server()
+    with pgcluster.PostgresCluster(
+            str(tmp_path_factory.mktemp('faults-pg'))) as cluster:
         yield cluster
 
 

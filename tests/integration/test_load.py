@@ -52,15 +52,9 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory, qemu_tools):
-    if pgcluster.postgres_bindir() is None:
-        pytest.fail('PostgreSQL server binaries not found: install '
-                    'postgresql (bindep.txt lists it)', pytrace=False)
+    pgcluster.require_server()
     base = tmp_path_factory.mktemp('load')
-    pg = pgcluster.PostgresCluster(str(base / 'pg'))
-    # initdb may be a symlink into the directory that has pg_isready too.
-    pg.bindir = os.path.dirname(os.path.realpath(
-        os.path.join(pg.bindir, 'initdb')))
-    with pg:
+    with pgcluster.PostgresCluster(str(base / 'pg')) as pg:
         srv = localglance.GlanceServer(
             str(base / 'glance'), database_url=pg.url, workers=2,
             plugin_conf={

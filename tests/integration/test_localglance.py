@@ -47,9 +47,7 @@ def test_file_server_serves_only_its_directory(source_dir, file_server):
 
 @pytest.mark.postgres
 def test_postgres_cluster_runs_glance(tmp_path, source_dir, qemu_tools):
-    if pgcluster.postgres_bindir() is None:
-        pytest.fail('PostgreSQL server binaries not found: install '
-                    'postgresql (bindep.txt lists it)', pytrace=False)
+    pgcluster.require_server()
     import psycopg2  # noqa: F401  (psycopg2-binary: tox installs it)
     pg_dir = tmp_path / 'pg'
     with pgcluster.PostgresCluster(str(pg_dir)) as pg:

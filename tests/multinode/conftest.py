@@ -33,14 +33,9 @@ PLUGIN_CONF = {
 
 @pytest.fixture(scope='session')
 def postgres(tmp_path_factory):
-    if pgcluster.postgres_bindir() is None:
-        pytest.fail('PostgreSQL server binaries not found: install '
-                    'postgresql (bindep.txt lists it)', pytrace=False)
-    pg = pgcluster.PostgresCluster(str(tmp_path_factory.mktemp('pg')))
-    # initdb may be a symlink into the directory that has pg_isready too.
-    pg.bindir = os.path.dirname(os.path.realpath(
-        os.path.join(pg.bindir, 'initdb')))
-    with pg:
+    pgcluster.require_server()
+    with pgcluster.PostgresCluster(
+            str(tmp_path_factory.mktemp('pg'))) as pg:
         yield pg
 
 

@@ -224,10 +224,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     base = tempfile.mkdtemp(prefix='glance-convert-soak-')
     try:
-        pg = pgcluster.PostgresCluster(os.path.join(base, 'pg'))
-        pg.bindir = os.path.dirname(os.path.realpath(
-            os.path.join(pg.bindir, 'initdb')))
-        with pg:
+        with pgcluster.PostgresCluster(os.path.join(base, 'pg')) as pg:
             soak = Soak(base, pg, args.imports)
             with harness.running(soak.host):
                 started = time.monotonic()
