@@ -115,3 +115,31 @@ def info(path, fmt):
     result = _run(['qemu-img', 'info', '--output=json', '-f',
                    formats.qemu_driver(fmt), os.fspath(path)])
     return json.loads(result.stdout)
+
+
+def make_ova(directory, ovf, disk, disk_name='disk1.vmdk', out=None,
+             tar_format='ustar'):
+    """An OVA as VMware writes one, made with the ``tar`` command: the OVF
+    descriptor ``ovf`` (bytes) first, then ``disk`` (moved into
+    ``directory`` as ``disk_name``).  Returns its path (``out`` or
+    ``directory/appliance.ova``); ``tar_format`` is GNU tar's ``--format``.
+    """
+    directory = os.fspath(directory)
+    os.rename(disk, os.path.join(directory, disk_name))
+    with open(os.path.join(directory, 'vm.ovf'), 'wb') as f:
+        f.write(ovf)
+    out = os.fspath(out or os.path.join(directory, 'appliance.ova'))
+    _run(['tar', '-cf', out, '--format=%s' % tar_format, '-C', directory,
+          'vm.ovf', disk_name])
+    return out
+
+
+def sha256_of(path):
+    """The hex SHA-256 of a file, as a publisher prints it.
+
+    Through ``hashlib.new``: tests that replace ``hashlib.sha256`` to watch
+    the plugin's hashing still get the real digest here.
+    """
+    import hashlib
+    with open(path, 'rb') as f:
+        return hashlib.new('sha256', f.read()).hexdigest()

@@ -9,9 +9,7 @@ mismatch and a hostile OVA must fail the import with a readable reason and
 leave the image queued with nothing behind.
 """
 
-import hashlib
 import os
-import subprocess
 import tarfile
 
 import pytest
@@ -24,11 +22,6 @@ from tests.unit.pipeline import test_ova
 
 SHA = 'glance_convert_source_sha256'
 METHODS = ['glance-direct', 'web-download']
-
-
-def _sha256(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 @pytest.fixture(scope='module')
@@ -45,12 +38,9 @@ def uploads(tmp_path_factory, qemu_tools):
     build.mkdir()
     disk = imagefactory.make_image(build, 'vmdk', name='disk1.vmdk',
                                    options={'subformat': 'streamOptimized'})
-    (build / 'vm.ovf').write_bytes(test_ova.ovf_text(
-        size=os.path.getsize(disk)))
-    appliance = str(d / 'appliance.ova')
-    # VMware's order: the descriptor first.
-    subprocess.run(['tar', '-cf', appliance, '-C', str(build), 'vm.ovf',
-                    'disk1.vmdk'], check=True)
+    appliance = imagefactory.make_ova(
+        build, test_ova.ovf_text(size=os.path.getsize(disk)), disk,
+        out=d / 'appliance.ova', tar_format='gnu')
     made['ova'] = (appliance, 'vmdk', disk)
     with fileserver.FileServer(str(d)) as server:
         yield made, server
@@ -85,7 +75,7 @@ def test_container_upload_is_stored_converted(glance_servers, uploads,
     made, file_server = uploads
     path, fmt, inner = made[name]
     container = 'ova' if name == 'ova' else 'compressed'
-    published = _sha256(path)
+    published = imagefactory.sha256_of(path)
     server = glance_servers.for_target('raw')
 
     client, image, task = _import(server, path, fmt, container, method,
@@ -118,7 +108,7 @@ def test_the_checksum_is_recorded_when_none_was_given(glance_servers,
     client, image, task = _import(server, path, fmt, 'compressed',
                                   'web-download', file_server)
     assert task['status'] == 'success', task['message']
-    assert image[SHA] == _sha256(path)
+    assert image[SHA] == imagefactory.sha256_of(path)
     client.delete_image(image['id'])
 
 
@@ -142,7 +132,7 @@ def test_checksum_mismatch_is_refused(glance_servers, uploads, method):
                                   file_server, **{SHA: 'ab' * 32})
     _assert_refused(server, image, task,
                     'the SHA-256 of the upload is %s, not %s'
-                    % (_sha256(path), 'ab' * 32))
+                    % (imagefactory.sha256_of(path), 'ab' * 32))
     assert image['container_format'] == 'compressed'
     client.delete_image(image['id'])
 

@@ -5,10 +5,8 @@ report the upload's SHA-256 (and check the publisher's) and leave no work
 file behind.
 """
 
-import hashlib
 import json
 import os
-import subprocess
 import tarfile
 
 import pytest
@@ -17,11 +15,6 @@ from tests import imagefactory
 from tests.functional.cmd.test_cli import run
 from tests.functional.pipeline.test_unpack_images import compress
 from tests.unit.pipeline import test_ova
-
-
-def _sha256(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 @pytest.fixture
@@ -36,11 +29,9 @@ def uploads(tmp_path, qemu_tools):
     build.mkdir()
     disk = imagefactory.make_image(build, 'vmdk', name='disk1.vmdk',
                                    options={'subformat': 'streamOptimized'})
-    (build / 'vm.ovf').write_bytes(test_ova.ovf_text(
-        size=os.path.getsize(disk)))
-    ova = str(d / 'appliance.ova')
-    subprocess.run(['tar', '-cf', ova, '-C', str(build), 'vm.ovf',
-                    'disk1.vmdk'], check=True)
+    ova = imagefactory.make_ova(
+        build, test_ova.ovf_text(size=os.path.getsize(disk)), disk,
+        out=d / 'appliance.ova', tar_format='gnu')
     made['ova'] = (ova, 'vmdk', disk)
     return made
 
@@ -65,7 +56,7 @@ def test_inspect_compressed_reports_the_disk_inside(tmp_path, uploads,
     assert report['container_format'] == 'compressed'
     assert report['claimed_format'] == report['detected_format'] == fmt
     assert report['upload_size'] == os.path.getsize(path)
-    assert report['source_sha256'] == _sha256(path)
+    assert report['source_sha256'] == imagefactory.sha256_of(path)
     assert 'the compressed data is complete' in report['reasons']
     assert 'no backing file' in report['reasons']
     assert os.listdir(private_tmp) == []
@@ -78,7 +69,7 @@ def test_inspect_ova_takes_the_format_and_properties_from_the_ovf(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'Claimed format:   vmdk' in proc.stdout
     assert 'Image property:   hw_firmware_type=uefi' in proc.stdout
-    assert 'Upload SHA-256:   %s' % _sha256(path) in proc.stdout
+    assert 'Upload SHA-256:   %s' % imagefactory.sha256_of(path) in proc.stdout
     assert 'every OVA member is a plain file inside the archive' in \
         proc.stdout
     assert os.listdir(private_tmp) == []
@@ -94,9 +85,10 @@ def test_inspect_checks_the_publishers_checksum(tmp_path, uploads,
                 '--source-sha256', 'ab' * 32], tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert ('Image rejected: the SHA-256 of the upload is %s, not %s'
-            % (_sha256(path), 'ab' * 32)) in proc.stdout
+            % (imagefactory.sha256_of(path), 'ab' * 32)) in proc.stdout
     ok = run(['inspect', path, '--container-format', container,
-              '--source-sha256', _sha256(path).upper()], tmp_path)
+              '--source-sha256', imagefactory.sha256_of(path).upper()],
+             tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert os.listdir(private_tmp) == []
 
@@ -128,13 +120,13 @@ def test_convert_unpacks_and_converts(tmp_path, uploads, kind):
     out = out_dir / 'disk.raw'
     args = ['convert', path, '--container-format',
             'ova' if kind == 'ova' else 'compressed', '--to', 'raw',
-            '-o', out, '--source-sha256', _sha256(path)]
+            '-o', out, '--source-sha256', imagefactory.sha256_of(path)]
     if kind != 'ova':
         args += ['--disk-format', fmt]
     proc = run(args, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert imagefactory.compare(inner, fmt, out, 'raw')
-    assert 'Upload SHA-256: %s' % _sha256(path) in proc.stdout
+    assert 'Upload SHA-256: %s' % imagefactory.sha256_of(path) in proc.stdout
     assert os.listdir(out_dir) == ['disk.raw']
 
 

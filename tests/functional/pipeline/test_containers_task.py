@@ -1,6 +1,5 @@
 """Compressed, OVA, signed and checksummed uploads through the task."""
 
-import hashlib
 import os
 import subprocess
 
@@ -33,11 +32,6 @@ def stage_compressed(staging, image, fmt, kind):
     return path
 
 
-def sha256(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def one_slot(staging):
     """One conversion slot: decompression and conversion must share it."""
     return fakes.make_workspace(staging, max_concurrent=1)
@@ -55,7 +49,7 @@ def test_compressed_upload_is_stored_bare(staging, tmp_path, qemu_tools,
     reference = imagefactory.make_image(tmp_path, 'raw', name='ref.raw')
     image = fakes.FakeImage(fmt, container_format='compressed')
     src = stage_compressed(staging, image, fmt, kind)
-    published = sha256(src)
+    published = imagefactory.sha256_of(src)
     image.extra_properties[SHA] = published
     task, _ = fakes.make_task(image, staging, target='raw',
                               workspace=one_slot(staging))
@@ -77,7 +71,7 @@ def test_checksum_mismatch_is_refused_and_reverted(staging, qemu_tools):
     task, _ = fakes.make_task(image, staging, target='raw',
                               workspace=one_slot(staging))
 
-    actual = sha256(src)
+    actual = imagefactory.sha256_of(src)
     with pytest.raises(errors.ImageRejected) as exc:
         task.execute('file://' + src)
     task.revert(result=failure.Failure.from_exception(exc.value))
@@ -101,7 +95,7 @@ def test_bare_upload_checksum_is_checked_when_given(staging, qemu_tools):
 
     image = fakes.FakeImage('qcow2')
     src = imagefactory.make_image(staging, 'qcow2', name=image.image_id)
-    digest = sha256(src)
+    digest = imagefactory.sha256_of(src)
     image.extra_properties[SHA] = digest.upper()
     task, _ = fakes.make_task(image, staging, target='raw')
     out = task.execute('file://' + src)[len('file://'):]
@@ -133,7 +127,7 @@ def test_ova_upload_is_converted_with_ovf_properties(staging, tmp_path,
     src = os.path.join(staging, image.image_id)
     subprocess.run(['tar', '-cf', src, '-C', str(build), 'vm.ovf',
                     'disk1.vmdk'], check=True)
-    digest = sha256(src)
+    digest = imagefactory.sha256_of(src)
     task, _ = fakes.make_task(image, staging, target='raw',
                               workspace=one_slot(staging))
 

@@ -7,7 +7,6 @@ in no output, and (with strace) no process of the pipeline may open it.
 """
 
 import atexit
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from glance_convert import formats
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from tests import hostile_corpus
+from tests import imagefactory
 
 MiB = 1024 * 1024
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -50,11 +50,6 @@ CANARIED = [c for c in CASES if c.canary_path]
 
 
 settings = hostile_corpus.pipeline_settings
-
-
-def _sha(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _files(directory):
@@ -109,7 +104,7 @@ def test_corpus_is_big_enough(qemu_tools):
 
 @pytest.mark.parametrize('case', HOSTILE, ids=str)
 def test_hostile_image_is_refused(case, work_dir, qemu_calls):
-    before = _sha(case.path)
+    before = imagefactory.sha256_of(case.path)
     target = 'qcow2' if case.claimed_format == 'raw' else 'raw'
     with pytest.raises(errors.ImageRejected) as exc_info:
         conversion.convert_image(
@@ -129,7 +124,7 @@ def test_hostile_image_is_refused(case, work_dir, qemu_calls):
     assert exc.detail
     # Nothing left behind, the upload untouched.
     assert _files(work_dir) == []
-    assert _sha(case.path) == before
+    assert imagefactory.sha256_of(case.path) == before
     if case.name not in NEEDS_QEMU:
         assert qemu_calls == [], 'qemu-img ran before the refusal'
     for args in qemu_calls:
@@ -162,11 +157,11 @@ BENIGN_RUNS = [(c, t) for c in BENIGN for t in _targets(c)]
 @pytest.mark.parametrize('case,target', BENIGN_RUNS,
                          ids=['%s-to-%s' % (c, t) for c, t in BENIGN_RUNS])
 def test_benign_image_converts_and_compares_equal(case, target, work_dir):
-    before = _sha(case.path)
+    before = imagefactory.sha256_of(case.path)
     result = conversion.convert_image(
         case.path, case.claimed_format, image_id='img-%s' % case.name,
         work_dir=work_dir, settings=settings(target, **case.policy))
-    assert _sha(case.path) == before
+    assert imagefactory.sha256_of(case.path) == before
     if not formats.is_convertible(case.claimed_format):
         # ISO and other formats Glance does not convert pass through.
         assert not result.converted and result.path == case.path

@@ -1,6 +1,5 @@
 """OVAs made with the ``tar`` command around real qemu-img disks."""
 
-import hashlib
 import os
 import subprocess
 
@@ -17,17 +16,6 @@ MiB = 1024 * 1024
 IMAGE_ID = '7d0c3a7e-2222-4333-8444-555566667777'
 
 
-def tar_ova(directory, ovf, disk, disk_name='disk1.vmdk'):
-    """An OVA as VMware writes one: OVF first, with the tar command."""
-    os.rename(disk, os.path.join(directory, disk_name))
-    with open(os.path.join(directory, 'vm.ovf'), 'wb') as f:
-        f.write(ovf)
-    out = os.path.join(directory, 'appliance.ova')
-    subprocess.run(['tar', '-cf', out, '--format=ustar', '-C', directory,
-                    'vm.ovf', disk_name], check=True)
-    return out
-
-
 @pytest.fixture
 def stream_vmdk(tmp_path):
     return imagefactory.make_image(
@@ -36,7 +24,7 @@ def stream_vmdk(tmp_path):
 
 def test_tar_made_ova_converts_to_raw(tmp_path, stream_vmdk, qemu_tools):
     reference = imagefactory.make_image(tmp_path, 'raw', name='ref.raw')
-    src = tar_ova(str(tmp_path), ovf_text(
+    src = imagefactory.make_ova(tmp_path, ovf_text(
         size=os.path.getsize(stream_vmdk), capacity='4'), stream_vmdk)
     work = tmp_path / 'work'
     work.mkdir()
@@ -49,36 +37,35 @@ def test_tar_made_ova_converts_to_raw(tmp_path, stream_vmdk, qemu_tools):
         disk, app.disk.disk_format, image_id=IMAGE_ID, work_dir=str(work),
         settings=hostile_corpus.pipeline_settings('raw'))
 
-    with open(src, 'rb') as f:
-        assert digest == hashlib.sha256(f.read()).hexdigest()
+    assert digest == imagefactory.sha256_of(src)
     assert imagefactory.compare(result.path, 'raw', reference, 'raw')
     assert app.properties['hw_firmware_type'] == 'uefi'
 
 
-def test_ovf_lying_about_the_disk_format_is_refused(tmp_path, qemu_tools):
-    qcow2 = imagefactory.make_image(tmp_path, 'qcow2')
-    src = tar_ova(str(tmp_path), ovf_text(), qcow2)
+def _refusal(tmp_path, src):
+    """Why the extracted disk of ``src`` is refused (it must be)."""
     disk = str(tmp_path / 'disk')
     app = ova.read(src)
-    ova.extract(src, app, disk)
+    ova.extract(src, app, disk).result()
     with pytest.raises(errors.ImageRejected) as exc:
         ova.check_disk(disk, app,
                        hostile_corpus.pipeline_settings('raw').policy)
-    assert str(exc.value) == ('Image rejected: the OVF says the disk is in '
-                              'vmdk format, but the data is not')
+    return str(exc.value)
+
+
+def test_ovf_lying_about_the_disk_format_is_refused(tmp_path, qemu_tools):
+    qcow2 = imagefactory.make_image(tmp_path, 'qcow2')
+    src = imagefactory.make_ova(tmp_path, ovf_text(), qcow2)
+    assert _refusal(tmp_path, src) == (
+        'Image rejected: the OVF says the disk is in vmdk format, but the '
+        'data is not')
 
 
 def test_ovf_lying_about_the_capacity_is_refused(tmp_path, stream_vmdk,
                                                  qemu_tools):
-    src = tar_ova(str(tmp_path), ovf_text(capacity='8'), stream_vmdk)
-    disk = str(tmp_path / 'disk')
-    app = ova.read(src)
-    ova.extract(src, app, disk)
-    with pytest.raises(errors.ImageRejected) as exc:
-        ova.check_disk(disk, app,
-                       hostile_corpus.pipeline_settings('raw').policy)
+    src = imagefactory.make_ova(tmp_path, ovf_text(capacity='8'), stream_vmdk)
     assert 'the OVF says the disk holds %d bytes, but the disk image holds ' \
-        '%d' % (8 * MiB, 4 * MiB) in str(exc.value)
+        '%d' % (8 * MiB, 4 * MiB) in _refusal(tmp_path, src)
 
 
 def test_symlink_made_by_tar_is_refused(tmp_path):

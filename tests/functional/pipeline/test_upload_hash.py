@@ -20,7 +20,6 @@ from glance_convert.pipeline import containers
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import unpack
 from tests import imagefactory
-from tests.functional.pipeline.test_ova_images import tar_ova
 from tests.unit.pipeline.test_ova import ovf_text
 
 IMAGE_ID = '3b9d2f60-1111-4222-8333-444455556666'
@@ -61,8 +60,8 @@ def upload(request, tmp_path, qemu_tools):
         return str(path), 'compressed', 'raw'
     vmdk = imagefactory.make_image(
         tmp_path, 'vmdk', options={'subformat': 'streamOptimized'})
-    path = tar_ova(str(tmp_path), ovf_text(size=os.path.getsize(vmdk),
-                                           capacity='4'), vmdk)
+    path = imagefactory.make_ova(
+        tmp_path, ovf_text(size=os.path.getsize(vmdk), capacity='4'), vmdk)
     return path, 'ova', 'vmdk'
 
 
@@ -72,11 +71,6 @@ def _open(upload, work, properties=None):
         path, container_format=container, disk_format=fmt,
         properties=properties or {}, image_id=IMAGE_ID, work_dir=str(work),
         policy=POLICY)
-
-
-def _sha256(path):
-    with open(path, 'rb') as f:
-        return hashlib.new('sha256', f.read()).hexdigest()
 
 
 def _left(work):
@@ -91,7 +85,7 @@ def test_without_a_checksum_the_disk_comes_before_the_hash(
         # Unpacked and handed on while not one byte could be hashed.
         assert os.path.getsize(disk.path) > 0 and not gate.is_set()
         gate.set()
-        assert disk.source_sha256() == _sha256(upload[0])
+        assert disk.source_sha256() == imagefactory.sha256_of(upload[0])
     assert _left(work) == []
 
 
@@ -106,6 +100,6 @@ def test_with_a_checksum_it_is_checked_before_the_disk(
         with _open(upload, work, {unpack.SOURCE_SHA256: 'e' * 64}):
             reached.append(True)
     timer.join()
-    assert 'the SHA-256 of the upload is %s' % _sha256(upload[0]) \
-        in str(exc.value)
+    digest = imagefactory.sha256_of(upload[0])
+    assert 'the SHA-256 of the upload is %s' % digest in str(exc.value)
     assert reached == [] and _left(work) == []
