@@ -34,3 +34,19 @@ def load_conf(tmp_path):
         conf(['--config-file', str(path)], project='glance')
         return conf
     return load
+
+
+@pytest.fixture
+def start_paths(monkeypatch):
+    """How each qemu-img of the test was started (qemu_img.THREAD...)."""
+    seen = []
+    from glance_convert.pipeline import qemu_img
+    real = qemu_img._start
+
+    def recording(*a, **kw):
+        started = real(*a, **kw)
+        seen.append(started[1])
+        return started
+
+    monkeypatch.setattr(qemu_img, '_start', recording)
+    return seen

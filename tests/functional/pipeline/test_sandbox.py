@@ -76,21 +76,6 @@ def reports(monkeypatch):
     return found
 
 
-@pytest.fixture
-def paths(monkeypatch):
-    """How each qemu-img of the test was started (qemu_img.THREAD...)."""
-    seen = []
-    real = qemu_img._start
-
-    def recording(*a, **kw):
-        started = real(*a, **kw)
-        seen.append(started[1])
-        return started
-
-    monkeypatch.setattr(qemu_img, '_start', recording)
-    return seen
-
-
 def _force_start(monkeypatch, how):
     """Start qemu-img as ``how`` says, simulating what forces the fork."""
     if how == 'no-setpriv':
@@ -126,12 +111,12 @@ def _assert_ran_and_equal(scene, out):
 
 @pytest.mark.parametrize('how', START)
 def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode,
-                                       paths, how):
+                                       start_paths, how):
     """Through the launcher thread (vfork) and the forked child alike."""
     expected = _force_start(monkeypatch, how)
     mode(sandbox.AUTO)
     result = _convert_in_process(scene, monkeypatch)
-    assert paths and set(paths) == {expected}, paths
+    assert start_paths and set(start_paths) == {expected}, start_paths
     assert len(reports) == 1, reports
     report = reports[0]
     assert sorted(report) == sorted(scene.attempts())
@@ -143,15 +128,16 @@ def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode,
 
 
 @pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
-def test_unconfined_standin_steals(scene, reports, monkeypatch, mode, paths,
-                                   how):
+def test_unconfined_standin_steals(scene, reports, monkeypatch, mode,
+                                   start_paths, how):
     """The control: the same stand-in, unconfined, gets everything."""
     expected = _force_start(monkeypatch, how)
     mode(sandbox.OFF)
     result = _convert_in_process(scene, monkeypatch)
     # Unconfined, nothing needs a thread of its own.
-    assert set(paths) == {qemu_img.DIRECT if expected == qemu_img.THREAD
-                          else qemu_img.FORK}, paths
+    unconfined = (qemu_img.DIRECT if expected == qemu_img.THREAD
+                  else qemu_img.FORK)
+    assert set(start_paths) == {unconfined}, start_paths
     report = reports[0]
     for name, outcome in report.items():
         assert outcome.startswith('got'), (name, outcome)
@@ -165,7 +151,7 @@ def test_unconfined_standin_steals(scene, reports, monkeypatch, mode, paths,
                     or qemu_img.launcher_tools() is None,
                     reason='needs Landlock ABI 6 and util-linux')
 def test_launcher_thread_needs_its_seccomp_guard(scene, reports, monkeypatch,
-                                                 mode, paths):
+                                                 mode, start_paths):
     """Why the launcher's filter refuses signals to glance-api's pid and
     the launcher's tid: Landlock's scoping lets a signal to the launcher
     thread through (it is in the domain), and a signal to one thread acts
@@ -175,7 +161,7 @@ def test_launcher_thread_needs_its_seccomp_guard(scene, reports, monkeypatch,
                         lambda self, tid, pid: real(self, 0, 0))
     mode(sandbox.AUTO)
     result = _convert_in_process(scene, monkeypatch)
-    assert set(paths) == {qemu_img.THREAD}
+    assert set(start_paths) == {qemu_img.THREAD}
     report = reports[0]
     assert report['parent'].startswith('got'), report
     assert scene.stolen(result.path) == ['parent']

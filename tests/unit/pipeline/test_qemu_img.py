@@ -271,25 +271,17 @@ def test_launcher_thread_confines_qemu_img_not_its_caller(fifo, tmp_path,
 
 
 @needs_fast_path
-def test_one_kernel_thread_for_all_falls_back_to_fork(tmp_path, monkeypatch):
+def test_one_kernel_thread_for_all_falls_back_to_fork(
+        tmp_path, monkeypatch, start_paths):
     """Green threads (eventlet) share one kernel thread: restricting the
     "launcher" would restrict the caller for good.  It forks instead."""
     monkeypatch.setattr(sandbox, '_gettid', lambda: 4242)
-    paths = []
-    real = qemu_img._start
-
-    def recording(*a, **kw):
-        started = real(*a, **kw)
-        paths.append(started[1])
-        return started
-
-    monkeypatch.setattr(qemu_img, '_start', recording)
     before = _status('/proc/thread-self/status')
     img = tmp_path / 'a.raw'
     img.write_bytes(b'\0' * 65536)
     assert qemu_img.info(str(img), 'raw', qemu_img.Limits(timeout=30))[
         'virtual-size'] == 65536
-    assert paths == [qemu_img.FORK]
+    assert start_paths == [qemu_img.FORK]
     assert _status('/proc/thread-self/status') == before
 
 
