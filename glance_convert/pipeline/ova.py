@@ -263,10 +263,11 @@ def extract(path: str, appliance: Appliance, dst: str):
     ``dst`` is removed on failure.
     """
     disk = appliance.disk
-    sha256 = unpack.BackgroundHash(path)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                  0o600)
+    sha256 = None
     try:
+        sha256 = unpack.BackgroundHash(path)
         with open(path, 'rb') as f:
             f.seek(disk.offset)
             writer = unpack._SparseWriter(fd)
@@ -280,7 +281,8 @@ def extract(path: str, appliance: Appliance, dst: str):
             writer.finish()
             return sha256
     except BaseException:
-        sha256.cancel()
+        if sha256 is not None:
+            sha256.cancel()
         os.close(fd)
         fd = None
         unpack._remove(dst)

@@ -11,6 +11,7 @@ from glance_convert import errors
 from glance_convert import units
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import ova
+from glance_convert.pipeline import unpack
 
 VMDK_URI = ('http://www.vmware.com/interfaces/specifications/'
             'vmdk.html#streamOptimized')
@@ -207,3 +208,33 @@ def test_bios_firmware_and_missing_capacity(tmp_path):
     app = ova.read(path)
     assert app.properties['hw_firmware_type'] == 'bios'
     assert app.disk.capacity is None
+
+
+def test_a_failed_extract_leaves_no_hash_running(tmp_path, monkeypatch):
+    """The upload's hash thread must not outlive an extraction that fails,
+    whether it fails before the copy (no place to write) or during it."""
+    made = []
+
+    class Recorder(unpack.BackgroundHash):
+        def __init__(self, path):
+            super().__init__(path)
+            self.cancelled = False
+            made.append(self)
+
+        def cancel(self):
+            self.cancelled = True
+            super().cancel()
+
+    monkeypatch.setattr(unpack, 'BackgroundHash', Recorder)
+    path = make_ova(tmp_path / 'a.ova', [
+        ('vm.ovf', ovf_text()), ('disk1.vmdk', DISK)])
+    app = ova.read(path)
+    with pytest.raises(OSError):
+        ova.extract(path, app, str(tmp_path / 'missing' / 'disk'))
+    truncated = tmp_path / 'short.ova'
+    with open(path, 'rb') as f:
+        truncated.write_bytes(f.read()[:app.disk.offset + 100])
+    with pytest.raises(errors.ImageRejected):
+        ova.extract(str(truncated), app, str(tmp_path / 'disk'))
+    assert all(h.cancelled for h in made), made
+    assert not (tmp_path / 'disk').exists()
