@@ -6,8 +6,9 @@
 e.g. ``glance==30.2.0:tools/constraints/upper-constraints-2025.1.txt``
 (``tox -e build`` passes every supported release).  Steps:
 
-1. ``python -m build``: an sdist, then a wheel built from that sdist (so a
-   file missing from the sdist breaks the wheel here, not on PyPI);
+1. ``python -m build --no-isolation``: an sdist, then a wheel built from
+   that sdist (so a file missing from the sdist breaks the wheel here, not
+   on PyPI);
 2. ``twine check --strict`` on both;
 3. per release (two at a time, ``--jobs``): a new virtualenv, ``uv pip
    install`` (or pip where uv is missing) ``-c CONSTRAINTS GLANCE_REQ
@@ -78,8 +79,10 @@ def run(cmd, what, log=None, **kwargs):
 
 def build(dist):
     shutil.rmtree(dist, ignore_errors=True)
-    run([sys.executable, '-m', 'build', '--outdir', dist, ROOT]
-        + (['--installer', 'uv'] if UV else []), 'python -m build')
+    # --no-isolation: pbr and setuptools come from this environment, where
+    # tox installed them pinned, not from an unpinned build environment.
+    run([sys.executable, '-m', 'build', '--no-isolation', '--outdir', dist,
+         ROOT], 'python -m build')
     wheels = glob.glob(os.path.join(dist, '*.whl'))
     sdists = glob.glob(os.path.join(dist, '*.tar.gz'))
     if len(wheels) != 1 or len(sdists) != 1:

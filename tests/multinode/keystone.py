@@ -1,12 +1,21 @@
 """A real, private Keystone for the multi-node tests.
 
 Keystone pins other oslo releases than Glance, so it lives in a virtual
-environment of its own (``keystone`` and ``gunicorn`` from the registry),
-created once and reused: by default under
+environment of its own, built once and reused: by default under
 ``$XDG_CACHE_HOME/glance-convert/keystone-venv`` (``~/.cache`` when unset),
-or wherever ``GLANCE_CONVERT_KEYSTONE_VENV`` points.  A marker file written
-after a successful install tells a complete venv from a half-built one; a
-``flock`` keeps two test runs from building it at once.
+or wherever ``GLANCE_CONVERT_KEYSTONE_VENV`` points.
+
+What goes into it is pinned: ``GLANCE_CONVERT_KEYSTONE_REQUIREMENTS`` (the
+Keystone release of the Glance series under test, and gunicorn) installed
+with the constraint files of ``GLANCE_CONVERT_KEYSTONE_CONSTRAINTS``; tox.ini
+sets both.  An unconstrained build is refused: the resolver's newest picks
+have broken Keystone before (pyOpenSSL against cryptography).
+
+The venv is reused only when it was built from the same inputs: the
+requirements, the constraint files' contents, the Python and the code
+below that builds it.  Their digest is written last, so a build that was
+interrupted or made from other inputs is thrown away; a ``flock`` keeps two
+test runs from building it at once.
 
 :class:`KeystoneServer` writes a ``keystone.conf`` (sqlite, fernet tokens,
 cheap password hashing) into a directory of its own, runs ``keystone-manage``
@@ -17,6 +26,8 @@ need (projects, users, role assignments, tokens), over plain HTTP.
 """
 
 import fcntl
+import hashlib
+import inspect
 import json
 import os
 import grp
@@ -30,9 +41,7 @@ import urllib.request
 
 from glance_convert.testing import localglance
 
-#: What is installed into the Keystone venv (overridable for pinning).
-DEFAULT_REQUIREMENTS = ('keystone', 'gunicorn')
-_MARKER = '.glance-convert-complete'
+_MARKER = '.glance-convert-inputs'
 _APP_MODULE = 'keystone_wsgi_app'
 _APP_SOURCE = '''\
 import sys
@@ -71,19 +80,72 @@ def _run(cmd, *, env=None, cwd=None, timeout=600, what=None):
     return result.stdout.decode('utf-8', 'replace')
 
 
-def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
+def install_inputs(requirements=None, constraints=None):
+    """The requirements and constraint files the venv is built from.
+
+    Both come from the environment (tox.ini sets them) unless given; a
+    build without constraint files is refused.
+    """
+    requirements = list(requirements or os.environ.get(
+        'GLANCE_CONVERT_KEYSTONE_REQUIREMENTS', '').split())
+    constraints = [os.path.abspath(c) for c in (constraints or os.environ.get(
+        'GLANCE_CONVERT_KEYSTONE_CONSTRAINTS', '').split())]
+    if not requirements or not constraints:
+        raise KeystoneError(
+            'the Keystone venv is built only from pinned inputs: set '
+            'GLANCE_CONVERT_KEYSTONE_REQUIREMENTS (e.g. "keystone==30.0.0 '
+            'gunicorn") and GLANCE_CONVERT_KEYSTONE_CONSTRAINTS (the '
+            'upper-constraints file of the same release), as tox -e '
+            'multinode does')
+    for path in constraints:
+        if not os.path.isfile(path):
+            raise KeystoneError('constraints file %s not found' % path)
+    return requirements, constraints
+
+
+def inputs_digest(requirements, constraints, python=None):
+    """A digest of everything the venv's contents depend on."""
+    h = hashlib.sha256()
+    h.update(json.dumps(requirements).encode())
+    for path in constraints:
+        with open(path, 'rb') as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    h.update(subprocess.run(
+        [python or _base_python(), '-c',
+         'import sys; print(sys.version, sys.executable)'],
+        stdout=subprocess.PIPE, check=True).stdout)
+    # The code that builds the venv: a change to it rebuilds the venv.
+    for func in (install_command, ensure_venv):
+        h.update(inspect.getsource(func).encode())
+    return h.hexdigest()
+
+
+def install_command(venv_dir, requirements, constraints):
+    """The command that installs ``requirements`` into ``venv_dir``."""
+    uv = shutil.which('uv')
+    if uv:  # seconds where pip takes minutes
+        cmd = [uv, 'pip', 'install', '--quiet', '--python',
+               os.path.join(venv_dir, 'bin', 'python')]
+    else:
+        cmd = [os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
+               'install', '--quiet']
+    for path in constraints:
+        cmd += ['--constraint', path]
+    return cmd + list(requirements)
+
+
+def ensure_venv(venv_dir=None, requirements=None, constraints=None,
+                timeout=1200):
     """Return the path of a venv with Keystone installed; build it if needed.
 
-    Safe to call from several processes at once: the build runs under an
-    exclusive ``flock`` and a marker file is written only at its end, so a
-    venv whose build was interrupted is thrown away and built again.
+    Safe to call from several processes at once (``flock``); a venv whose
+    recorded inputs differ from today's, or whose build never finished, is
+    removed and built again.
     """
     venv_dir = os.path.abspath(venv_dir or default_venv_dir())
-    requirements = list(requirements or os.environ.get(
-        'GLANCE_CONVERT_KEYSTONE_REQUIREMENTS', '').split()
-        or DEFAULT_REQUIREMENTS)
+    requirements, constraints = install_inputs(requirements, constraints)
     marker = os.path.join(venv_dir, _MARKER)
-    wanted = '\n'.join(requirements) + '\n'
+    wanted = inputs_digest(requirements, constraints) + '\n'
     os.makedirs(os.path.dirname(venv_dir), exist_ok=True)
     lock_fd = os.open(venv_dir + '.lock',
                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -96,20 +158,15 @@ def ensure_venv(venv_dir=None, requirements=None, timeout=1200):
         except FileNotFoundError:
             pass
         shutil.rmtree(venv_dir, ignore_errors=True)
-        uv = shutil.which('uv')
-        if uv:  # seconds where pip takes minutes
-            _run([uv, 'venv', '--quiet', '--python', _base_python(),
-                  venv_dir], timeout=300,
+        if shutil.which('uv'):
+            _run([shutil.which('uv'), 'venv', '--quiet', '--python',
+                  _base_python(), venv_dir], timeout=300,
                  what='creating the Keystone venv %s' % venv_dir)
-            install = [uv, 'pip', 'install', '--quiet', '--python',
-                       os.path.join(venv_dir, 'bin', 'python')]
         else:
             _run([_base_python(), '-m', 'venv', venv_dir], timeout=300,
                  what='creating the Keystone venv %s' % venv_dir)
-            install = [os.path.join(venv_dir, 'bin', 'python'), '-m', 'pip',
-                       'install', '--quiet']
-        _run(install + requirements, timeout=timeout,
-             what='installing %s into %s'
+        _run(install_command(venv_dir, requirements, constraints),
+             timeout=timeout, what='installing %s into %s'
              % (' '.join(requirements), venv_dir))
         _run([os.path.join(venv_dir, 'bin', 'python'), '-c',
               'import keystone.server.wsgi, gunicorn'],
