@@ -7,6 +7,10 @@ wraps reno's directive: where the history is missing it reports one error
 (which ``sphinx-build -W`` turns into a failed build) saying what to do.
 A ``reno.cache`` (``reno cache``, as written into an sdist) replaces the
 history.
+
+Notes no release tag contains yet are titled with the project's one
+version (``setup.cfg``, via ``conf.py``), not with a number reno makes up
+from the git history.
 """
 
 import os
@@ -46,6 +50,9 @@ class ReleaseNotes(sphinxext.ReleaseNotesDirective):
         if problem:
             return [self.state.document.reporter.error(
                 'release-notes: %s' % problem, line=self.lineno)]
+        self.options.setdefault(
+            'unreleased-version-title',
+            self.state.document.settings.env.config.release)
         return super().run()
 
 
