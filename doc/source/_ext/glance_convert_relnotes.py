@@ -10,13 +10,18 @@ history.
 
 Notes no release tag contains yet are titled with the project's one
 version (``setup.cfg``, via ``conf.py``), not with a number reno makes up
-from the git history.
+from the git history: ``0.0.0`` where the repository has no tag at all,
+``LASTTAG-N`` after a tag (reno's ``unreleased_version_title``).
 """
 
 import os
 import subprocess
 
+from reno import formatter
 from reno import sphinxext
+
+#: reno's version for commits when no tag exists anywhere in the history.
+NO_TAG_VERSION = '0.0.0'
 
 
 def history_problem(root):
@@ -50,10 +55,39 @@ class ReleaseNotes(sphinxext.ReleaseNotesDirective):
         if problem:
             return [self.state.document.reporter.error(
                 'release-notes: %s' % problem, line=self.lineno)]
-        self.options.setdefault(
-            'unreleased-version-title',
-            self.state.document.settings.env.config.release)
-        return super().run()
+        release = self.state.document.settings.env.config.release
+        self.options.setdefault('unreleased-version-title', release)
+        original = formatter.format_report
+
+        def format_report(loader, config, versions, *args, **kwargs):
+            text = original(loader, config, versions, *args, **kwargs)
+            if loader.versions == [NO_TAG_VERSION]:
+                text = retitle(text, NO_TAG_VERSION, release)
+            return text
+
+        sphinxext.formatter.format_report = format_report
+        try:
+            return super().run()
+        finally:
+            sphinxext.formatter.format_report = original
+
+
+def retitle(text, old, new):
+    """Rename the section (title, underline, anchor) of version ``old``."""
+    lines = text.split('\n')
+    out = []
+    for i, line in enumerate(lines):
+        if line == old and i + 1 < len(lines) and set(lines[i + 1]) == {'='}:
+            out.append(new)
+        elif line and set(line) == {'='} and out and out[-1] == new \
+                and lines[i - 1] == old:
+            out.append('=' * len(new))
+        elif line.startswith('.. _') and line.endswith(':') \
+                and '_%s' % old in line:
+            out.append(line.replace('_%s' % old, '_%s' % new))
+        else:
+            out.append(line)
+    return '\n'.join(out)
 
 
 def setup(app):
