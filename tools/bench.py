@@ -8,6 +8,8 @@ a bare ``qemu-img convert`` and a plain sparse copy.
     python tools/bench.py --sweep         # qemu-img tuning sweep, cold+warm
     python tools/bench.py --containers    # compressed and OVA uploads
     python tools/bench.py --json results.json
+    python tools/bench.py --cache both \
+        --publish doc/source/performance/results.json
 
 Every measurement of one pair is taken in the same run, runners interleaved
 in each round in a balanced order (every runner follows every other one
@@ -36,6 +38,7 @@ from benchlib import fixedcost  # noqa: E402
 from benchlib import images  # noqa: E402
 from benchlib import measure  # noqa: E402
 from benchlib import order  # noqa: E402
+from benchlib import results  # noqa: E402
 from benchlib import runners  # noqa: E402
 
 MiB = images.MiB
@@ -161,8 +164,18 @@ def parse_args(argv):
                    help='do not draw the chart')
     p.add_argument('--json', metavar='FILE',
                    help='also write all results as JSON ("-" for stdout)')
+    p.add_argument('--publish', metavar='FILE',
+                   help='merge the summaries into the documentation\'s '
+                        'results file (doc/source/performance/'
+                        'results.json) and redraw its charts next to it; '
+                        'commit both with the run')
+    p.add_argument('--redraw', action='store_true',
+                   help='with --publish: measure nothing, only redraw the '
+                        'charts from the results file')
     args = p.parse_args(argv)
     given = ' '.join(argv if argv is not None else sys.argv)
+    if args.redraw and not args.publish:
+        raise UsageError('--redraw needs --publish FILE')
     if args.e2e:
         if '--pairs' not in given:
             args.pairs = E2E_PAIR
@@ -800,9 +813,39 @@ def write_chart(report, args):
     return path
 
 
+def publish_charts(path):
+    """Redraw the documentation's charts from the results file."""
+    data = results.load(path)
+    run = data['runs'].get('table')
+    if not run:
+        return []
+    if not chart.available():
+        log('bench: matplotlib is not installed: charts not redrawn')
+        return []
+    names = chart.draw_panels(run['table'], os.path.dirname(
+        os.path.abspath(path)))
+    for name in names:
+        print('chart: %s' % os.path.join(os.path.dirname(path), name))
+    return names
+
+
+def publish(report, args, argv):
+    command = 'tox -e bench -- ' + ' '.join(
+        a for a in (argv if argv is not None else sys.argv[1:])
+        if not a.startswith('--publish') and a != args.publish)
+    written = results.publish(args.publish, report, command.strip())
+    print('published %s into %s' % (', '.join(written) or 'nothing',
+                                    args.publish))
+    if 'table' in written:
+        publish_charts(args.publish)
+
+
 def main(argv=None):
     try:
         args = parse_args(argv)
+        if args.redraw:
+            publish_charts(args.publish)
+            return 0
         for tool in ('qemu-img', 'cp'):
             if not shutil.which(tool):
                 raise UsageError('%s is not installed' % tool)
@@ -816,7 +859,7 @@ def main(argv=None):
     if args.containers:
         sources = ['qcow2']
     imgs = images.Catalog(bench.work, args.size, args.seed)
-    report = {'environment': environment(bench),
+    report = {'environment': environment(bench), 'rounds': args.rounds,
               'image': {'virtual_size': args.size,
                         'data_bytes': imgs.data_bytes('qcow2')}}
     started = time.time()
@@ -868,6 +911,8 @@ def main(argv=None):
     if report.get('table') and not args.no_chart:
         report['chart'] = write_chart(report, args)
     print('\nelapsed %.0fs' % report['elapsed'])
+    if args.publish:
+        publish(report, args, argv)
     if args.json:
         text = json.dumps(report, indent=1, sort_keys=True)
         if args.json == '-':
