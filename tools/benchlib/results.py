@@ -192,7 +192,7 @@ def headline(data, section):
     return HEADLINES[section](data['runs'][section])
 
 
-def provenance(data, section):
+def provenance(data, section, note=True):
     """Which run the figures come from, in one sentence."""
     run = data['runs'][section]
     env = run.get('environment') or {}
@@ -209,6 +209,6 @@ def provenance(data, section):
     text = ', '.join(parts)
     if details:
         text += ' (%s)' % '; '.join(details)
-    if run.get('note'):
+    if note and run.get('note'):
         text += '; %s' % run['note']
     return 'From %s.' % text

@@ -76,8 +76,9 @@ class Headline(_BenchDirective):
                 lines += [_pairs(sentence), '']
         lines.append('.. rst-class:: bench-provenance')
         lines.append('')
-        lines += ['    ' + results.provenance(data, s) for s in
-                  self.arguments]
+        lines.append('    ' + ' '.join(results.provenance(
+            data, s, note=(i == len(self.arguments) - 1))
+            for i, s in enumerate(self.arguments)))
         return self.parse(lines)
 
 
