@@ -17,16 +17,22 @@ RUNNERS = ('plugin', 'stock', 'copy', 'qemu')
 
 
 @pytest.fixture(scope='module')
-def report(tmp_path_factory, qemu_tools):
+def bench_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('bench')
+
+
+@pytest.fixture(scope='module')
+def report(bench_dir, qemu_tools):
     pytest.importorskip('glance.async_.flows.plugins.image_conversion')
-    tmp = tmp_path_factory.mktemp('bench')
+    tmp = bench_dir
     out = tmp / 'report.json'
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'tools', 'bench.py'),
          '--size', '32M', '--rounds', '1', '--no-scaling',
          '--pairs', 'qcow2:raw,vmdk-stream:raw,raw:qcow2',
          '--runners', ','.join(RUNNERS),
-         '--work-dir', str(tmp / 'work'), '--json', str(out)],
+         '--work-dir', str(tmp / 'work'), '--json', str(out),
+         '--publish', str(tmp / 'published.json')],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(out.read_text()), proc.stdout
@@ -43,6 +49,22 @@ def test_every_runner_ran_every_pair(report):
             assert len(runs) == 1 and 'error' not in runs[0], entry
             assert runs[0]['wall'] > 0
     assert 'a/d' in stdout
+
+
+def test_published_results_make_the_docs_sentences(report, bench_dir):
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchlib import results
+    data, _ = report
+    pub = results.load(str(bench_dir / 'published.json'))
+    run = pub['runs']['table']
+    assert run['command'].startswith('tox -e bench -- --size 32M')
+    assert '--publish' not in run['command']
+    assert [(e['source'], e['cache']) for e in run['table']] == \
+        [(e['source'], e['cache']) for e in data['table']]
+    assert all('runs' not in e for e in run['table'])
+    stock, qemu = results.headline(pub, 'table')
+    assert 'on every one of the 3 measured pairs' in stock
+    assert 'bare qemu-img' in qemu
 
 
 def test_plugin_output_matches_bare_qemu_img(report):

@@ -23,4 +23,3 @@ def test_installed_metadata_has_the_setup_cfg_version():
     # pbr alone would make it 0.1.0.devN on an untagged commit.
     assert importlib.metadata.version('glance-convert') == \
         setup_cfg_version()
-
