@@ -43,6 +43,9 @@ DRIVER = ('chromedriver', 'chromium-driver')
 # outside code, sideways scrolling.
 PROBE = r"""
 const main = document.querySelector('div.body') || document.body;
+if (!main) {
+  return null;
+}
 const side = document.querySelector('div.sphinxsidebar');
 const hrefs = (root) => root ? Array.from(root.querySelectorAll('a[href]'))
     .map(a => a.href) : [];
@@ -159,6 +162,19 @@ def browser(chromium=None, driver=None, profile=None):
                             options=opts)
 
 
+def loaded(drv, timeout=60):
+    """Wait until the page is parsed and its images are in.
+
+    On a loaded machine the driver has come back before the new document
+    was there at all.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(drv, timeout, poll_frequency=0.1).until(
+        lambda d: d.execute_script(
+            'return document.readyState === "complete" && !!document.body'
+            ' && Array.from(document.images).every(i => i.complete);'))
+
+
 def screenshot(drv, path, height):
     """The whole page, not only the window."""
     shot = drv.execute_cdp_cmd('Page.captureScreenshot', {
@@ -178,7 +194,11 @@ def probe_all(root, screenshots=None, chromium=None, driver=None):
         drv.set_page_load_timeout(60)
         for page in pages(root):
             drv.get('file://' + os.path.realpath(os.path.join(root, page)))
+            loaded(drv)
             found[page] = drv.execute_script(PROBE)
+            if found[page] is None:
+                raise RuntimeError('%s: the browser shows no document '
+                                   '(not HTML, or it did not load)' % page)
             if screenshots:
                 name = page.replace('/', '--').replace('.html', '.png')
                 screenshot(drv, os.path.join(screenshots, name),
@@ -231,9 +251,10 @@ def main(argv=None):
     if args.screenshots:
         os.makedirs(args.screenshots, exist_ok=True)
     started = time.monotonic()
+    from selenium.common.exceptions import WebDriverException
     try:
         found = probe_all(args.html, args.screenshots)
-    except RuntimeError as exc:
+    except (RuntimeError, WebDriverException) as exc:
         print('docs-check: %s' % exc, file=sys.stderr)
         return 2
     found_problems = problems(args.html, found)
