@@ -75,6 +75,8 @@ html_show_sourcelink = False
 master_doc = 'index'
 exclude_patterns = ['_build']
 pygments_style = 'sphinx'
+# Literal blocks are commands, output and configuration, not Python.
+highlight_language = 'none'
 
 # SVG keeps the diagrams sharp and searchable.
 graphviz_output_format = 'svg'
