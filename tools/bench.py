@@ -49,7 +49,7 @@ DEFAULT_RUNNERS = ('plugin', 'stock', 'copy', 'qemu')
 DEFAULT_PAIRS = ('qcow2:raw', 'qcow2-zlib:raw', 'qcow2-zstd:raw',
                  'cloud-zlib:raw', 'vmdk-stream:raw', 'vmdk-sparse:raw',
                  'vdi:raw', 'vhd:raw', 'raw:qcow2')
-# Issue 5's targets: plugin / other runner, on medians.
+# The project's targets: plugin / other runner, on medians.
 TARGETS = {'stock': 1.00, 'copy': 1.15, 'qemu': 1.10}
 
 # --e2e: a cloud image through glance-api.
