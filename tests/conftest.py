@@ -1,8 +1,50 @@
 """Fixtures shared by every test layer."""
 
+import os
 import shutil
 
 import pytest
+
+from tests import skips
+
+
+_SKIPPED = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = (report.longrepr[2] if isinstance(report.longrepr, tuple)
+                  else str(report.longrepr))
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def _unexplained_skips():
+    if os.environ.get('GLANCE_CONVERT_CHECK_SKIPS') != '1':
+        return []
+    return skips.unexplained(_SKIPPED, skips.read_allowlist())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexplained_skips() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List every skip with its reason, and those no line allows."""
+    if not _SKIPPED:
+        return
+    terminalreporter.section('skips (%d)' % len(_SKIPPED))
+    for nodeid, reason in _SKIPPED:
+        terminalreporter.write_line('%s: %s' % (nodeid, reason))
+    bad = _unexplained_skips()
+    if bad:
+        terminalreporter.write_line(
+            '%d skip(s) not allowed by %s (the run fails): make the test '
+            'run here, or add a line that says why it may skip'
+            % (len(bad), os.path.relpath(skips.ALLOWLIST)), red=True)
+        for nodeid, reason in bad:
+            terminalreporter.write_line('  %s: %s' % (nodeid, reason),
+                                        red=True)
 
 
 @pytest.fixture(scope='session')
