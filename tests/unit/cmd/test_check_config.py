@@ -1,8 +1,13 @@
 """The host checks behind ``glance-convert check-config``."""
 
+import json
 import os
+import pathlib
+import pwd
+import shutil
 import stat
 import sys
+import tempfile
 
 import pytest
 
@@ -78,15 +83,79 @@ def test_work_dir_missing(tmp_path):
     assert 'install -d' in errs[0].fix
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason='root can write anywhere')
-def test_work_dir_not_writable(tmp_path):
-    ro = tmp_path / 'ro'
+def _check_host_as_nobody(config_dir):
+    """check_host's findings as (check, severity, message), run as nobody.
+
+    Root can write anywhere, so as root the check runs in a forked child
+    that gives up root for good (setresuid), as glance-api's own user
+    would run it.  Not root, it runs as the current user.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: drop root, check, report, exit
+        status = 1
+        try:
+            os.close(read_fd)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam('nobody')
+                os.setgroups([])
+                os.setresgid(nobody.pw_gid, nobody.pw_gid, nobody.pw_gid)
+                os.setresuid(nobody.pw_uid, nobody.pw_uid, nobody.pw_uid)
+            found = check_config.check_host(config_dir)
+            with os.fdopen(write_fd, 'w') as f:
+                json.dump([(x.check, x.severity, x.message) for x in found],
+                          f)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory every user can enter (pytest's tmp_path is root's)."""
+    path = tempfile.mkdtemp(prefix='check-config-')
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _conf_readable_by_all(root):
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+def test_work_dir_not_writable(shared_tmp):
+    api = good_api_conf(shared_tmp)
+    etc = write_conf(shared_tmp / 'etc', api)
+    _conf_readable_by_all(shared_tmp)
+    # The control: every directory writable by the checking user.  (Only
+    # the work_dir check counts here: as nobody, this Python's entry
+    # points, in root's tox directory, cannot be read.)
+    for d in ('staging', 'locks'):
+        os.chmod(shared_tmp / d, 0o777)
+    found = _check_host_as_nobody(etc)
+    assert [sev for c, sev, _ in found if c == 'work_dir'] == [
+        config_check.OK], found
+    # The work directory is owned by another user and not writable.
+    ro = shared_tmp / 'ro'
     ro.mkdir()
-    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    api = good_api_conf(tmp_path) + 'work_dir = %s\n' % ro
-    errs = errors_of(check_config.check_host(write_conf(tmp_path / 'etc',
-                                                        api)))
-    assert [e.check for e in errs] == ['work_dir']
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP
+             | stat.S_IROTH | stat.S_IXOTH)
+    etc = write_conf(shared_tmp / 'etc', api + 'work_dir = %s\n' % ro)
+    _conf_readable_by_all(shared_tmp / 'etc')
+    found = _check_host_as_nobody(etc)
+    work_dir = [(sev, msg) for c, sev, msg in found if c == 'work_dir']
+    assert [sev for sev, _ in work_dir] == [config_check.ERROR], found
+    assert 'cannot create' in work_dir[0][1], work_dir
 
 
 def test_remote_staging_without_work_dir(tmp_path):
