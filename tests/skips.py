@@ -38,7 +38,7 @@ def read_allowlist(path=ALLOWLIST):
 
 
 def unexplained(skipped, allowed):
-    """The ``(nodeid, reason)`` pairs of ``skipped`` no allowed line matches."""
+    """The ``(nodeid, reason)`` pairs of ``skipped`` that no line allows."""
     return [(nodeid, reason) for nodeid, reason in skipped
             if not any(fnmatch.fnmatchcase(nodeid, a.pattern)
                        for a in allowed)]

@@ -30,7 +30,6 @@ def test_a_line_without_a_reason_is_refused(tmp_path):
         skips.read_allowlist(str(path))
 
 
-
 def test_a_run_with_an_unallowed_skip_fails(pytester, monkeypatch):
     # The real hooks of tests/conftest.py, in a run of their own.
     pytester.makeconftest(
