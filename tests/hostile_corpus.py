@@ -6,9 +6,12 @@ reach.  Base images come from ``qemu-img create/convert`` and ``qemu-io``;
 the hostile variants are made by patching bytes with :mod:`struct`, so the
 corpus needs nothing beyond qemu-utils.
 
-Cases that try to make qemu-img read a host file point at a *canary*: a
-file of unique random bytes next to the image.  Tests assert that those
-bytes never appear in any output and that qemu-img never opens the canary.
+Cases that make qemu-img read a host file point at a *canary*: a file of
+unique random bytes next to the image.  Tests assert that those bytes never
+appear in any output and that qemu-img never opens the canary.  A case
+carries a canary only where plain, unconfined qemu-img does open it:
+``tests/hostile_proofs.py`` holds each hostile case's proof that its attack
+is real, or the named reason why it has none.
 
 Run ``python tests/hostile_corpus.py DIR`` to build the corpus by hand.
 """
@@ -583,8 +586,9 @@ def build_corpus(directory):
     _write(c, b'CANARY-' + os.urandom(4089))
     (features,) = struct.unpack('>Q', _read(path, 72, 8))
     _patch(path, 72, struct.pack('>Q', features & ~(1 << 2)))
-    add('qcow2_data_file_extension_only', path, 'qcow2', 'reject', DATA_FILE,
-        c)
+    # No canary: qemu never opens the file (tests/hostile_proofs.py).
+    add('qcow2_data_file_extension_only', path, 'qcow2', 'reject',
+        DATA_FILE)
 
     # ---------------- VMDK (OSSA-2023-002) ----------------
     c = _canary(d, 'vmdk-flat-abs')
@@ -599,11 +603,12 @@ def build_corpus(directory):
         'vmdk', 'reject', EXTENTS, c)
     c = _canary(d, 'vmdk-text-sparse')
     # A descriptor file claiming an allowed type; qemu itself refuses the
-    # type, but the extent still names a host file.
+    # type, but the extent still names a host file.  No canary: qemu
+    # never opens it (tests/hostile_proofs.py).
     add('vmdk_text_descriptor_claiming_monolithic_sparse',
         _text_vmdk(p('text-sparse.vmdk'), 'monolithicSparse',
                    ['RW 8 FLAT "%s" 0' % os.path.basename(c)]),
-        'vmdk', 'reject', EXTENTS, c)
+        'vmdk', 'reject', EXTENTS)
     # CVE-2022-47951: a sparse header with capacity 0 makes qemu parse the
     # embedded descriptor as a descriptor file whose extents it opens.
     for name, ctype in (('monolithic-flat', 'monolithicFlat'),
@@ -614,10 +619,12 @@ def build_corpus(directory):
         text, _s, _n = _vmdk_descriptor(path)
         text = text.replace('createType="monolithicSparse"',
                             'createType="%s"' % ctype)
-        text = '\n'.join(
-            'RW 8 %s "%s" 0' % ('VMFS' if ctype == 'vmfs' else 'FLAT', c)
-            if line.startswith('RW ') else line
-            for line in text.split('\n'))
+        # A VMFS extent line has no offset; with one, qemu refuses the
+        # line and the attack would not be real.
+        extent = ('RW 8 VMFS "%s"' % c if ctype == 'vmfs'
+                  else 'RW 8 FLAT "%s" 0' % c)
+        text = '\n'.join(extent if line.startswith('RW ') else line
+                         for line in text.split('\n'))
         _set_vmdk_descriptor(path, text)
         _patch(path, 12, struct.pack('<Q', 0))  # capacity = 0
         add('vmdk_embedded_descriptor_%s' % name.replace('-', '_'), path,
@@ -642,7 +649,8 @@ def build_corpus(directory):
     i = next(n for n, line in enumerate(lines) if line.startswith('RW '))
     lines.insert(i + 1, 'RW 8 FLAT "%s" 0' % os.path.basename(c))
     _set_vmdk_descriptor(path, '\n'.join(lines))
-    add('vmdk_sparse_with_second_extent', path, 'vmdk', 'reject', EXTENTS, c)
+    # No canary: qemu reads only the sparse extent of such a file.
+    add('vmdk_sparse_with_second_extent', path, 'vmdk', 'reject', EXTENTS)
     # Differencing VMDK: a parent named in the descriptor.
     c = _canary(d, 'vmdk-parent')
     path = _vmdk(p('vmdk-parent.vmdk'), 'monolithicSparse', src=plain)
@@ -691,7 +699,7 @@ def build_corpus(directory):
     _vhdx_add_metadata(path, VHDX_PARENT_LOCATOR, 128 * 1024,
                        _vhdx_parent_locator(c), 6)
     add('vhdx_differencing_parent_locator', path, 'vhdx', 'reject',
-        DIFFERENCING, c)
+        DIFFERENCING)
     # A parent locator without HasParent: qemu ignores it, a reader that
     # honours the locator would open the parent.
     c = _canary(d, 'vhdx-locator')
@@ -699,7 +707,7 @@ def build_corpus(directory):
     _vhdx_add_metadata(path, VHDX_PARENT_LOCATOR, 128 * 1024,
                        _vhdx_parent_locator(os.path.basename(c)), 6)
     add('vhdx_parent_locator_without_has_parent', path, 'vhdx', 'reject',
-        DIFFERENCING, c)
+        DIFFERENCING)
     add('vhdx_log_needs_replay',
         vhdx_needing_log_replay(p('vhdx-log.vhdx'), plain), 'vhdx',
         'reject', VHDX_LOG)
@@ -877,7 +885,7 @@ def build_corpus(directory):
     os.unlink(p('nested-guest.raw'))
     os.unlink(inner)
     add('qcow2_hiding_qcow2_with_backing_file', path, 'qcow2', 'reject',
-        HIDDEN, c)
+        HIDDEN)
     return cases
 
 
