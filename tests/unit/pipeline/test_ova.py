@@ -117,15 +117,62 @@ def _refused(path, words):
     return str(exc.value)
 
 
-@pytest.mark.parametrize('name', ['/etc/disk1.vmdk', '../disk1.vmdk',
+def unchecked_extract(ova_path, into):
+    """Extract every member as a tool with no checks would (the control).
+
+    ``tarfile``'s ``fully_trusted`` filter is its behaviour before Python
+    3.12 added filters: names and links are taken as they are.
+    """
+    os.makedirs(into, exist_ok=True)
+    with tarfile.open(ova_path) as tar:
+        tar.extractall(into, filter='fully_trusted')
+
+
+def _inside(path, directory):
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, os.path.realpath(directory)]) == \
+        os.path.realpath(directory)
+
+
+@pytest.mark.parametrize('name', ['{outside}/disk1.vmdk', '../disk1.vmdk',
                                   'a/../../disk1.vmdk'])
 def test_path_traversal_is_refused(tmp_path, name):
+    # Everything happens in the test's own scratch directory: "outside"
+    # is a sibling of the work directory, never a real host path.
+    scratch = tmp_path / 'scratch'
+    work = scratch / 'work'
+    outside = scratch / 'outside'
+    outside.mkdir(parents=True)
+    name = name.format(outside=outside)
     path = make_ova(tmp_path / 'a.ova', [('vm.ovf', ovf_text()),
                                          (name, DISK)])
-    # tarfile itself lists the name as it is: extracting would escape.
-    with tarfile.open(path) as tar:
-        assert name in tar.getnames()
+    # The attack: unpacked without the check, the disk lands outside the
+    # work directory.  (For a/../../, an earlier member 'a/' would have
+    # made the directory; tarfile does not make it for a name with '..'.)
+    (work / 'a').mkdir(parents=True)
+    unchecked_extract(path, str(work))
+    landed = [os.path.join(root, f) for root, _d, files in os.walk(scratch)
+              for f in files if f == 'disk1.vmdk']
+    assert landed and not any(_inside(p, work) for p in landed), landed
+    # The defence.
     _refused(path, 'a file outside the archive')
+
+
+def test_link_reaches_outside_without_the_check(tmp_path):
+    canary = tmp_path / 'host-secret'
+    canary.write_bytes(b'CANARY-' + os.urandom(32))
+    info = tarfile.TarInfo('disk1.vmdk')
+    info.type = tarfile.SYMTYPE
+    info.linkname = str(canary)
+    path = make_ova(tmp_path / 'a.ova', [('vm.ovf', ovf_text()),
+                                         (info, None)])
+    work = tmp_path / 'work'
+    unchecked_extract(path, str(work))
+    # The attack: the "disk" a converter would read is the host's file.
+    with open(work / 'disk1.vmdk', 'rb') as f:
+        assert f.read() == canary.read_bytes()
+    assert not _inside(work / 'disk1.vmdk', work)
+    _refused(path, 'a link')
 
 
 @pytest.mark.parametrize('kind,words', [
