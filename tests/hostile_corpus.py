@@ -574,6 +574,10 @@ def build_corpus(directory):
         path = p('data-file-%s.qcow2' % raw_flag)
         _run('qemu-img', 'create', '-q', '-f', 'qcow2', '-o',
              'data_file=%s,data_file_raw=%s' % (c, raw_flag), path, '1M')
+        # Map the first cluster (raw off: clusters start unmapped), at the
+        # same offset in the data file, then put the host file's bytes
+        # there: qemu-img copies them into its output.
+        _run('qemu-io', '-f', 'qcow2', '-c', 'write 0 64k', path)
         _write(c, b'CANARY-' + os.urandom(4089))  # the host file's bytes
         add('qcow2_data_file_raw_%s' % raw_flag, path, 'qcow2', 'reject',
             DATA_FILE, c)
