@@ -141,14 +141,20 @@ def test_ova_with_a_symlink_is_refused(glance_servers, uploads, tmp_path):
     made, _file_server = uploads
     _path, _fmt, disk = made['ova']
     hostile = str(tmp_path / 'link.ova')
+    canary = tmp_path / 'host-file'
+    canary.write_bytes(b'CANARY-' + os.urandom(32))
     with tarfile.open(hostile, 'w', format=tarfile.USTAR_FORMAT) as tar:
         ovf = tmp_path / 'vm.ovf'
         ovf.write_bytes(test_ova.ovf_text())
         tar.add(str(ovf), arcname='vm.ovf')
         link = tarfile.TarInfo('disk1.vmdk')
         link.type = tarfile.SYMTYPE
-        link.linkname = '/etc/hostname'
+        link.linkname = str(canary)
         tar.addfile(link)
+    # The control: unpacked without the check, the "disk" is the host file.
+    unpacked = tmp_path / 'unchecked'
+    test_ova.unchecked_extract(hostile, str(unpacked))
+    assert (unpacked / 'disk1.vmdk').read_bytes() == canary.read_bytes()
     server = glance_servers.for_target('raw')
     client, image, task = _import(server, hostile, 'vmdk', 'ova',
                                   'glance-direct', None)
