@@ -3,9 +3,11 @@ checked for the plugin.
 
 :func:`check_host` runs every check: the options (read as glance-api reads
 them), qemu-img, the plugin's place in Glance's import flow, the work
-directory, the lock directory, and conversions that a dead glance-api left
-for recovery.  Every :class:`~glance_convert.settings.Finding` says what is
-wrong and how to fix it.
+directory, the lock directory, Glance's settings that undo the plugin
+(:mod:`~glance_convert.cmd.glance_rules`), and conversions that a dead
+glance-api left for recovery.  Every
+:class:`~glance_convert.settings.Finding` says what is wrong and how to fix
+it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from glance_convert import options
 from glance_convert import settings as config_check
 from glance_convert import units
 from glance_convert.cmd import common as cli
+from glance_convert.cmd import glance_rules
 from glance_convert.flow import glance_conf
 from glance_convert.host import workspace
 from glance_convert.pipeline import qemu_img
@@ -298,6 +301,7 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     found += check_work_dir(conf)
     found += check_lock_path(conf)
     found += check_deprecated(files)
+    found += glance_rules.check_glance_rules(conf, config_dir)
     option_findings = config_check.validate_options(conf)
     found += option_findings or [Finding(
         OK, 'options', '[glance_convert] options are valid (output_format '

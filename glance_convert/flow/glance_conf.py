@@ -63,8 +63,19 @@ GLANCE_OPTS = {
                                                        group='DEFAULT')]),
         cfg.ListOpt('vmdk_allowed_types',
                     default=['streamOptimized', 'monolithicSparse']),
+        cfg.ListOpt('container_formats',
+                    default=['ami', 'ari', 'aki', 'bare', 'ovf', 'ova',
+                             'docker', 'compressed'],
+                    deprecated_opts=[cfg.DeprecatedOpt('container_formats',
+                                                       group='DEFAULT')]),
         cfg.ListOpt('gpt_safety_checks_nonfatal', default=[]),
         cfg.BoolOpt('require_image_format_match', default=True),
+    ],
+    'glance_store': [
+        cfg.ListOpt('stores', default=['file', 'http']),
+    ],
+    'oslo_policy': [
+        cfg.StrOpt('policy_file', default='policy.yaml'),
     ],
     'oslo_concurrency': [
         cfg.StrOpt('lock_path'),
@@ -103,6 +114,38 @@ def max_virtual_size(conf=None) -> int:
     if value is None:
         value = glance_setting(None, 'image_size_cap', conf)
     return value
+
+
+#: The store drivers that write every zero byte of a raw image unless
+#: their thin-provisioning option is set: {driver: option}.
+THIN_PROVISIONING = {
+    'file': 'filesystem_store_thin_provisioning',
+    'rbd': 'rbd_thin_provisioning',
+}
+
+
+def stores(conf=None) -> list[tuple[str, str]]:
+    """(option group, driver) of each store images are uploaded to.
+
+    With ``enabled_backends`` (multi-store) each backend is its own group;
+    otherwise the drivers of ``[glance_store] stores`` share that group.
+    """
+    conf = conf or options.CONF
+    backends = glance_setting(None, 'enabled_backends', conf)
+    if backends:
+        return [(name, driver) for name, driver in backends.items()]
+    return [('glance_store', driver)
+            for driver in glance_setting('glance_store', 'stores', conf)]
+
+
+def store_flag(group: str, name: str, conf=None) -> bool:
+    """A boolean store option (default False) of ``group``, as set."""
+    conf = conf or options.CONF
+    try:
+        conf.register_opt(cfg.BoolOpt(name, default=False), group=group)
+    except cfg.DuplicateOptError:   # registered by glance_store already
+        pass
+    return bool(conf[group][name])
 
 
 def staging_dir(conf=None) -> str | None:

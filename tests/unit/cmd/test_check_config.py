@@ -28,9 +28,12 @@ def warnings_of(found):
 # --- check_host --------------------------------------------------------------
 
 def write_conf(directory, api, image_import='[image_import_opts]\n'
-               'image_import_plugins = [glance_convert]\n'):
+               'image_import_plugins = [glance_convert]\n',
+               policy='"upload_image": "role:admin"\n'):
     directory.mkdir(exist_ok=True)
     (directory / 'glance-api.conf').write_text(api)
+    if policy is not None:
+        (directory / 'policy.yaml').write_text(policy)
     if image_import is not None:
         (directory / 'glance-image-import.conf').write_text(image_import)
     return str(directory)
