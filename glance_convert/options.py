@@ -142,6 +142,18 @@ _safety_opts = [
              'which a conversion changes. "refuse" (the default) fails the '
              'import with a message saying so; "passthrough" stores the '
              'upload unconverted, its signature intact.'),
+    cfg.StrOpt(
+        'compressed_images',
+        default='unpack',
+        choices=('unpack', 'keep'),
+        help='What to do with an image whose container_format is '
+             'compressed. "unpack" (the default) decompresses it, checks '
+             'and converts the disk inside and stores it as bare: Nova '
+             'cannot boot a compressed image. "keep" stores it as '
+             'uploaded, still compressed, for clouds where Cinder (its '
+             'allow_compression_on_image_upload) writes such images and '
+             'decompresses them itself; they may reach the plugin through '
+             'glance-download.'),
     cfg.IntOpt(
         'max_virtual_size',
         min=0,

@@ -66,6 +66,7 @@ class Settings:
     #: (``conversion.source_tuning``).
     tuning_set: frozenset = frozenset()
     signed_images: str = 'refuse'
+    compressed_images: str = 'unpack'
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
@@ -122,6 +123,7 @@ class Settings:
                     ('out_of_order', group.convert_out_of_order))
                 if value is not None),
             signed_images=group.signed_images,
+            compressed_images=group.compressed_images,
             progress_interval=group.progress_interval)
 
 

@@ -119,7 +119,7 @@ def max_virtual_size(conf=None) -> int:
 #: The store drivers that write every zero byte of a raw image unless
 #: their thin-provisioning option is set: {driver: option}.
 THIN_PROVISIONING = {
-    'file': 'filesystem_store_thin_provisioning',
+    'file': 'filesystem_thin_provisioning',
     'rbd': 'rbd_thin_provisioning',
 }
 

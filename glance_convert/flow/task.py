@@ -171,6 +171,14 @@ class ConvertImage(task.Task):
                                     'without conversion')
             self._end_record(watch=src)
             return file_path
+        if (container == 'compressed'
+                and settings.compressed_images == 'keep'):
+            LOG.info('Image %s is compressed and compressed_images = keep; '
+                     'storing it as uploaded', self.image_id)
+            self.status.set_message('Compressed image stored as uploaded, '
+                                    'without unpacking')
+            self._end_record(watch=src)
+            return file_path
         if container in containers.UNPACKED:
             self.status.set_message('Unpacking the %s upload' % container)
         common = dict(image_id=self.image_id,

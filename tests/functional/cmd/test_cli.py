@@ -382,7 +382,7 @@ def test_check_config_good(tmp_path):
     (config_dir / 'glance-api.conf').write_text(
         '[DEFAULT]\nnode_staging_uri = file://%s\n[wsgi]\n'
         'python_interpreter = %s\n[oslo_concurrency]\nlock_path = %s\n'
-        '[glance_store]\nfilesystem_store_thin_provisioning = True\n'
+        '[glance_store]\nfilesystem_thin_provisioning = True\n'
         % (staging, sys.executable, staging))
     (config_dir / 'glance-image-import.conf').write_text(
         '[image_import_opts]\nimage_import_plugins = [glance_convert]\n')

@@ -156,3 +156,25 @@ def test_signed_image_refused_by_default_or_passed_through(
                               signed_images='passthrough')
     assert task.execute('file://' + src) == 'file://' + src
     assert image.disk_format == 'qcow2'
+
+
+def test_compressed_image_kept_as_uploaded_when_asked(staging, qemu_tools):
+    # Cinder's compressed volume images: unpacked by default, stored as
+    # uploaded with compressed_images = keep.
+    image = fakes.FakeImage('qcow2', container_format='compressed')
+    src = stage_compressed(staging, image, 'qcow2', 'gzip')
+    with open(src, 'rb') as f:
+        uploaded = f.read()
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              compressed_images='keep')
+    assert task.execute('file://' + src) == 'file://' + src
+    assert (image.disk_format, image.container_format) == (
+        'qcow2', 'compressed')
+    with open(src, 'rb') as f:
+        assert f.read() == uploaded
+    assert left_over(staging) == [image.image_id]
+
+    task, _ = fakes.make_task(image, staging, target='raw')
+    out = task.execute('file://' + src)[len('file://'):]
+    assert (image.disk_format, image.container_format) == ('raw', 'bare')
+    assert os.path.exists(out) and not os.path.exists(src)

@@ -85,7 +85,7 @@ def test_thick_file_and_rbd_stores_warn_for_raw_output(etc):
 
 def test_thin_stores_are_fine(etc):
     conf, _ = etc(MULTI_STORE % 'raw'
-                  + '[fs]\nfilesystem_store_thin_provisioning = True\n'
+                  + '[fs]\nfilesystem_thin_provisioning = True\n'
                   '[ceph]\nrbd_thin_provisioning = True\n')
     assert [s for s, _ in by(glance_rules.check_thin_provisioning(conf),
                              'thin_provisioning')] == [OK, OK]
