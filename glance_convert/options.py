@@ -224,6 +224,14 @@ _workspace_opts = [
         help='Most conversions that run at once on this host, across all '
              'glance-api processes. 0 means no limit.'),
     cfg.IntOpt(
+        'task_refresh_interval',
+        default=300, min=1, max=3000,
+        help='Seconds between two saves of a running import\'s task. Each '
+             'save refreshes the task\'s updated_at; Glance lets a new '
+             'import take over an import whose task has not been updated '
+             'for an hour, so a long conversion, unpacking or wait keeps '
+             'its lock this way.'),
+    cfg.IntOpt(
         'slot_wait_timeout',
         default=600, min=0, max=3000,
         help='Seconds an import waits for a conversion slot (and for work '

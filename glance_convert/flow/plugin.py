@@ -12,6 +12,7 @@ import time
 from oslo_log import log as logging
 from taskflow.patterns import linear_flow as lf
 
+from glance_convert import options
 from glance_convert.flow import task as tasks
 
 LOG = logging.getLogger(__name__)
@@ -20,18 +21,24 @@ LOG = logging.getLogger(__name__)
 class GlanceTaskStatus:
     """Task message and abort detection through Glance's repositories.
 
-    Saving the task message also refreshes the task's ``updated_at``, which
-    keeps Glance from treating the import lock as stale during a long
-    conversion.
+    Saving the task refreshes its ``updated_at``.  Glance lets a new import
+    take over an image whose import task has not been updated for 60
+    minutes, so the task is saved again every ``refresh_interval`` seconds
+    while the import runs, whatever it is doing: waiting for a slot,
+    unpacking, checking or converting (:meth:`is_aborted` is polled
+    throughout).
     """
 
     def __init__(self, task_repo, task_id: str, action_wrapper,
-                 min_interval: float = 1.0):
+                 min_interval: float = 1.0, refresh_interval: float = 300.0):
         self.task_repo = task_repo
         self.task_id = task_id
         self.action_wrapper = action_wrapper
         self.min_interval = min_interval
+        self.refresh_interval = refresh_interval
         self._last_check = 0.0
+        self._last_saved = time.monotonic()
+        self._message = 'Importing'
         self._aborted = False
 
     def _task(self):
@@ -51,11 +58,19 @@ class GlanceTaskStatus:
         self.task_repo.save(task)
 
     def set_message(self, message: str) -> None:
+        self._message = message
+        self._last_saved = time.monotonic()
         try:
             self._update(lambda task: setattr(task, 'message', message))
         except Exception as exc:  # noqa: BLE001 - progress is best effort
             LOG.debug('Could not update task %s message: %s',
                       self.task_id, exc)
+
+    def refresh(self) -> None:
+        """Save the task again if it was not saved for a while, so that
+        Glance's import lock stays fresh."""
+        if time.monotonic() - self._last_saved >= self.refresh_interval:
+            self.set_message(self._message)
 
     def fail(self, message: str) -> None:
         """Fail the task with ``message`` now, unless it has ended.
@@ -76,6 +91,7 @@ class GlanceTaskStatus:
         if now - self._last_check < self.min_interval:
             return False
         self._last_check = now
+        self.refresh()
         try:
             self.action_wrapper.assert_task_lock()
         except Exception as exc:  # noqa: BLE001 - NotFound, TaskAborted
@@ -88,6 +104,15 @@ class GlanceTaskStatus:
             if task is None or task.status != 'processing':
                 self._aborted = True
         return self._aborted
+
+
+def _refresh_interval() -> float:
+    """The configured task refresh interval; its default if unreadable
+    (the import then fails on the bad value with a message of its own)."""
+    try:
+        return options.CONF[options.GROUP].task_refresh_interval
+    except Exception:  # noqa: BLE001 - reported by TaskConfig.from_conf
+        return 300.0
 
 
 def get_flow(**kwargs):
@@ -110,8 +135,9 @@ def get_flow(**kwargs):
     task_type = kwargs.get('task_type')
     action_wrapper = kwargs.get('action_wrapper')
     context = kwargs.get('context')
-    status = GlanceTaskStatus(kwargs.get('task_repo'), task_id,
-                              action_wrapper)
+    status = GlanceTaskStatus(
+        kwargs.get('task_repo'), task_id, action_wrapper,
+        refresh_interval=_refresh_interval())
     flow = lf.Flow(task_type)
     if context is not None:
         flow.add(tasks.RecoverInterrupted(task_id, task_type, context))
