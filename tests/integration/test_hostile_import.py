@@ -186,6 +186,7 @@ def _stored_file(server, image_id):
     return os.path.join(server.store_dir, names[0])
 
 
+@pytest.mark.newest
 @pytest.mark.parametrize('name', CASES)
 def test_without_the_checks_the_attack_reaches_the_store(unchecked_server,
                                                          corpus, name):
