@@ -143,6 +143,18 @@ _safety_opts = [
              'import with a message saying so; "passthrough" stores the '
              'upload unconverted, its signature intact.'),
     cfg.StrOpt(
+        'bare_compression',
+        default='unpack',
+        choices=('unpack', 'refuse'),
+        help='What to do with an upload declared container_format=bare '
+             'that is a gzip, bzip2, xz, zstd or one-file zip stream '
+             '(recognised from its whole stream header, never from a '
+             'name or a magic number alone). "unpack" (the default) '
+             'treats it as container_format=compressed, with the same '
+             'bounds and checks, as Glance\'s own image_decompression '
+             'plugin does; "refuse" fails the import with a sentence '
+             'that tells the user to set container_format=compressed.'),
+    cfg.StrOpt(
         'compressed_images',
         default='unpack',
         choices=('unpack', 'keep'),

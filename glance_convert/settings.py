@@ -67,6 +67,7 @@ class Settings:
     tuning_set: frozenset = frozenset()
     signed_images: str = 'refuse'
     compressed_images: str = 'unpack'
+    bare_compression: str = 'unpack'
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
@@ -124,6 +125,7 @@ class Settings:
                 if value is not None),
             signed_images=group.signed_images,
             compressed_images=group.compressed_images,
+            bare_compression=group.bare_compression,
             progress_interval=group.progress_interval)
 
 

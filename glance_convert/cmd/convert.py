@@ -107,6 +107,7 @@ def run(args) -> int:
             disk_format=args.disk_format,
             properties=cli.upload_properties(args), image_id=image_id,
             work_dir=work_dir, policy=settings.policy,
+            bare_compression=settings.bare_compression,
             timeout=settings.convert_limits.timeout) as disk:
         if conversion.plan(disk.disk_format, settings) is None:
             conversion.convert_image(disk.path, disk.disk_format,

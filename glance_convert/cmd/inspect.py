@@ -74,6 +74,7 @@ def inspect_file(path: str, claimed: str | None, conf,
                     properties=properties or {},
                     image_id='cli-%s' % uuid.uuid4().hex, work_dir=work,
                     policy=settings.policy,
+                    bare_compression=settings.bare_compression,
                     timeout=settings.convert_limits.timeout) as disk:
             report = _inspect_disk(disk.path, disk.disk_format, conf,
                                    settings, container)

@@ -190,6 +190,7 @@ class ConvertImage(task.Task):
                 properties=properties, policy=settings.policy,
                 timeout=settings.convert_limits.timeout,
                 workspace=config.workspace,
+                bare_compression=settings.bare_compression,
                 status=_UserStatus(self.status, 1), **common) as disk:
             self.status.set_message('Checking the %s image'
                                     % disk.disk_format)
@@ -242,7 +243,8 @@ class ConvertImage(task.Task):
                                        result.disk_format))
         else:
             self.status.set_message('Unpacked the %s %s image'
-                                    % (container, result.disk_format))
+                                    % (disk.container_format,
+                                       result.disk_format))
         # Only the image to store is kept: the staged upload goes now.
         conversion.remove_file(src)
         self._end_record(watch=result.path)

@@ -245,6 +245,13 @@ SHA256 = Check(
 
 # -- compressed uploads (container_format=compressed) ----------------------
 
+BARE_COMPRESSED = Check(
+    'bare_compressed', 'this upload is {compression}-compressed: set '
+    'container_format=compressed',
+    'a bare upload is not a compressed stream (recognised from its whole '
+    'header); refused only with bare_compression = refuse, else unpacked',
+    (CONTAINER,), 'the upload is not a compressed stream',
+    containers=('bare',))
 _COMPRESSED = ('compressed',)
 NOT_COMPRESSED = Check(
     'not_compressed', 'the upload is not compressed with gzip, bzip2, xz, '
@@ -349,7 +356,8 @@ OVF_CAPACITY = Check(
     containers=_OVA)
 
 UPLOAD_CHECKS: tuple[Check, ...] = (
-    SIGNED, SHA256_FORMAT, SHA256, NOT_COMPRESSED, STREAM_TRUNCATED,
+    SIGNED, SHA256_FORMAT, SHA256, BARE_COMPRESSED, NOT_COMPRESSED,
+    STREAM_TRUNCATED,
     STREAM_CORRUPT, BOMB, COMPRESSED_EMPTY, ZIP_MEMBERS, ZIP_MEMBER,
     OVA_NOT_TAR, OVA_MEMBER, OVA_DESCRIPTOR, OVF_INVALID, OVA_DISKS,
     OVF_UNKNOWN_FORMAT, OVF_CLAIM, OVF_FORMAT, OVF_SIZE, OVF_CAPACITY)

@@ -5,7 +5,10 @@ the disk image to inspect and convert, whatever its container:
 
 * ``compressed``: decompressed (:mod:`~glance_convert.pipeline.unpack`);
 * ``ova``: its one disk copied out (:mod:`~glance_convert.pipeline.ova`);
-* anything else (``bare``): the upload itself.
+* anything else (``bare``): the upload itself, unless its whole stream
+  header shows it is compressed (:mod:`stream_headers`): then it is
+  unpacked as ``compressed`` or, with ``bare_compression = refuse``,
+  refused with the fix in one sentence.
 
 and gives the SHA-256 of the upload as uploaded.  For ``compressed`` and
 ``ova`` it comes from the bytes already read.  When the user set
@@ -34,6 +37,7 @@ from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ova
+from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import unpack
 
 #: Containers whose data this module unpacks.
@@ -98,13 +102,20 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
            policy: inspection.Policy, timeout: float | None = None,
            workspace=None, slot_timeout: float = 600,
            status: conversion.Status | None = None,
-           info_for_ledger: dict | None = None):
+           info_for_ledger: dict | None = None,
+           bare_compression: str = 'unpack'):
     """Yield the :class:`Opened` disk of the upload ``src``.
 
     Unpacked work files are recorded in ``workspace``'s ledger before they
     exist and removed when the block ends unless :meth:`Opened.keep` was
     called, and always after an exception.
     """
+    if container_format in (None, 'bare'):
+        compression = stream_headers.compression_of(src)
+        if compression is not None:
+            if bare_compression == 'refuse':
+                checks.BARE_COMPRESSED.reject(compression=compression)
+            container_format = 'compressed'
     expected = unpack.expected_sha256(properties)
     status = status or conversion.NoStatus()
     common = dict(image_id=image_id, work_dir=work_dir,

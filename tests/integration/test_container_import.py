@@ -160,3 +160,36 @@ def test_ova_with_a_symlink_is_refused(glance_servers, uploads, tmp_path):
                                   'glance-direct', None)
     _assert_refused(server, image, task, "a link ('disk1.vmdk')")
     client.delete_image(image['id'])
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_compressed_upload_declared_bare_is_unpacked(glance_servers, uploads,
+                                                     tmp_path, method):
+    # A *.qcow2.xz uploaded without container_format=compressed: stored
+    # as the converted disk inside, not as xz bytes called qcow2.
+    made, file_server = uploads
+    path, fmt, inner = made['qcow2.xz']
+    server = glance_servers.for_target('raw')
+    client, image, task = _import(server, path, fmt, 'bare', method,
+                                  file_server)
+    assert task['status'] == 'success', task.get('message')
+    assert (image['disk_format'], image['container_format']) == (
+        'raw', 'bare')
+    stored = str(tmp_path / 'stored.raw')
+    client.download(image['id'], stored)
+    assert imagefactory.compare(stored, 'raw', inner, fmt)
+    _nothing_left(server, image['id'])
+    client.delete_image(image['id'])
+
+
+def test_compressed_upload_declared_bare_refused_when_asked(glance_servers,
+                                                            uploads):
+    made, _file_server = uploads
+    path, fmt, _inner = made['vmdk.zstd']
+    server = glance_servers.get(output_format='raw',
+                                bare_compression='refuse')
+    client, image, task = _import(server, path, fmt, 'bare',
+                                  'glance-direct', None)
+    _assert_refused(server, image, task, 'this upload is zstd-compressed: '
+                    'set container_format=compressed')
+    client.delete_image(image['id'])

@@ -178,3 +178,45 @@ def test_compressed_image_kept_as_uploaded_when_asked(staging, qemu_tools):
     out = task.execute('file://' + src)[len('file://'):]
     assert (image.disk_format, image.container_format) == ('raw', 'bare')
     assert os.path.exists(out) and not os.path.exists(src)
+
+
+@pytest.mark.parametrize('fmt,kind', [('qcow2', 'gzip'), ('raw', 'xz')])
+def test_compressed_upload_declared_bare_is_unpacked(staging, tmp_path,
+                                                     qemu_tools, fmt, kind):
+    reference = imagefactory.make_image(tmp_path, 'raw', name='ref.raw')
+    image = fakes.FakeImage(fmt, container_format='bare')
+    src = stage_compressed(staging, image, fmt, kind)
+    task, _ = fakes.make_task(image, staging, target='raw')
+    out = task.execute('file://' + src)[len('file://'):]
+    assert imagefactory.compare(out, 'raw', reference, 'raw')
+    assert (image.disk_format, image.container_format) == ('raw', 'bare')
+    assert left_over(staging) == [os.path.basename(out)]
+
+
+def test_compressed_upload_declared_bare_refused_when_asked(staging,
+                                                            qemu_tools):
+    image = fakes.FakeImage('qcow2', container_format='bare')
+    src = stage_compressed(staging, image, 'qcow2', 'zstd')
+    task, _ = fakes.make_task(image, staging, target='raw',
+                              bare_compression='refuse')
+    with pytest.raises(errors.ImageRejected) as exc:
+        task.execute('file://' + src)
+    assert str(exc.value) == ('Image rejected: this upload is '
+                              'zstd-compressed: set '
+                              'container_format=compressed')
+    assert left_over(staging) == [image.image_id]
+
+
+def test_raw_disk_starting_with_a_magic_number_is_not_misread(
+        staging, tmp_path, qemu_tools):
+    image = fakes.FakeImage('raw', container_format='bare')
+    src = os.path.join(staging, image.image_id)
+    disk = b'\x1f\x8b\x08\x00' + os.urandom(1020) + bytes(1 << 20)
+    with open(src, 'wb') as f:
+        f.write(disk)
+    copy = tmp_path / 'copy.raw'
+    copy.write_bytes(disk)
+    task, _ = fakes.make_task(image, staging, target='qcow2')
+    out = task.execute('file://' + src)[len('file://'):]
+    # Converted as the raw disk it is, first bytes included.
+    assert imagefactory.compare(out, 'qcow2', str(copy), 'raw')
