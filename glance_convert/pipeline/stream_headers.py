@@ -109,10 +109,14 @@ KINDS = (('gzip', _gzip), ('xz', _xz), ('bzip2', _bzip2), ('zstd', _zstd),
 def compression_of(path: str) -> str | None:
     """The compression ``path`` is in, judged from its whole stream
     header; None for anything else, a raw disk that merely begins with a
-    magic number included."""
-    with open(path, 'rb') as f:
-        head = f.read(PROBE)
-        for kind, holds in KINDS:
-            if holds(head, f):
-                return kind
+    magic number included, and a file that cannot be read (the pipeline
+    reports that in its own words)."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(PROBE)
+            for kind, holds in KINDS:
+                if holds(head, f):
+                    return kind
+    except OSError:
+        return None
     return None

@@ -87,3 +87,7 @@ def test_a_zstd_bomb_is_probed_within_bounds(tmp_path):
     path = tmp_path / 'zeros.zst'
     path.write_bytes(zstandard.ZstdCompressor().compress(bytes(64 << 20)))
     assert stream_headers.compression_of(str(path)) == 'zstd'
+
+
+def test_a_missing_file_is_left_to_the_pipeline(tmp_path):
+    assert stream_headers.compression_of(str(tmp_path / 'gone')) is None
