@@ -246,6 +246,8 @@ class _Launch:
         self.caller_tid = sandbox._gettid()
         self.proc: subprocess.Popen | None = None
         self.error: BaseException | None = None
+        self.gate: sandbox.ProcessGate | None = None
+        self.restricted = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._main, daemon=True,
                                        name='qemu-img-launcher')
@@ -258,8 +260,15 @@ class _Launch:
             self.stdin = stdin
             self.thread.start()
             try:
+                # The launcher's start of qemu-img waits for this thread
+                # to let it through; then no process may start any more.
+                self.restricted.wait()
+                if self.gate is not None:
+                    self.gate.admit_one(self.ready.is_set)
                 self.ready.wait()
             except BaseException:
+                if self.gate is not None:
+                    self.gate.close()   # a waiting start fails: ENOSYS
                 self.ready.wait()
                 if self.proc is not None:
                     _kill_and_reap(self.proc)
@@ -272,7 +281,8 @@ class _Launch:
 
     def _main(self) -> None:
         try:
-            self.confinement.restrict_thread(self.caller_tid)
+            self.gate = self.confinement.restrict_thread(self.caller_tid)
+            self.restricted.set()
             self.proc = subprocess.Popen(
                 self.argv, stdin=self.stdin, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, env=self.env, close_fds=True)
@@ -280,6 +290,7 @@ class _Launch:
             self.error = exc
             return
         finally:
+            self.restricted.set()
             self.ready.set()
         # Wait for the exit without reaping: the caller's communicate()
         # reaps.  This thread ending is what fires the death signal.
@@ -350,13 +361,15 @@ def _run(args: Sequence[str], limits: Limits, *,
     (besides what it needs to run); a missing ``writes`` file is created
     empty first.  Raises :class:`sandbox.ConfinementUnavailable` when it
     cannot be confined as the ``sandbox`` option asks.  Never through a
-    shell; the environment is glance-api's with ``LC_ALL=C``.
+    shell; the environment is ``LC_ALL=C`` and a system PATH
+    (:func:`sandbox.environment`).
     """
     cmd = (QEMU_IMG,) + tuple(args)
     printable = ' '.join(cmd)
-    env = dict(os.environ)
-    env.update(_ENV)
-    executable = sandbox.resolve(QEMU_IMG, env)
+    # Found on glance-api's PATH, started by its full path with nothing
+    # of glance-api's environment when confined.
+    executable = sandbox.resolve(QEMU_IMG, os.environ)
+    env = sandbox.environment(_ENV)
     if executable is None:
         raise QemuImgError(printable, None,
                            '%s not found on PATH' % QEMU_IMG)

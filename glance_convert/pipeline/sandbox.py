@@ -42,16 +42,21 @@ stable: three of Landlock's, ``prctl`` and a 150-instruction BPF program.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import logging as std_logging
 import os
 import platform
+import select
 import shutil
 import stat
 import struct
+import sys
 import threading
+from typing import Callable
 
 from oslo_log import log as logging
 
@@ -68,9 +73,17 @@ LANDLOCK_FS = 'landlock-fs'
 LANDLOCK_NET = 'landlock-net'
 LANDLOCK_SCOPE = 'landlock-scope'
 SECCOMP = 'seccomp'
+ONE_PROCESS = 'one-process'
+MINIMAL_ENV = 'minimal-environment'
 #: Without these qemu-img is not confined as documented; ``required``
 #: refuses to run without them.  The other layers are second lines.
-ESSENTIAL = (NO_NEW_PRIVS, LANDLOCK_FS, SECCOMP)
+ESSENTIAL = (NO_NEW_PRIVS, LANDLOCK_FS, SECCOMP, ONE_PROCESS, MINIMAL_ENV)
+
+#: The whole environment of a confined qemu-img, besides what the caller
+#: adds (``LC_ALL``...): glance-api's may hold credentials (OS_PASSWORD, a
+#: database URL, a proxy with a password).  qemu-img is started by its
+#: full path; this PATH only serves a program that execs another.
+CHILD_PATH = '/usr/bin:/bin'
 
 # --- Landlock (include/uapi/linux/landlock.h) --------------------------------
 _SYS_LANDLOCK_CREATE_RULESET = 444   # the same number on every architecture
@@ -114,9 +127,18 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_GET_SECCOMP = 21
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
+# seccomp(2) and user notification (include/uapi/linux/seccomp.h)
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_GET_NOTIF_SIZES = 3
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_NOTIF_RECV = 0xC0502100        # _IOWR('!', 0, struct seccomp_notif)
+_NOTIF_SEND = 0xC0182101        # _IOWR('!', 1, struct seccomp_notif_resp)
+_NOTIF_SIZE = 80                # id, pid, flags, struct seccomp_data
+_USER_NOTIF_FLAG_CONTINUE = 1
 _RET_ALLOW = 0x7fff0000
 _RET_ERRNO = 0x00050000
 _RET_KILL_PROCESS = 0x80000000
+_RET_USER_NOTIF = 0x7fc00000
 # BPF opcodes
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
@@ -146,7 +168,11 @@ _TABLES = {
         fchownat=260, setxattr=188, lsetxattr=189, fsetxattr=190,
         removexattr=197, lremovexattr=198, fremovexattr=199,
         kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129,
-        rt_tgsigqueueinfo=297, clone=56, clone3=435, fcntl=72, ioctl=16)),
+        rt_tgsigqueueinfo=297, clone=56, clone3=435, fcntl=72, ioctl=16,
+        fork=57, vfork=58, seccomp=317, prlimit64=302, setpriority=141,
+        sched_setaffinity=203, sched_setscheduler=144, sched_setparam=142,
+        sched_setattr=314, ioprio_set=251, migrate_pages=256,
+        move_pages=279, process_madvise=440, process_mrelease=448)),
     'aarch64': (0xC00000B7, dict(
         socket=198, connect=203, bind=200, ptrace=117, process_vm_readv=270,
         process_vm_writev=271, kcmp=272, pidfd_open=434, pidfd_getfd=438,
@@ -161,7 +187,11 @@ _TABLES = {
         lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15,
         fremovexattr=16, kill=129, tkill=130, tgkill=131,
         rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, clone=220,
-        clone3=435, fcntl=25, ioctl=29)),
+        clone3=435, fcntl=25, ioctl=29, seccomp=277, prlimit64=261,
+        setpriority=140, sched_setaffinity=122, sched_setscheduler=119,
+        sched_setparam=118, sched_setattr=274, ioprio_set=30,
+        migrate_pages=238, move_pages=239, process_madvise=440,
+        process_mrelease=448)),
 }
 #: Denied outright (EPERM).
 _DENIED = (
@@ -175,7 +205,29 @@ _DENIED = (
     'open_by_handle_at', 'name_to_handle_at', 'chmod', 'fchmod',
     'fchmodat', 'fchmodat2', 'chown', 'fchown', 'lchown', 'fchownat',
     'setxattr', 'lsetxattr', 'fsetxattr', 'removexattr', 'lremovexattr',
-    'fremovexattr')
+    'fremovexattr', 'process_madvise', 'process_mrelease')
+#: Allowed only on the caller itself: (argument, value) pairs that must
+#: all hold.  pid 0 is the calling thread; qemu-img (and setpriv, prlimit)
+#: use these only so (``prlimit64(0, RLIMIT_STACK...)``, traced), while
+#: another pid would let it cripple a glance-api worker of the same user:
+#: lower its file limit, renice it, pin it to one CPU, make it SCHED_IDLE,
+#: starve its I/O, move its memory.
+_OWN_ONLY = {
+    'prlimit64': ((0, 0),),
+    'setpriority': ((0, 0), (1, 0)),        # PRIO_PROCESS, who = 0
+    'sched_setaffinity': ((0, 0),),
+    'sched_setscheduler': ((0, 0),),
+    'sched_setparam': ((0, 0),),
+    'sched_setattr': ((0, 0),),
+    'ioprio_set': ((0, 1), (1, 0)),         # IOPRIO_WHO_PROCESS, who = 0
+    'migrate_pages': ((0, 0),),
+    'move_pages': ((0, 0),),
+}
+#: System calls that start a process (clone without CLONE_THREAD too):
+#: qemu-img starts threads, never a process, so a confined qemu-img is
+#: one process, and nothing it starts can outlive it.
+_NEW_PROCESS = ('fork', 'vfork')
+_CLONE_THREAD = 0x00010000
 #: Allowed only when the first argument is the process's own pid (a child
 #: started by fork), or is not the pid of glance-api nor the tid of the
 #: thread that started it (started by a launcher thread, see
@@ -282,6 +334,9 @@ def _probe() -> list[Layer]:
     abi, why = landlock_abi()
     table, seccomp_why = seccomp_table()
     kernel = platform.release()
+    seccomp_fix = ('run on x86_64 or aarch64 with a kernel built with '
+                   'CONFIG_SECCOMP_FILTER; in a container, allow prctl and '
+                   'seccomp in its seccomp profile')
     newer = ('a kernel with a higher Landlock ABI (this one, %s, has %s)'
              % (kernel, why))
     not_enabled = abi == 0 and 'not enabled' in why
@@ -312,12 +367,20 @@ def _probe() -> list[Layer]:
               '(Landlock ABI 6, Linux 6.12)' % newer),
         Layer(SECCOMP, table is not None,
               'sockets of every family, ptrace, signals to other processes, '
+              'changing the limits, priority, CPU affinity, scheduling or '
+              'I/O priority of other processes, kcmp, '
               'namespaces, io_uring, keyrings, mounts, open_by_handle_at, '
               'chmod/chown/xattr changes, truncate by path',
-              seccomp_why,
-              'run on x86_64 or aarch64 with a kernel built with '
-              'CONFIG_SECCOMP_FILTER; in a container, allow prctl and '
-              'seccomp in its seccomp profile'),
+              seccomp_why, seccomp_fix),
+        Layer(ONE_PROCESS, table is not None,
+              'starting processes (fork, vfork, clone but threads): nothing '
+              'qemu-img starts can outlive it, write its output after the '
+              'check or fork-bomb the glance user',
+              'seccomp filter' if table is not None else seccomp_why,
+              seccomp_fix),
+        Layer(MINIMAL_ENV, _LIBC is not None,
+              "reading glance-api's environment (credentials, tokens)",
+              'PATH=%s, LC_ALL=C' % CHILD_PATH, 'run on Linux'),
     ]
 
 
@@ -397,20 +460,49 @@ def _head(arch: int, table: dict, x32_check: bool) -> list[tuple]:
                  _insn(_JEQ_K, commands[1], 1, 0),
                  _insn(_RET_K, _RET_ALLOW),
                  _insn(_RET_K, deny)]
+    for name, conditions in _OWN_ONLY.items():
+        prog += _own_only(table[name], conditions, deny)
     return prog
 
 
-def _tail(table: dict) -> list[tuple]:
-    # clone with a namespace flag: refused; clone3 (flags in memory that
-    # BPF cannot read): ENOSYS, so the C library falls back to clone.
+def _own_only(nr: int, conditions, deny: int) -> list[tuple]:
+    """Allow ``nr`` only when every (argument, value) pair holds.
+
+    Only the low 32 bits are compared: the kernel reads these arguments
+    (pid, which, who) as ``int``.
+    """
+    body = []
+    last = 2 * len(conditions) + 1       # index of the refusal in body
+    for arg, value in conditions:
+        body.append(_insn(_LD_W_ABS, _OFF_ARG0 + 8 * arg))
+        body.append(_insn(_JEQ_K, value, 0, last - len(body) - 1))
+    body += [_insn(_RET_K, _RET_ALLOW), _insn(_RET_K, deny)]
+    return [_insn(_JEQ_K, nr, 0, len(body))] + body
+
+
+def _tail(table: dict, new_process: int) -> list[tuple]:
+    """Process creation: ``new_process`` answers fork, vfork and clone
+    without CLONE_THREAD; threads pass.
+
+    clone with a namespace flag: refused; clone3 (flags in memory that
+    BPF cannot read): ENOSYS, so the C library falls back to clone.
+    """
     deny = _RET_ERRNO | errno.EPERM
-    return [_insn(_JEQ_K, table['clone3'], 0, 1),
-            _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),
-            _insn(_JEQ_K, table['clone'], 0, 3),
-            _insn(_LD_W_ABS, _OFF_ARG0),
-            _insn(_JSET_K, _CLONE_NEW_ANY, 0, 1),
-            _insn(_RET_K, deny),
-            _insn(_RET_K, _RET_ALLOW)]     # clone without them, and the rest
+    prog = []
+    for name in _NEW_PROCESS:
+        if name in table:   # aarch64 has clone only
+            prog += [_insn(_JEQ_K, table[name], 0, 1),
+                     _insn(_RET_K, new_process)]
+    return prog + [
+        _insn(_JEQ_K, table['clone3'], 0, 1),
+        _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),
+        _insn(_JEQ_K, table['clone'], 0, 5),
+        _insn(_LD_W_ABS, _OFF_ARG0),
+        _insn(_JSET_K, _CLONE_NEW_ANY, 2, 0),
+        _insn(_JSET_K, _CLONE_THREAD, 2, 0),
+        _insn(_RET_K, new_process),
+        _insn(_RET_K, deny),
+        _insn(_RET_K, _RET_ALLOW)]     # a thread, and the rest
 
 
 def build_program(arch: int, table: dict, x32_check: bool
@@ -431,7 +523,7 @@ def build_program(arch: int, table: dict, x32_check: bool
         prog += [_insn(_JEQ_K, 0, 1, 0),
                  _insn(_RET_K, deny),
                  _insn(_RET_K, _RET_ALLOW)]
-    return prog + _tail(table), pid_slots
+    return prog + _tail(table, deny), pid_slots
 
 
 def build_launcher_program(arch: int, table: dict, x32_check: bool
@@ -444,6 +536,13 @@ def build_launcher_program(arch: int, table: dict, x32_check: bool
     signal to a thread of glance-api acts on the whole process.  So
     signals naming the launcher's tid (``thread_slots``) or glance-api's
     pid (``process_slots``) are refused here.
+
+    Starting a process is not refused but handed to a supervisor (user
+    notification): the launcher's own start of qemu-img must pass, and a
+    filter cannot tell it from qemu-img's.  The supervisor lets exactly
+    that one through and closes the notification descriptor, after which
+    the kernel answers every further attempt with ENOSYS
+    (:class:`ProcessGate`).
     """
     prog = _head(arch, table, x32_check)
     deny = _RET_ERRNO | errno.EPERM
@@ -457,7 +556,8 @@ def build_launcher_program(arch: int, table: dict, x32_check: bool
         prog += [_insn(_JEQ_K, 0, 1, 0),
                  _insn(_RET_K, _RET_ALLOW),
                  _insn(_RET_K, deny)]
-    return prog + _tail(table), thread_slots, process_slots
+    return (prog + _tail(table, _RET_USER_NOTIF), thread_slots,
+            process_slots)
 
 
 class _Program:
@@ -616,6 +716,7 @@ class Confinement:
         self.ruleset_fd = ruleset_fd
         self.program = program
         self.nnp = bool(applied)
+        self.listener: int | None = None
 
     @property
     def thread_safe(self) -> bool:
@@ -627,7 +728,8 @@ class Confinement:
         the scoping lets through (the launcher thread itself).
         """
         return (self.ruleset_fd is not None and self.program is not None
-                and LANDLOCK_SCOPE in self.applied)
+                and LANDLOCK_SCOPE in self.applied
+                and process_gate_usable())
 
     def child_setup(self) -> None:
         if not self.nnp:
@@ -636,23 +738,29 @@ class Confinement:
         if failed:
             _die(failed)
 
-    def restrict_thread(self, caller_tid: int) -> None:
+    def restrict_thread(self, caller_tid: int) -> ProcessGate | None:
         """Confine the calling thread for good; it then starts qemu-img.
 
         ``caller_tid``: the kernel thread id of the thread that asked; the
         same id here means green threads sharing one kernel thread
         (eventlet), which this must never restrict: :class:`NotAThread`.
-        Raises :class:`ThreadNotConfined` when a layer cannot be applied.
+        Returns the gate through which the caller lets the one process
+        start pass (:class:`ProcessGate`), or None without seccomp.
+        Raises :class:`ThreadNotConfined` when a
+        layer cannot be applied.
         """
         tid = _gettid()
         if tid is None or tid == caller_tid:
             raise NotAThread('not a separate kernel thread')
         if not self.nnp:
-            return
+            return None
         failed = self._apply(None, tid)
         if failed:
             raise ThreadNotConfined('%s%s failed: %s' % (
                 FAILED_PREFIX, failed, os.strerror(ctypes.get_errno())))
+        if self.listener is None:
+            return None
+        return ProcessGate(self.listener, tid)
 
     def _apply(self, child_pid, launcher_tid) -> str | None:
         """Apply every layer; the name of the call that failed, or None."""
@@ -672,6 +780,15 @@ class Confinement:
             else:
                 _keep, address = _program(launcher=True).patched(
                     launcher_tid, os.getpid())
+                fd = _LIBC.syscall(
+                    ctypes.c_long(seccomp_table()[0][1]['seccomp']),
+                    ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                    ctypes.c_uint(_SECCOMP_FILTER_FLAG_NEW_LISTENER),
+                    ctypes.c_void_p(address))
+                if fd < 0:
+                    return 'seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)'
+                self.listener = int(fd)   # close-on-exec, as the kernel
+                return None               # makes it
             if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER,
                            address, 0, 0) != 0:
                 return 'prctl(PR_SET_SECCOMP)'
@@ -681,6 +798,95 @@ class Confinement:
         if self.ruleset_fd is not None:
             os.close(self.ruleset_fd)
             self.ruleset_fd = None
+
+
+class ProcessGate:
+    """Lets a launcher thread start qemu-img, and no process after it.
+
+    The launcher's filter hands every process start to a supervisor
+    through a seccomp notification descriptor.  The caller's thread,
+    unrestricted, is that supervisor for one answer: it lets the start
+    made by the launcher thread itself (the kernel names the thread)
+    continue, and closes the descriptor.  From then on the kernel answers
+    fork, vfork and clone (but threads) with ENOSYS for the launcher's
+    child and everything it executes: qemu-img stays one process.
+    """
+
+    def __init__(self, listener: int, launcher_tid: int):
+        self.listener = listener
+        self.launcher_tid = launcher_tid
+
+    def admit_one(self, gave_up: Callable[[], bool]) -> None:
+        """Let the launcher's start through, then close the gate.
+
+        ``gave_up``: true once the launcher ended without starting
+        anything (an error before the start): stop waiting.
+        """
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        try:
+            while not gave_up() and self.listener is not None:
+                if not poller.poll(100):
+                    continue
+                request = bytearray(_NOTIF_SIZE)
+                try:
+                    fcntl.ioctl(self.listener, _NOTIF_RECV, request, True)
+                except OSError:     # the caller died meanwhile: wait on
+                    continue
+                ident, tid = struct.unpack_from('=QI', request)
+                ours = tid == self.launcher_tid
+                answer = bytearray(struct.pack(
+                    '=QqiI', ident, 0, 0 if ours else -errno.EPERM,
+                    _USER_NOTIF_FLAG_CONTINUE if ours else 0))
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(self.listener, _NOTIF_SEND, answer, True)
+                if ours:
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the gate: every process start is refused from now on."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            os.close(listener)
+
+
+_GATE_USABLE: list = []
+
+
+def process_gate_usable() -> bool:
+    """True where a launcher thread can use a :class:`ProcessGate`.
+
+    The kernel must have seccomp user notification (5.0) with
+    ``SECCOMP_USER_NOTIF_FLAG_CONTINUE`` (5.5); and Python must release
+    the GIL while its ``vfork()`` waits for the child's exec (3.12, and
+    3.11 from 3.11.7, where it was backported; verified here with
+    3.11.7): before that, the launcher would hold the GIL while the
+    supervisor, a Python thread, needs it to answer.
+    """
+    if not _GATE_USABLE:
+        version = sys.version_info[:3]
+        python_ok = version >= (3, 12) or (3, 11, 7) <= version < (3, 12)
+        kernel_ok = False
+        table, _why = seccomp_table()
+        if table is not None and python_ok:
+            sizes = ctypes.create_string_buffer(6)
+            kernel_ok = (_LIBC.syscall(
+                ctypes.c_long(table[1]['seccomp']),
+                ctypes.c_uint(_SECCOMP_GET_NOTIF_SIZES), ctypes.c_uint(0),
+                sizes) == 0 and _kernel_at_least(5, 5))
+        _GATE_USABLE.append(python_ok and kernel_ok)
+    return _GATE_USABLE[0]
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        found = tuple(int(part) for part in
+                      platform.release().split('-')[0].split('.')[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
 
 
 class NotAThread(RuntimeError):
@@ -749,6 +955,15 @@ def prepare(reads=(), writes=(), executable: str | None = None,
         program = _program()
         _program(launcher=True)   # built here, not in a restricted thread
     return Confinement(applied, ruleset, program)
+
+
+def environment(extra: dict) -> dict:
+    """The environment of one qemu-img run: ``extra`` and
+    :data:`CHILD_PATH` only when confined; off, glance-api's with
+    ``extra``."""
+    if MINIMAL_ENV in applied_layers():
+        return dict(extra, PATH=CHILD_PATH)
+    return dict(os.environ, **extra)
 
 
 def resolve(name: str, env: dict) -> str | None:

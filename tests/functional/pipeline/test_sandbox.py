@@ -1,8 +1,9 @@
 """qemu-img confinement, tried by a hostile stand-in (tests/standin.py).
 
-The stand-in runs the real qemu-img, then tries to steal and to reach out.
-Confined, every attempt fails and the conversion still compares equal;
-with ``sandbox = off`` the same attempts succeed, so these tests can fail.
+The stand-in runs the real qemu-img, then tries to steal, to reach out, to
+touch other processes and to leave a process behind.  Confined, every
+attempt fails and the conversion still compares equal; with ``sandbox =
+off`` the same attempts succeed, so these tests can fail.
 """
 
 import json
@@ -10,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -27,8 +29,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 # Escapes whose proof is in the output; 'proc' only through a subprocess
 # (putenv does not change /proc/PID/environ of the test process itself).
 DATA = {'canary', 'sibling', 'conf', 'listing', 'tcp', 'abstract',
-        'etc_glance', 'parent', 'owner'}
-EFFECTS = ['abstract', 'signal', 'tcp', 'write']
+        'etc_glance', 'parent', 'owner', 'env', 'fork'}
+EFFECTS = ['abstract', 'ioprio', 'linger', 'prlimit', 'renice',
+           'scheduler', 'signal', 'tcp', 'write']
+
+
+def _effects(scene):
+    """What an unconfined stand-in leaves outside its output."""
+    return sorted(EFFECTS + (['affinity'] if 'affinity' in scene.attempts()
+                             else []))
 
 
 @pytest.fixture
@@ -104,9 +113,29 @@ def _convert_in_process(scene, monkeypatch, target='raw'):
         settings=hostile_corpus.pipeline_settings(target))
 
 
-def _assert_ran_and_equal(scene, out):
-    assert os.path.getsize(out) == 8 * MiB + standin.RAN_MARK
+def _assert_confined_and_equal(scene, out):
+    """Confined, the stand-in could not start qemu-img as a process of
+    its own: it became qemu-img (exec), so it appended nothing."""
+    assert os.path.getsize(out) == 8 * MiB
     assert qemu_img.compare(scene.src, 'qcow2', out, 'raw')
+
+
+def _wait_for(predicate, what, timeout=120):
+    """A generous time-out, never a timed assertion."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, 'gave up waiting: %s' % what
+        time.sleep(0.05)
+
+
+def _assert_linger_rewrites(scene, out):
+    """Unconfined: a process of the stand-in outlived it, holding the
+    output open; told to, it writes into the output after the checks."""
+    assert scene.lingering() is not None
+    assert 'linger' not in scene.stolen(out)
+    scene.release_linger()
+    _wait_for(lambda: scene.lingering() is None, 'the lingering process')
+    assert 'linger' in scene.stolen(out)
 
 
 @pytest.mark.parametrize('how', START)
@@ -124,7 +153,8 @@ def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode,
         assert outcome.startswith('denied'), (name, outcome)
     assert scene.stolen(result.path) == []
     assert scene.effects() == []
-    _assert_ran_and_equal(scene, result.path)
+    assert scene.lingering() is None
+    _assert_confined_and_equal(scene, result.path)
 
 
 @pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
@@ -143,8 +173,9 @@ def test_unconfined_standin_steals(scene, reports, monkeypatch, mode,
         assert outcome.startswith('got'), (name, outcome)
     assert scene.stolen(result.path) == sorted(
         DATA & set(scene.attempts()))
-    assert scene.effects() == EFFECTS
+    assert scene.effects() == _effects(scene)
     assert os.path.getsize(result.path) > 8 * MiB + standin.RAN_MARK
+    _assert_linger_rewrites(scene, result.path)
 
 
 @pytest.mark.skipif(sandbox.landlock_abi()[0] < 6
@@ -160,14 +191,57 @@ def test_launcher_thread_needs_its_seccomp_guard(scene, reports, monkeypatch,
     monkeypatch.setattr(sandbox._Program, 'patched',
                         lambda self, tid, pid: real(self, 0, 0))
     mode(sandbox.AUTO)
-    result = _convert_in_process(scene, monkeypatch)
+    _convert_in_process(scene, monkeypatch)
     assert set(start_paths) == {qemu_img.THREAD}
     report = reports[0]
     assert report['parent'].startswith('got'), report
-    assert scene.stolen(result.path) == ['parent']
     # Everything else is still refused.
     assert [n for n, o in report.items() if not o.startswith('denied')] == [
         'parent']
+
+
+# --- nothing outlives qemu-img -----------------------------------------------
+
+#: What the stand-in does once it has tried everything, per outcome.
+BEHAVIOUR = {'success': 'convert', 'failure': 'fail', 'timeout': 'hang',
+             'cancel': 'hang'}
+RAISES = {'success': None, 'failure': qemu_img.QemuImgError,
+          'timeout': qemu_img.QemuImgTimeout,
+          'cancel': qemu_img.QemuImgCancelled}
+
+
+@pytest.mark.parametrize('outcome', sorted(BEHAVIOUR))
+@pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
+@pytest.mark.parametrize('mode_name', [sandbox.AUTO, sandbox.OFF])
+def test_nothing_outlives_qemu_img(scene, monkeypatch, mode, tmp_path,
+                                   mode_name, how, outcome):
+    """Success, failure, time-out or cancellation: when qemu-img's run
+    ends, no process of it is left (the stand-in's setsid and double
+    fork included).  Unconfined (the control), one is left behind."""
+    _force_start(monkeypatch, how)
+    mode(mode_name)
+    monkeypatch.setenv('PATH', scene.env()['PATH'])
+    scene.set_behaviour(BEHAVIOUR[outcome])
+    out = str(tmp_path / 'out.raw')
+
+    def hanging():
+        with open(out, 'rb') as f:
+            return standin.HANGING in f.read()
+
+    limits = qemu_img.Limits(timeout=15 if outcome == 'timeout' else 600)
+    try:
+        qemu_img.convert(scene.src, 'qcow2', out, 'raw', limits=limits,
+                         should_cancel=hanging if outcome == 'cancel'
+                         else None)
+    except qemu_img.QemuImgError as exc:
+        assert type(exc) is RAISES[outcome], exc
+    else:
+        assert RAISES[outcome] is None
+    if mode_name == sandbox.OFF:
+        assert scene.lingering() is not None
+    else:
+        assert scene.lingering() is None
+        assert not os.path.exists(scene.linger_pidfile)
 
 
 def test_etc_glance_is_tried(scene):
@@ -198,11 +272,12 @@ def test_cli_convert(scene, tmp_path, mode_name):
     if mode_name == sandbox.AUTO:
         assert scene.stolen(out) == []
         assert scene.effects() == []
-        _assert_ran_and_equal(scene, out)
+        _assert_confined_and_equal(scene, out)
     else:
         assert scene.stolen(out) == sorted(
             (DATA | {'proc'}) & set(scene.attempts()))
-        assert scene.effects() == EFFECTS
+        assert scene.effects() == _effects(scene)
+        _assert_linger_rewrites(scene, out)
 
 
 def test_cli_parallel_conversion_is_confined(scene, tmp_path):
@@ -216,8 +291,8 @@ def test_cli_parallel_conversion_is_confined(scene, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert scene.stolen(out) == []
     assert scene.effects() == []
-    # Both processes ran and appended their mark.
-    assert os.path.getsize(out) == 8 * MiB + 2 * standin.RAN_MARK
+    # Both processes became qemu-img: nothing appended.
+    assert os.path.getsize(out) == 8 * MiB
     assert qemu_img.compare(vmdk, 'vmdk', out, 'raw')
 
 
@@ -265,9 +340,14 @@ def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
         if abi >= 4:
             assert report['tcp'].startswith('denied'), report
         # Only seccomp refuses naming a file's owner (F_SETOWN); ABI 6
-        # scopes the signal it would bring, which no test sends.
-        assert report['owner'].startswith('got'), report
-        assert scene.stolen(result.path) == ['owner']
+        # scopes the signal it would bring, which no test sends.  It also
+        # carries the rules on processes: without it, the stand-in starts
+        # processes and changes another process's limits and priorities.
+        # The environment stays clean (no kernel layer needed).
+        for name in ('owner', 'fork', 'prlimit', 'renice', 'ioprio'):
+            assert report[name].startswith('got'), report
+        assert report['env'].startswith('denied'), report
+        assert scene.stolen(result.path) == ['fork', 'owner']
         converted = str(scene.root) + '/converted.raw'
         with open(result.path, 'rb') as f, open(converted, 'wb') as out:
             out.write(f.read(8 * MiB))

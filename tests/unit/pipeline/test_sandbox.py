@@ -20,6 +20,7 @@ ALLOW = 0x7fff0000
 KILL = 0x80000000
 EPERM = 0x00050000 | errno.EPERM
 ENOSYS = 0x00050000 | errno.ENOSYS
+USER_NOTIF = 0x7fc00000
 
 
 def run_bpf(prog, nr, arch, args=()):
@@ -130,14 +131,65 @@ def test_no_file_owner_to_signal(machine, launcher):
         assert run_bpf(prog, nr, arch, [3, cmd, 0]) == ALLOW, cmd
 
 
-def test_threads_yes_namespaces_no(program):
+THREAD = 0x003d0f00      # what pthread_create passes to clone
+FORK = 0x01200011        # glibc's fork(): SIGCHLD, CHILD_SETTID|CLEARTID
+VFORK = 0x00004111       # CLONE_VM | CLONE_VFORK | SIGCHLD
+
+
+def test_threads_yes_processes_and_namespaces_no(program):
     _machine, arch, table, prog, _pid = program
-    thread = 0x003d0f00      # what pthread_create passes
-    assert run_bpf(prog, table['clone'], arch, [thread]) == ALLOW
-    assert run_bpf(prog, table['clone'], arch, [0x11]) == ALLOW  # fork
+    assert run_bpf(prog, table['clone'], arch, [THREAD]) == ALLOW
+    for flags in (FORK, VFORK, 0x11, 0x00010000 ^ THREAD):
+        assert run_bpf(prog, table['clone'], arch, [flags]) == EPERM, flags
+    for name in ('fork', 'vfork'):
+        if name in table:
+            assert run_bpf(prog, table[name], arch) == EPERM, name
     for flag in (0x10000000, 0x20000, 0x40000000, 0x20000000):
-        assert run_bpf(prog, table['clone'], arch, [thread | flag]) == EPERM
+        assert run_bpf(prog, table['clone'], arch, [THREAD | flag]) == EPERM
     assert run_bpf(prog, table['clone3'], arch) == ENOSYS
+
+
+def test_launcher_hands_process_starts_to_its_gate(launcher_program):
+    """The launcher's own start of qemu-img must pass once: the filter
+    asks the supervisor, which lets exactly that one through."""
+    arch, table, prog, _tid, _pid = launcher_program
+    assert run_bpf(prog, table['clone'], arch, [THREAD]) == ALLOW
+    for flags in (FORK, VFORK):
+        assert run_bpf(prog, table['clone'], arch, [flags]) == USER_NOTIF
+    for name in ('fork', 'vfork'):
+        if name in table:
+            assert run_bpf(prog, table[name], arch) == USER_NOTIF, name
+    assert run_bpf(prog, table['clone'], arch,
+                   [THREAD | 0x20000000]) == EPERM     # CLONE_NEWUTS
+
+
+@pytest.mark.parametrize('machine', sorted(sandbox._TABLES))
+@pytest.mark.parametrize('launcher', [False, True])
+def test_other_processes_are_left_alone(machine, launcher):
+    """Limits, priority, affinity, scheduling, I/O priority and memory
+    placement: of the caller itself only (pid 0), as qemu-img, setpriv
+    and prlimit use them (traced); never of another process."""
+    arch, table = sandbox._TABLES[machine]
+    build = (sandbox.build_launcher_program if launcher
+             else sandbox.build_program)
+    prog = build(arch, table, machine == 'x86_64')[0]
+    for name in ('prlimit64', 'sched_setaffinity', 'sched_setscheduler',
+                 'sched_setparam', 'sched_setattr', 'migrate_pages',
+                 'move_pages'):
+        assert run_bpf(prog, table[name], arch, [0, 7, 1]) == ALLOW, name
+        assert run_bpf(prog, table[name], arch, [4242, 7, 1]) == EPERM
+        assert run_bpf(prog, table[name], arch, [0xffffffff, 7]) == EPERM
+    setpriority, ioprio_set = table['setpriority'], table['ioprio_set']
+    assert run_bpf(prog, setpriority, arch, [0, 0, 5]) == ALLOW
+    assert run_bpf(prog, setpriority, arch, [0, 4242, 5]) == EPERM
+    for which in (1, 2):     # PRIO_PGRP, PRIO_USER: others too
+        assert run_bpf(prog, setpriority, arch, [which, 0, 5]) == EPERM
+    assert run_bpf(prog, ioprio_set, arch, [1, 0, 0x6000]) == ALLOW
+    assert run_bpf(prog, ioprio_set, arch, [1, 4242, 0x6000]) == EPERM
+    for which in (2, 3):     # IOPRIO_WHO_PGRP, IOPRIO_WHO_USER
+        assert run_bpf(prog, ioprio_set, arch, [which, 0, 0]) == EPERM
+    for name in ('kcmp', 'process_madvise', 'process_mrelease'):
+        assert run_bpf(prog, table[name], arch, [0, 0]) == EPERM, name
 
 
 def test_ordinary_calls_pass(program):
@@ -163,7 +215,8 @@ def _layers(**available):
                           'fix it')
             for name in (sandbox.NO_NEW_PRIVS, sandbox.LANDLOCK_FS,
                          sandbox.LANDLOCK_NET, sandbox.LANDLOCK_SCOPE,
-                         sandbox.SECCOMP)]
+                         sandbox.SECCOMP, sandbox.ONE_PROCESS,
+                         sandbox.MINIMAL_ENV)]
 
 
 @pytest.fixture
@@ -190,7 +243,8 @@ def test_auto_logs_missing_layers_once(host, caplog):
     assert len(warnings) == 1 and 'seccomp' in warnings[0].getMessage()
     assert len(infos) == 1 and 'landlock-scope' in infos[0].getMessage()
     assert sandbox.applied_layers() == [
-        sandbox.NO_NEW_PRIVS, sandbox.LANDLOCK_FS, sandbox.LANDLOCK_NET]
+        sandbox.NO_NEW_PRIVS, sandbox.LANDLOCK_FS, sandbox.LANDLOCK_NET,
+        sandbox.ONE_PROCESS, sandbox.MINIMAL_ENV]
 
 
 def test_required_refuses_without_an_essential_layer(host, tmp_path):
@@ -240,7 +294,7 @@ def test_output_is_created_before_the_run(host, tmp_path):
 def test_findings_say_what_is_missing_and_what_to_do(host, mode, severity):
     host(**{sandbox.LANDLOCK_FS: False, sandbox.LANDLOCK_SCOPE: False})
     found = check_config.check_sandbox(mode)
-    assert len(found) == 5
+    assert len(found) == 7
     by_severity = {}
     for f in found:
         by_severity.setdefault(f.severity, []).append(f)
