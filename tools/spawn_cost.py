@@ -15,6 +15,11 @@ paired differences (which cancel most of a shared host's drift):
   through the launcher path and through the fork;
 * the fork against the launcher path.
 
+The launcher path also pays for its process gate (the seccomp user
+notification that lets the launcher start qemu-img and nothing after
+it); that part is measured alone too, paired against the same filter
+installed without a gate, on ``/bin/true`` started from a fresh thread.
+
     python tools/spawn_cost.py [--heap-mb 300] [-n 40]
 """
 
@@ -108,7 +113,63 @@ def measure(img, n):
              reads=[img], executable='/usr/bin/qemu-img').close()},
              n * 10)['prepare'])),
     ]
+    if sandbox.process_gate_usable():
+        gate = interleaved(_gate_variants(), n * 2)
+        rows.append(('  of which the process gate, launcher (paired)',
+                     _paired(gate, 'no gate', 'gate')))
     return path, rows
+
+
+def _gate_variants():
+    """Start /bin/true from a new thread that installs the launcher's
+    filter: with the process gate, and the same filter letting process
+    starts through without one."""
+    import ctypes
+    import platform
+    import threading
+    table, _why = sandbox.seccomp_table()
+    arch, numbers = table
+    prog, _threads, _processes = sandbox.build_launcher_program(
+        arch, numbers, platform.machine() == 'x86_64')
+    ungated = [(c, jt, jf, sandbox._RET_ALLOW
+                if c == 0x06 and k == sandbox._RET_USER_NOTIF else k)
+               for c, jt, jf, k in prog]
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def compiled(insns):
+        filters = (sandbox._SockFilter * len(insns))(
+            *[sandbox._SockFilter(*i) for i in insns])
+        fprog = sandbox._SockFprog(len(insns), filters)
+        return filters, fprog
+
+    programs = {True: compiled(prog), False: compiled(ungated)}
+
+    def start(gated):
+        _filters, fprog = programs[gated]
+        found = {}
+        ready = threading.Event()
+
+        def launcher():
+            libc.prctl(38, 1, 0, 0, 0)
+            if gated:
+                fd = libc.syscall(
+                    ctypes.c_long(numbers['seccomp']), ctypes.c_uint(1),
+                    ctypes.c_uint(sandbox._SECCOMP_FILTER_FLAG_NEW_LISTENER),
+                    ctypes.byref(fprog))
+                found['gate'] = sandbox.ProcessGate(int(fd), libc.gettid())
+            else:
+                libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0)
+            ready.set()
+            subprocess.run(['/bin/true'])
+
+        thread = threading.Thread(target=launcher)
+        thread.start()
+        ready.wait()
+        if gated:
+            found['gate'].admit_one(lambda: not thread.is_alive())
+        thread.join()
+
+    return {'gate': lambda: start(True), 'no gate': lambda: start(False)}
 
 
 def main():
