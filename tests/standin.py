@@ -258,11 +258,11 @@ def finish(report):
         time.sleep(600)
 
 
-if CONF['behaviour'] == 'backing':
-    # What was asked for is not what it writes: a qcow2 naming a host
-    # file as its backing file.
+if CONF['behaviour'] == 'replace':
+    # What was asked for is not what it writes: the test's image (a
+    # qcow2 naming a host file as its backing file, say).
     with open(out, 'wb') as f:
-        f.write(zlib.decompress(base64.b64decode(CONF['backing_image'])))
+        f.write(zlib.decompress(base64.b64decode(CONF['replacement'])))
     finish({})
     sys.exit(0)
 try:
@@ -293,7 +293,7 @@ class Escapes:
         os.makedirs(self.bin_dir, exist_ok=True)
         self.real_qemu_img = shutil.which('qemu-img')
         self.behaviour = 'convert'
-        self.backing_image = None
+        self.replacement = None
 
         elsewhere = os.path.join(self.root, 'elsewhere')
         os.makedirs(elsewhere, exist_ok=True)
@@ -356,7 +356,7 @@ class Escapes:
         conf = {
             'real_qemu_img': self.real_qemu_img,
             'behaviour': self.behaviour,
-            'backing_image': self.backing_image,
+            'replacement': self.replacement,
             'canary': self.canary,
             'sibling': self.sibling,
             'conf': self.conf,
@@ -382,17 +382,14 @@ class Escapes:
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
 
-    def set_behaviour(self, behaviour):
+    def set_behaviour(self, behaviour, replacement=None):
         """After its attempts, the stand-in converts (``convert``), fails
-        (``fail``), hangs (``hang``), or writes a qcow2 with a backing
-        file instead of converting (``backing``)."""
-        if behaviour == 'backing' and self.backing_image is None:
-            hostile = os.path.join(self.root, 'with-backing.qcow2')
-            subprocess.run([self.real_qemu_img, 'create', '-q', '-f',
-                            'qcow2', '-b', self.canary, '-F', 'raw', '-u',
-                            hostile, '8M'], check=True)
-            with open(hostile, 'rb') as f:
-                self.backing_image = base64.b64encode(
+        (``fail``) or hangs (``hang``); or, instead of converting, writes
+        the file ``replacement`` as its output (``replace``)."""
+        self.replacement = None
+        if replacement is not None:
+            with open(replacement, 'rb') as f:
+                self.replacement = base64.b64encode(
                     zlib.compress(f.read())).decode()
         self.behaviour = behaviour
         self._write_script()

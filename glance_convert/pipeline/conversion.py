@@ -366,6 +366,11 @@ def _verify_output(final: str, target: str, virtual_size: int,
     descriptors) still ask ``qemu-img info``.
     """
     inspection.verify_output(final, target, policy=settings.policy)
+    # qemu-img's output is untrusted input too (a compromised qemu-img
+    # writes what it likes): every check an upload claimed as the target
+    # format gets, such as the size limit.  Nothing else can write it
+    # now: a confined qemu-img started no process and has been reaped.
+    inspection.inspect_bytes(final, target, settings.policy)
     row = formats.get(target)
     driver = row.qemu_driver
     if row.output_size_from == formats.FILE_LENGTH:

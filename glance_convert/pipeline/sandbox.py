@@ -373,7 +373,7 @@ def _probe() -> list[Layer]:
               'chmod/chown/xattr changes, truncate by path',
               seccomp_why, seccomp_fix),
         Layer(ONE_PROCESS, table is not None,
-              'starting processes (fork, vfork, clone but threads): nothing '
+              'starting processes (fork, vfork, clone; threads pass): nothing '
               'qemu-img starts can outlive it, write its output after the '
               'check or fork-bomb the glance user',
               'seccomp filter' if table is not None else seccomp_why,

@@ -17,7 +17,10 @@ import uuid
 import pytest
 
 from glance_convert import errors
+from glance_convert import settings as config_check
+from glance_convert.cmd import check_config
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
 from tests import hostile_corpus
@@ -244,6 +247,85 @@ def test_nothing_outlives_qemu_img(scene, monkeypatch, mode, tmp_path,
         assert not os.path.exists(scene.linger_pidfile)
 
 
+# --- the output, judged as an upload -----------------------------------------
+
+def _replacement(scene, kind):
+    """An image a compromised qemu-img writes instead of the output."""
+    path = os.path.join(scene.root, 'replacement-' + kind)
+    create = {
+        'backing': ['-f', 'qcow2', '-b', scene.canary, '-F', 'raw', '-u',
+                    path, '8M'],
+        'extent': ['-f', 'vmdk', '-o', 'subformat=monolithicFlat', path,
+                   '8M'],
+        'huge': ['-f', 'qcow2', path, '1G'],
+        'hidden': ['-f', 'qcow2', path, '8M'],
+    }[kind]
+    subprocess.run([scene.real_qemu_img, 'create', '-q'] + create,
+                   check=True)
+    return path
+
+
+#: (what the stand-in writes, the format asked for, the user's sentence)
+HOSTILE_OUTPUTS = [
+    ('backing', 'qcow2', 'with a backing file are not allowed'),
+    ('extent', 'vmdk', 'refer to other files'),
+    ('huge', 'qcow2', 'above the limit'),
+    ('hidden', 'raw', 'hides another disk image'),
+]
+
+
+def _source_for(scene, target):
+    """(path, format, image id) of an upload that is converted to
+    ``target``: the scene's qcow2, or a raw copy of it."""
+    if target != 'qcow2':
+        return scene.src, 'qcow2', scene.image_id
+    image_id = str(uuid.uuid4())
+    path = os.path.join(scene.staging, image_id)
+    subprocess.run([scene.real_qemu_img, 'convert', '-f', 'qcow2', '-O',
+                    'raw', scene.src, path], check=True)
+    return path, 'raw', image_id
+
+
+@pytest.mark.parametrize('kind,target,words', HOSTILE_OUTPUTS)
+def test_hostile_output_is_refused(scene, monkeypatch, mode, kind, target,
+                                   words):
+    """A qemu-img that writes something else than what was asked for:
+    the output goes through the checks an upload of that format gets."""
+    mode(sandbox.AUTO)
+    monkeypatch.setenv('PATH', scene.env()['PATH'])
+    scene.set_behaviour('replace', _replacement(scene, kind))
+    src, claimed, image_id = _source_for(scene, target)
+    before = sorted(os.listdir(scene.staging))
+    with pytest.raises(errors.ConversionError) as exc_info:
+        conversion.convert_image(
+            src, claimed, image_id=image_id, work_dir=scene.staging,
+            settings=hostile_corpus.pipeline_settings(
+                target, max_virtual_size=64 * MiB))
+    assert words in str(exc_info.value), exc_info.value
+    assert sorted(os.listdir(scene.staging)) == before
+
+
+def test_output_larger_than_allowed_needed_the_upload_checks(
+        scene, monkeypatch, mode):
+    """The control: without the upload checks on the output, a qcow2
+    claiming more than the allowed virtual size was handed on."""
+    mode(sandbox.AUTO)
+    monkeypatch.setenv('PATH', scene.env()['PATH'])
+    scene.set_behaviour('replace', _replacement(scene, 'huge'))
+    src, claimed, image_id = _source_for(scene, 'qcow2')
+    real = inspection.inspect_bytes
+    output = conversion.work_paths(scene.staging, image_id, 'qcow2')[1]
+    monkeypatch.setattr(
+        inspection, 'inspect_bytes',
+        lambda path, claimed, policy: None if path == output
+        else real(path, claimed, policy))
+    result = conversion.convert_image(
+        src, claimed, image_id=image_id, work_dir=scene.staging,
+        settings=hostile_corpus.pipeline_settings(
+            'qcow2', max_virtual_size=64 * MiB))
+    assert result.path == output and result.virtual_size == 1024 * MiB
+
+
 def test_etc_glance_is_tried(scene):
     if scene.etc_glance_skip:
         pytest.skip(scene.etc_glance_skip)
@@ -319,6 +401,12 @@ def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
     assert any(layer in r.getMessage() and 'simulated' in r.getMessage()
                for r in caplog.records), caplog.text
     assert layer not in sandbox.applied_layers()
+    if layer == sandbox.SECCOMP:
+        # The bound on processes is seccomp's: missing with it, and said.
+        assert any(sandbox.ONE_PROCESS in r.getMessage()
+                   and r.levelno == logging.WARNING
+                   for r in caplog.records), caplog.text
+        assert sandbox.ONE_PROCESS not in sandbox.applied_layers()
     result = _convert_in_process(scene, monkeypatch)
     report = reports[0]
     abi = sandbox.landlock_abi()[0] if layer == sandbox.SECCOMP else 0
@@ -352,6 +440,33 @@ def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
         with open(result.path, 'rb') as f, open(converted, 'wb') as out:
             out.write(f.read(8 * MiB))
         assert qemu_img.compare(scene.src, 'qcow2', converted, 'raw')
+
+
+def test_check_config_and_inspect_show_the_new_layers(scene, monkeypatch):
+    """check-config names each layer, what it stops and, when missing,
+    how to get it; inspect lists the layers its qemu-img runs had."""
+    def finding(layer):
+        [found] = [f for f in check_config.check_sandbox(sandbox.AUTO)
+                   if f.message.startswith(layer + ' ')]
+        return found
+
+    for layer in (sandbox.ONE_PROCESS, sandbox.MINIMAL_ENV):
+        assert finding(layer).severity == config_check.OK
+    assert 'outlive' in finding(sandbox.ONE_PROCESS).message
+    assert 'environment' in finding(sandbox.MINIMAL_ENV).message
+    assert 'other processes' in finding(sandbox.SECCOMP).message
+    proc = subprocess.run(
+        [sys.executable, '-m', 'glance_convert.cmd', 'inspect', scene.src,
+         '--disk-format', 'qcow2', '--json', '--config-dir', scene.config],
+        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+        text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    confinement = json.loads(proc.stdout)['confinement']
+    assert {sandbox.ONE_PROCESS, sandbox.MINIMAL_ENV} <= set(confinement)
+    _without(monkeypatch, sandbox.SECCOMP)
+    missing = finding(sandbox.ONE_PROCESS)
+    assert missing.severity == config_check.WARNING
+    assert 'not available' in missing.message and 'seccomp' in missing.fix
 
 
 @pytest.mark.parametrize('layer', [sandbox.LANDLOCK_FS, sandbox.SECCOMP])
