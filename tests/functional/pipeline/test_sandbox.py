@@ -96,13 +96,20 @@ def _force_start(monkeypatch, how):
         monkeypatch.setattr(sandbox, 'landlock_abi',
                             lambda: (5, 'simulated: ABI 5'))
         monkeypatch.setattr(sandbox, '_PROBED', sandbox._probe())
+    elif how == 'no-process-gate':   # Linux < 5.5 or Python < 3.11.7
+        monkeypatch.setattr(sandbox, '_GATE_USABLE', [False])
     return qemu_img.THREAD if how == 'fast' else qemu_img.FORK
 
 
+#: The launcher thread needs Landlock ABI 6, util-linux setpriv/prlimit
+#: and what its process gate needs (Linux 5.5, Python 3.11.7).
+LAUNCHER_USABLE = (sandbox.landlock_abi()[0] >= 6
+                   and qemu_img.launcher_tools() is not None
+                   and sandbox.process_gate_usable())
 FAST = pytest.param('fast', marks=pytest.mark.skipif(
-    sandbox.landlock_abi()[0] < 6 or qemu_img.launcher_tools() is None,
-    reason='needs Landlock ABI 6 and util-linux setpriv/prlimit'))
-START = [FAST, 'no-setpriv', 'landlock-abi-5']
+    not LAUNCHER_USABLE, reason='needs Landlock ABI 6, util-linux '
+    'setpriv/prlimit, Linux 5.5 and Python 3.11.7'))
+START = [FAST, 'no-setpriv', 'landlock-abi-5', 'no-process-gate']
 
 
 def _convert_in_process(scene, monkeypatch, target='raw'):
@@ -181,9 +188,7 @@ def test_unconfined_standin_steals(scene, reports, monkeypatch, mode,
     _assert_linger_rewrites(scene, result.path)
 
 
-@pytest.mark.skipif(sandbox.landlock_abi()[0] < 6
-                    or qemu_img.launcher_tools() is None,
-                    reason='needs Landlock ABI 6 and util-linux')
+@pytest.mark.skipif(not LAUNCHER_USABLE, reason='no launcher thread here')
 def test_launcher_thread_needs_its_seccomp_guard(scene, reports, monkeypatch,
                                                  mode, start_paths):
     """Why the launcher's filter refuses signals to glance-api's pid and

@@ -11,9 +11,11 @@ from glance_convert.pipeline import sandbox
 from tests import proctools
 
 FAST_PATH = (sandbox.landlock_abi()[0] >= 6
-             and qemu_img.launcher_tools() is not None)
+             and qemu_img.launcher_tools() is not None
+             and sandbox.process_gate_usable())
 needs_fast_path = pytest.mark.skipif(
-    not FAST_PATH, reason='needs Landlock ABI 6 and util-linux setpriv')
+    not FAST_PATH, reason='needs Landlock ABI 6, util-linux setpriv, '
+    'Linux 5.5 and Python 3.11.7 (the process gate)')
 
 
 @pytest.fixture(params=[pytest.param('fast', marks=needs_fast_path),
