@@ -97,3 +97,24 @@ def test_import_through_glance_api(server, source):
             ['abstract', 'signal', 'tcp', 'write', 'linger', 'prlimit',
              'renice', 'scheduler', 'ioprio']
             + (['affinity'] if 'affinity' in escapes.attempts() else []))
+
+
+def test_hostile_output_is_refused_through_glance_api(server, source,
+                                                      tmp_path):
+    """A qemu-img that writes a qcow2 where raw was asked for: the output
+    checks refuse it, confined or not (they are not part of the
+    confinement), and nothing is left behind."""
+    escapes = server.escapes
+    hidden = str(tmp_path / 'hidden.qcow2')
+    subprocess.run([escapes.real_qemu_img, 'create', '-q', '-f', 'qcow2',
+                    hidden, '8M'], check=True)
+    escapes.set_behaviour('replace', hidden)
+    client, image, task = glancetest.run_import(server, source, 'qcow2',
+                                                'glance-direct')
+    assert task['status'] == 'failure', task
+    assert task['message'].startswith('Image rejected: '), task['message']
+    assert 'hides another disk image' in task['message'], task['message']
+    assert image['status'] == 'queued'
+    assert glancetest.leftovers(server, image['id']) == []
+    assert [n for n in os.listdir(server.store_dir)
+            if n.startswith(image['id'])] == []
