@@ -20,12 +20,15 @@ before exec:
   (no_new_privs, Landlock and seccomp belong to one thread and are
   inherited by the processes it starts); that thread starts qemu-img and
   lives until it exits, as the parent-death signal fires when the thread
-  that started the child ends.  The caller's thread, unrestricted, reads
-  qemu-img's output, kills it when it must and runs the callbacks.
+  that started the child ends.  The caller's thread, unrestricted, lets
+  that one start through the sandbox's process gate (no process may start
+  after it), reads qemu-img's output, kills it when it must and runs the
+  callbacks.
 
 Where the tools are missing (or too old for ``--pdeathsig``), where the
 kernel cannot scope signals (Landlock ABI < 6: the seccomp rule "signals
-only to itself" then needs the child's pid) or where threads are green
+only to itself" then needs the child's pid), where the process gate
+cannot work (Linux < 5.5, Python < 3.11.7) or where threads are green
 threads sharing one kernel thread, a ``preexec_fn`` does it all in a
 forked child: the same protection, only slower.
 

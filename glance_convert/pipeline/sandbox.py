@@ -30,14 +30,21 @@ seccomp (a BPF program built here, kernel 3.5+)
     to signal (F_SETOWN...), no namespaces, no io_uring
     (which can bypass seccomp), no keyring, no mount, no
     ``open_by_handle_at``, no chmod/chown/xattr changes and no
-    ``truncate()`` by path (Landlock controls truncation only from ABI 3).
+    ``truncate()`` by path (Landlock controls truncation only from ABI 3);
+    limits, priorities and affinity of itself only; and no new process
+    (threads only), so nothing it starts outlives it
+    (:class:`ProcessGate` for the launcher thread).
+
+Besides, a confined qemu-img gets none of glance-api's environment
+(:func:`environment`).
 
 Why ctypes and not a library: on PyPI, ``landlock`` has only development
 releases and builds and applies its ruleset in one go (no way to build
 it once and apply it in a forked child), ``pyseccomp`` has not been
 released since 2021 and needs libseccomp to compile in the child, and
 libseccomp's own bindings are not on PyPI.  The syscalls used are few and
-stable: three of Landlock's, ``prctl`` and a 150-instruction BPF program.
+stable: three of Landlock's, ``prctl``, ``seccomp`` and a BPF program of
+about 200 instructions.
 """
 
 from __future__ import annotations
