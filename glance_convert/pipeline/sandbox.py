@@ -61,6 +61,7 @@ import select
 import shutil
 import stat
 import struct
+import subprocess
 import sys
 import threading
 from typing import Callable
@@ -824,21 +825,26 @@ class ProcessGate:
         self.launcher_tid = launcher_tid
 
     def admit_one(self, gave_up: Callable[[], bool]) -> None:
-        """Let the launcher's start through, then close the gate.
+        """Answer the first start, then close the gate.
 
-        ``gave_up``: true once the launcher ended without starting
-        anything (an error before the start): stop waiting.
+        The first start can only be the launcher's (nothing else is in
+        its sandbox yet); it continues if the kernel names the launcher
+        thread, and is refused otherwise.  Either way the gate closes at
+        once: a second start is answered by the kernel (ENOSYS), never by
+        this thread, which may need the GIL that a start holds (Python's
+        fork fallback when vfork fails holds it).  ``gave_up``: true once
+        the launcher ended without starting anything: stop waiting.
         """
         poller = select.poll()
         poller.register(self.listener, select.POLLIN)
         try:
-            while not gave_up() and self.listener is not None:
+            while not gave_up():
                 if not poller.poll(100):
                     continue
                 request = bytearray(_NOTIF_SIZE)
                 try:
                     fcntl.ioctl(self.listener, _NOTIF_RECV, request, True)
-                except OSError:     # the caller died meanwhile: wait on
+                except OSError:     # the start was interrupted: wait on
                     continue
                 ident, tid = struct.unpack_from('=QI', request)
                 ours = tid == self.launcher_tid
@@ -847,8 +853,7 @@ class ProcessGate:
                     _USER_NOTIF_FLAG_CONTINUE if ours else 0))
                 with contextlib.suppress(OSError):
                     fcntl.ioctl(self.listener, _NOTIF_SEND, answer, True)
-                if ours:
-                    return
+                return
         finally:
             self.close()
 
@@ -870,8 +875,12 @@ def process_gate_usable() -> bool:
     the GIL while its ``vfork()`` waits for the child's exec (3.12, and
     3.11 from 3.11.7, where it was backported; verified here with
     3.11.7): before that, the launcher would hold the GIL while the
-    supervisor, a Python thread, needs it to answer.
+    supervisor, a Python thread, needs it to answer.  For the same
+    reason, ``subprocess`` must use vfork (its ``_USE_VFORK`` switch):
+    a plain fork holds the GIL.
     """
+    if not getattr(subprocess, '_USE_VFORK', True):
+        return False
     if not _GATE_USABLE:
         version = sys.version_info[:3]
         python_ok = version >= (3, 12) or (3, 11, 7) <= version < (3, 12)

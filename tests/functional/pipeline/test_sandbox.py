@@ -6,6 +6,7 @@ attempt fails and the conversion still compares equal; with ``sandbox =
 off`` the same attempts succeed, so these tests can fail.
 """
 
+import errno
 import json
 import logging
 import os
@@ -329,6 +330,26 @@ def test_output_larger_than_allowed_needed_the_upload_checks(
         settings=hostile_corpus.pipeline_settings(
             'qcow2', max_virtual_size=64 * MiB))
     assert result.path == output and result.virtual_size == 1024 * MiB
+
+
+@pytest.mark.skipif(not LAUNCHER_USABLE, reason='no launcher thread here')
+def test_process_gate_lets_only_the_launcher_through(scene, monkeypatch,
+                                                     mode):
+    """The gate answers the start that the kernel says the launcher
+    thread made; any other (here: the launcher's, with the gate told
+    another thread id) is refused, and nothing runs."""
+    mode(sandbox.AUTO)
+    real = sandbox.ProcessGate.__init__
+    monkeypatch.setattr(
+        sandbox.ProcessGate, '__init__',
+        lambda self, listener, tid: real(self, listener, tid + 1))
+    with pytest.raises(qemu_img.QemuImgError) as exc_info:
+        qemu_img.info(scene.src, 'qcow2', qemu_img.Limits(timeout=60))
+    assert exc_info.value.exit_code is None            # never started
+    # Refused (EPERM); Python then falls back from vfork to fork, which
+    # the closed gate answers with ENOSYS.
+    assert any(os.strerror(code) in exc_info.value.stderr
+               for code in (errno.EPERM, errno.ENOSYS)), exc_info.value
 
 
 def test_etc_glance_is_tried(scene):

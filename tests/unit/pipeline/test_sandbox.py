@@ -308,3 +308,15 @@ def test_findings_when_off(host):
     [finding] = check_config.check_sandbox(sandbox.OFF)
     assert finding.severity == config_check.WARNING
     assert 'auto' in finding.fix
+
+
+def test_environment_is_minimal_unless_off(host, monkeypatch):
+    """Confined, nothing of glance-api's environment; off, all of it."""
+    monkeypatch.setenv('OS_PASSWORD', 'secret')
+    extra = {'LC_ALL': 'C'}
+    sandbox.configure(sandbox.AUTO)
+    assert sandbox.environment(extra) == {'LC_ALL': 'C',
+                                          'PATH': sandbox.CHILD_PATH}
+    sandbox.configure(sandbox.OFF)
+    env = sandbox.environment(extra)
+    assert env['OS_PASSWORD'] == 'secret' and env['LC_ALL'] == 'C'
