@@ -299,8 +299,29 @@ _tuning_opts = [
              'uploaded at once and discarded after a crash.'),
 ]
 
+_metrics_opts = [
+    cfg.StrOpt(
+        'metrics_dir',
+        help='Directory where every glance-api process of this host keeps '
+             'its Prometheus metrics (prometheus_client\'s multi-process '
+             'files; a few hundred KiB per process, kept after a process '
+             'dies so that its counts survive). Unset (the default): no '
+             'metrics are recorded. Must be local to the host and '
+             'writable by glance-api; "glance-convert metrics" reads it. '
+             'A full disk or an unwritable directory turns metrics off in '
+             'that process, with an error in the log, and fails no '
+             'import.'),
+    cfg.StrOpt(
+        'metrics_textfile',
+        help='File that the metrics are written to, atomically, after '
+             'each import, for node_exporter\'s textfile collector (its '
+             '--collector.textfile.directory; the name must end in '
+             '".prom"). Unset (the default): not written. Needs '
+             'metrics_dir.'),
+]
+
 ALL_OPTS = (_format_opts + _output_opts + _safety_opts + _workspace_opts
-            + _tuning_opts)
+            + _tuning_opts + _metrics_opts)
 
 CONF = cfg.CONF
 CONF.register_opts(ALL_OPTS, group=GROUP)
