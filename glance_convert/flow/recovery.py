@@ -16,6 +16,7 @@ import os
 
 from oslo_log import log as logging
 
+from glance_convert import metrics
 from glance_convert.flow import glance_conf
 from glance_convert.host import watch
 from glance_convert.pipeline import conversion
@@ -239,6 +240,7 @@ def log_summary(work_dir: str, reports: list[dict]) -> None:
         return
     counts = {k: sum(r['result'] == k for r in reports)
               for k in (RELEASED, SKIPPED, FAILED)}
+    metrics.recovered(counts[RELEASED])
     LOG.info('Recovery of interrupted conversions in %s ran: %d image(s) '
              'released, %d skipped, %d failed', work_dir,
              counts[RELEASED], counts[SKIPPED], counts[FAILED])

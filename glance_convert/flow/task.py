@@ -17,6 +17,7 @@ from glance_convert import errors
 from glance_convert import options
 from glance_convert import units
 from glance_convert.flow import glance_conf
+from glance_convert.flow import outcome as outcomes
 from glance_convert.flow import recovery
 from glance_convert.host import workspace as workspaces
 
@@ -151,6 +152,18 @@ class ConvertImage(task.Task):
     # -- execute -----------------------------------------------------------
 
     def execute(self, file_path: str) -> str:
+        # The one place where an import's metrics and summary line are
+        # recorded (glance_convert.flow.outcome).
+        outcome = outcomes.Outcome(self.image_id, self.task_id)
+        try:
+            provided = self._convert(file_path, outcome)
+        except BaseException as exc:
+            outcome.finish(exc)
+            raise
+        outcome.finish()
+        return provided
+
+    def _convert(self, file_path: str, outcome: outcomes.Outcome) -> str:
         src = _local_path(file_path)
         self._source = src
         with self.action_wrapper as action:
@@ -158,18 +171,24 @@ class ConvertImage(task.Task):
             container = action.image_container_format
             properties = dict(action.image_extra_properties)
             old = (action.image_disk_format, action.image_container_format)
+        outcome.upload(src, claimed, container)
         config = self.config()
         # From here on, a death of this process leaves a record that
         # recovery uses to release the image, whatever the import is doing.
         self._record = config.workspace.begin_import(
             self.image_id, {'task_id': self.task_id, 'formats': list(old)})
         settings = config.settings
+        outcome.target_format = settings.target
+        outcome.workspace = config.workspace
+        workspace = outcomes.TimedWorkspace(config.workspace, outcome)
+        outcome.lap()
         if containers.check_signed(properties, settings.signed_images):
             LOG.info('Image %s is signed; storing it unconverted',
                      self.image_id)
             self.status.set_message('Signed image stored as uploaded, '
                                     'without conversion')
             self._end_record(watch=src)
+            outcome.stored(False, claimed)
             return file_path
         if (container == 'compressed'
                 and settings.compressed_images == 'keep'):
@@ -178,6 +197,7 @@ class ConvertImage(task.Task):
             self.status.set_message('Compressed image stored as uploaded, '
                                     'without unpacking')
             self._end_record(watch=src)
+            outcome.stored(False, claimed)
             return file_path
         if container in containers.UNPACKED:
             self.status.set_message('Unpacking the %s upload' % container)
@@ -185,13 +205,17 @@ class ConvertImage(task.Task):
                       work_dir=config.workspace.work_dir,
                       slot_timeout=config.slot_timeout,
                       info_for_ledger={'task_id': self.task_id})
+        outcome.stage = 'unpack'
         with containers.opened(
                 src, container_format=container, disk_format=claimed,
                 properties=properties, policy=settings.policy,
                 timeout=settings.convert_limits.timeout,
-                workspace=config.workspace,
+                workspace=workspace,
                 bare_compression=settings.bare_compression,
                 status=_UserStatus(self.status, 1), **common) as disk:
+            if container in containers.UNPACKED:
+                outcome.lap()
+            outcome.stage = 'inspect'
             self.status.set_message('Checking the %s image'
                                     % disk.disk_format)
             result = conversion.convert_image(
@@ -201,6 +225,7 @@ class ConvertImage(task.Task):
                 status=_UserStatus(self.status,
                                    units.allocated_bytes(disk.path)),
                 **common)
+            outcome.lap()
             try:
                 # Before anything is stored: refuses on a checksum
                 # mismatch (bare uploads are hashed while qemu-img works).
@@ -209,6 +234,8 @@ class ConvertImage(task.Task):
                 if result.converted:
                     conversion.remove_file(result.path)
                 raise
+            if digest:
+                outcome.lap('hash')
             if not result.converted:
                 disk.keep()
         properties = dict(disk.properties)
@@ -227,6 +254,7 @@ class ConvertImage(task.Task):
             with self.action_wrapper as action:
                 action.set_image_extra_properties(properties)
             self._end_record(watch=src)
+            outcome.stored(False, claimed)
             return file_path
         self._output = result.path
         self._old_formats = old
@@ -248,6 +276,7 @@ class ConvertImage(task.Task):
         # Only the image to store is kept: the staged upload goes now.
         conversion.remove_file(src)
         self._end_record(watch=result.path)
+        outcome.stored(True, result.disk_format, result.size)
         return FILE_SCHEME + result.path
 
     def _end_record(self, watch: str | None = None,

@@ -1,0 +1,177 @@
+"""What one import did: its phases, its result, a summary log line and
+the metrics (:mod:`glance_convert.metrics`).
+
+The conversion task (:mod:`glance_convert.flow.task`) makes one
+:class:`Outcome` per import and calls :meth:`Outcome.finish` once, with
+the exception if it failed; the phases are timed by laps and by
+:class:`TimedWorkspace`, which sees when the import asks for a
+conversion slot and for space, so that the pipeline needs no hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from oslo_log import log as logging
+
+from glance_convert import errors
+from glance_convert import metrics
+from glance_convert.pipeline import checks
+
+LOG = logging.getLogger(__name__)
+
+
+def _aborted_errors() -> tuple:
+    """Glance's exceptions for an image deleted or an import taken over
+    while it ran: the import was cancelled."""
+    try:
+        from glance.common import exception
+    except ImportError:  # pragma: no cover - outside Glance
+        return ()
+    return (exception.NotFound, exception.TaskAbortedError)
+
+
+def classify(exc: BaseException | None) -> tuple[str | None, str | None]:
+    """(result, check name) of a failed import; (None, None) if none."""
+    if exc is None:
+        return None, None
+    if isinstance(exc, errors.ImageRejected):
+        check = checks.matching(exc.reason)
+        return metrics.REFUSED, check.name if check else 'unknown'
+    if isinstance(exc, (errors.ConversionCancelled,) + _aborted_errors()):
+        return metrics.CANCELLED, None
+    return metrics.FAILED, None
+
+
+class Outcome:
+    """One import, from the start of the conversion task to its end."""
+
+    def __init__(self, image_id: str, task_id: str,
+                 clock=time.monotonic):
+        self.image_id = image_id
+        self.task_id = task_id
+        self.clock = clock
+        self.started = self._mark = clock()
+        self.source_format: str | None = None
+        self.target_format: str | None = None
+        self.container_format: str | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.seconds: dict[str, float] = {}
+        self.result: str | None = None
+        self.check: str | None = None
+        self.workspace = None
+        #: The phase that runs now; a lap ends it.
+        self.stage = 'prepare'
+
+    def lap(self, phase: str | None = None) -> None:
+        """End the phase running now (``phase``, default :attr:`stage`)."""
+        now = self.clock()
+        phase = phase or self.stage
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._mark
+        self._mark = now
+
+    def upload(self, path: str, claimed: str, container: str) -> None:
+        self.source_format, self.container_format = claimed, container
+        try:
+            self.bytes_read = os.path.getsize(path)
+        except OSError:
+            self.bytes_read = 0
+
+    def stored(self, converted: bool, disk_format: str,
+               size: int = 0) -> None:
+        """The image leaves the task: converted (or unpacked) into
+        ``disk_format`` of ``size`` bytes, or passed through."""
+        self.target_format = disk_format
+        if converted:
+            self.result, self.bytes_written = metrics.CONVERTED, size
+        else:
+            self.result = metrics.PASSED_THROUGH
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Record the import: metrics, the summary line, the textfile.
+
+        Never raises: the import's own result or exception goes on.
+        """
+        try:
+            self.lap()
+            self.seconds['total'] = self.clock() - self.started
+            failed, check = classify(exc)
+            if failed:
+                self.result, self.check = failed, check
+            metrics.import_done(
+                self.source_format, self.target_format,
+                self.result or metrics.FAILED, self.seconds,
+                bytes_read=self.bytes_read,
+                bytes_written=self.bytes_written, check=self.check)
+            LOG.info('%s', self.summary())
+            metrics.textfile_after_import(self.workspace)
+        except Exception:  # noqa: BLE001 - never fail an import
+            LOG.exception('Cannot record the import of image %s',
+                          self.image_id)
+
+    def summary(self) -> str:
+        """One ``key=value`` line for log pipelines."""
+        fields = [('image_id', self.image_id), ('task_id', self.task_id),
+                  ('result', self.result or metrics.FAILED)]
+        if self.check:
+            fields.append(('check', self.check))
+        fields += [('source_format', self.source_format or '-'),
+                   ('target_format', self.target_format or '-'),
+                   ('container_format', self.container_format or '-'),
+                   ('bytes_read', self.bytes_read),
+                   ('bytes_written', self.bytes_written)]
+        fields += [('%s_s' % phase, '%.3f' % secs)
+                   for phase, secs in self.seconds.items()]
+        return 'Import summary: ' + ' '.join('%s=%s' % kv for kv in fields)
+
+
+class TimedWorkspace:
+    """The host's workspace, as the import sees it, with the slot wait
+    timed and the running and waiting gauges kept; everything else is
+    the workspace's own."""
+
+    def __init__(self, workspace, outcome: Outcome):
+        self._workspace = workspace
+        self._outcome = outcome
+
+    def __getattr__(self, name):
+        return getattr(self._workspace, name)
+
+    @contextlib.contextmanager
+    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
+        outcome = self._outcome
+        before = outcome.stage
+        outcome.lap()
+        waiting = []
+
+        def wait():
+            waiting.append(1)
+            metrics.waiting(1)
+            if on_wait is not None:
+                on_wait()
+        try:
+            with self._workspace.slot(owner, timeout, on_wait=wait,
+                                      should_cancel=should_cancel):
+                if waiting:
+                    waiting.pop()
+                    metrics.waiting(-1)
+                outcome.lap('slot_wait')
+                outcome.stage = 'convert' if before == 'inspect' else before
+                metrics.running(1)
+                try:
+                    yield
+                finally:
+                    metrics.running(-1)
+        finally:
+            if waiting:
+                metrics.waiting(-1)
+
+    def reservation(self, owner, nbytes, **kwargs):
+        # The conversion reserves its output once its checks passed.
+        if self._outcome.stage == 'inspect':
+            self._outcome.lap()
+            self._outcome.stage = 'convert'
+        return self._workspace.reservation(owner, nbytes, **kwargs)
