@@ -6,6 +6,8 @@
                                 [--source-sha256 HEX] [--to FMT] [-o OUT]
     glance-convert check-config [--config-dir /etc/glance]
     glance-convert recover [--config-dir /etc/glance] [--dry-run] [--json]
+    glance-convert metrics [--config-dir /etc/glance]
+                           [--listen HOST:PORT | --textfile PATH]
 
 Every command reads the configuration glance-api reads
 (:mod:`glance_convert.flow.glance_conf`): ``glance-image-import.conf`` and
@@ -14,7 +16,8 @@ default ``$OS_GLANCE_CONFIG_DIR`` or ``/etc/glance``), then the
 ``glance.conf.d`` and ``glance-api.conf.d`` directories glance-api reads,
 then any ``--config-file``.  One module per command:
 :mod:`~glance_convert.cmd.inspect`, :mod:`~glance_convert.cmd.convert`,
-:mod:`~glance_convert.cmd.check_config`, :mod:`~glance_convert.cmd.recover`;
+:mod:`~glance_convert.cmd.check_config`, :mod:`~glance_convert.cmd.recover`,
+:mod:`~glance_convert.cmd.metrics`;
 this one holds the parser and the dispatch; :mod:`~glance_convert.cmd.common`
 what they share.
 
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     from glance_convert.cmd import check_config
     from glance_convert.cmd import convert
     from glance_convert.cmd import inspect
+    from glance_convert.cmd import metrics
     from glance_convert.cmd import recover
     parser = common.Parser(
         prog='glance-convert',
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', metavar='COMMAND',
                                 parser_class=common.Parser)
     sub.required = True
-    for command in (inspect, convert, check_config, recover):
+    for command in (inspect, convert, check_config, recover, metrics):
         command.add_parser(sub)
     return parser
 

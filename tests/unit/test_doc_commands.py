@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 COMMAND = re.compile(
     r'(?:^|[\s`=-])(?:[\w./-]*/)?glance-convert'
-    r'((?:[ \t]+(?:inspect|convert|check-config|recover))\b'
+    r'((?:[ \t]+(?:inspect|convert|check-config|recover|metrics))\b'
     r'(?:[^\n`\\]|\\\n)*)', re.M)
 PLACEHOLDERS = {'FMT': 'qcow2', 'FILE': 'image.img', 'OUT': 'out.img'}
 

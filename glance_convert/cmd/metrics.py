@@ -1,0 +1,111 @@
+"""``glance-convert metrics``: the Prometheus metrics of this host's
+glance-api processes.
+
+Reads ``[glance_convert] metrics_dir``, where every glance-api process
+records (:mod:`glance_convert.metrics`), and the work directory for the
+host's slots and space; prints the exposition format, serves it over HTTP
+(``--listen``) for Prometheus to scrape, or writes a node_exporter
+textfile (``--textfile``).  Run it on the glance-api host, where its
+processes are visible: the gauges of processes it cannot see are dropped
+as those of dead ones.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import socketserver
+import sys
+from wsgiref import simple_server
+
+from glance_convert import errors
+from glance_convert import metrics
+from glance_convert import options
+from glance_convert.cmd import common as cli
+from glance_convert.host import workspace as workspaces
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        'metrics', help='Print the Prometheus metrics of this host\'s '
+        'glance-api processes, serve them over HTTP or write them for '
+        'node_exporter.',
+        description='Collect the metrics every glance-api process of this '
+        'host records in [glance_convert] metrics_dir, with the host\'s '
+        'conversion slots and work space, and print them in the Prometheus '
+        'text format.  Run it on the glance-api host.')
+    how = p.add_mutually_exclusive_group()
+    how.add_argument('--listen', metavar='HOST:PORT',
+                     help='Serve them over HTTP at http://HOST:PORT/metrics '
+                          'until stopped, for Prometheus to scrape.')
+    how.add_argument('--textfile', metavar='PATH',
+                     help='Write them to PATH atomically, for '
+                          'node_exporter\'s textfile collector (the name '
+                          'must end in .prom).')
+    cli.config_args(p)
+    p.set_defaults(func=run)
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as (host, port)."""
+    host, sep, port = value.rpartition(':')
+    host = host.strip('[]')
+    if not sep or not host or not port.isdigit() or not (
+            0 < int(port) < 65536):
+        raise cli.UsageError('--listen takes HOST:PORT, e.g. '
+                             '127.0.0.1:9720, not %r' % value)
+    return host, int(port)
+
+
+def _workspace(conf):
+    try:
+        return workspaces.from_conf(conf=conf)
+    except errors.ConversionError as exc:
+        print('glance-convert: no slot or work space metrics: %s'
+              % exc.detail, file=sys.stderr)
+        return None
+
+
+class _Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(simple_server.WSGIRequestHandler):
+    def log_message(self, format, *args):
+        """No line per scrape."""
+
+
+def serve(host: str, port: int, reg) -> None:
+    from prometheus_client import make_wsgi_app
+    family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    server_class = type('Server', (_Server,), {'address_family': family})
+    with simple_server.make_server(host, port, make_wsgi_app(reg),
+                                   server_class=server_class,
+                                   handler_class=_QuietHandler) as server:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(cli.EXIT_OK))
+        print('glance-convert: serving metrics on http://%s:%d/metrics'
+              % (host if family == socket.AF_INET else '[%s]' % host,
+                 server.server_port), file=sys.stderr, flush=True)
+        server.serve_forever()
+
+
+def run(args) -> int:
+    address = listen_address(args.listen) if args.listen else None
+    conf = cli.load_conf(args)
+    directory = conf[options.GROUP].metrics_dir
+    if not directory:
+        raise cli.UsageError('metrics are off: set [glance_convert] '
+                             'metrics_dir in the glance-api configuration')
+    if not os.path.isdir(directory):
+        raise cli.UsageError('%s does not exist: no glance-api process '
+                             'has recorded metrics yet' % directory)
+    reg = metrics.registry(directory, _workspace(conf))
+    if args.textfile:
+        metrics.write_textfile(args.textfile, reg)
+    elif address:
+        serve(*address, reg)
+    else:
+        sys.stdout.buffer.write(metrics.exposition(reg))
+        sys.stdout.flush()
+    return cli.EXIT_OK
