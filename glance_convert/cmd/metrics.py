@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import socketserver
 import sys
-from wsgiref import simple_server
 
 from glance_convert import errors
 from glance_convert import metrics
@@ -67,27 +64,19 @@ def _workspace(conf):
         return None
 
 
-class _Server(socketserver.ThreadingMixIn, simple_server.WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(simple_server.WSGIRequestHandler):
-    def log_message(self, format, *args):
-        """No line per scrape."""
-
-
 def serve(host: str, port: int, reg) -> None:
-    from prometheus_client import make_wsgi_app
-    family = socket.AF_INET6 if ':' in host else socket.AF_INET
-    server_class = type('Server', (_Server,), {'address_family': family})
-    with simple_server.make_server(host, port, make_wsgi_app(reg),
-                                   server_class=server_class,
-                                   handler_class=_QuietHandler) as server:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(cli.EXIT_OK))
-        print('glance-convert: serving metrics on http://%s:%d/metrics'
-              % (host if family == socket.AF_INET else '[%s]' % host,
-                 server.server_port), file=sys.stderr, flush=True)
-        server.serve_forever()
+    """Serve ``reg`` with prometheus_client's own HTTP server (threads,
+    IPv4 or IPv6, no line per request) until SIGTERM or Ctrl-C."""
+    from prometheus_client import start_http_server
+    started = start_http_server(port, addr=host, registry=reg)
+    server = started[0] if isinstance(started, tuple) else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(cli.EXIT_OK))
+    print('glance-convert: serving metrics on http://%s:%d/metrics'
+          % ('[%s]' % host if ':' in host else host,
+             server.server_port if server else port),
+          file=sys.stderr, flush=True)
+    while True:
+        signal.pause()
 
 
 def run(args) -> int:
