@@ -2,7 +2,8 @@
 
 Built by ``tox -e docs`` with warnings as errors.  The reference pages are
 generated from the code: options (oslo.config), the CLI (argparse), the
-security checks (a local extension in ``_ext``), the release notes (reno,
+security checks and the metric reference (local extensions in ``_ext``),
+the release notes (reno,
 through ``_ext/glance_convert_relnotes``) and the benchmark figures (from
 the committed results file, through ``_ext/glance_convert_bench``).
 """
@@ -43,6 +44,7 @@ extensions = [
     'sphinx.ext.graphviz',
     'sphinxarg.ext',
     'glance_convert_checks',
+    'glance_convert_metrics',
     'glance_convert_bench',
     'glance_convert_links',
     'glance_convert_optindex',
