@@ -94,8 +94,8 @@ REFUSALS = Metric(
     ('check',))
 SECONDS = Metric(
     'conversion_seconds', 'histogram',
-    'Seconds an import spent in each phase: %s.'
-    % '; '.join('%s: %s' % kv for kv in PHASES.items()), ('phase',))
+    'Seconds an import spent in each phase (%s).' % ', '.join(PHASES),
+    ('phase',))
 BYTES_READ = Metric(
     'read_bytes', 'counter',
     'Bytes of uploads read by the conversion task (the staged file).')

@@ -64,6 +64,19 @@ class Expected:
         return sum(self.imports.values())
 
 
+def _summaries(host):
+    """{image id: [the fields of each of its summary lines]}."""
+    found = {}
+    with open(host.server.log_file, errors='replace') as f:
+        for line in f:
+            if 'Import summary: ' not in line:
+                continue
+            fields = dict(kv.split('=', 1) for kv in line.split(
+                'Import summary: ', 1)[1].split())
+            found.setdefault(fields['image_id'], []).append(fields)
+    return found
+
+
 def _mixed_run(host, images, tmp_path):
     """Run the imports; return what they should count."""
     expect = Expected()
@@ -87,6 +100,10 @@ def _mixed_run(host, images, tmp_path):
     expect.refusals[frozenset({'check': check}.items())] = 1
     expect.ended('vmdk', 'refused', read_from=small)
     say('refused as %s: %s' % (check, task['message']))
+    [line] = _summaries(host)[refused]
+    assert (line['result'], line['check'], line['source_format'],
+            line['bytes_read']) == ('refused', check, 'vmdk',
+                                    str(os.path.getsize(small)))
 
     cancelled = host.start_import(large, 'qcow2', hold='convert')
     host.held_at('convert', cancelled)
@@ -117,6 +134,12 @@ def _mixed_run(host, images, tmp_path):
     image = host.reimport(victim, large)
     expect.ended('qcow2', 'converted', read_from=large,
                  written=image['size'])
+    # One summary line per import that ended; none for the killed ones.
+    lines = [f for per_image in _summaries(host).values()
+             for f in per_image]
+    assert len(lines) == expect.ended_count, lines
+    assert sorted(f['result'] for f in _summaries(host)[victim]) == [
+        'converted']
     return expect
 
 
