@@ -97,7 +97,7 @@ class Outcome:
         """
         try:
             self.lap()
-            self.seconds['total'] = self.clock() - self.started
+            self.seconds['total'] = self._mark - self.started
             failed, check = classify(exc)
             if failed:
                 self.result, self.check = failed, check

@@ -1,6 +1,8 @@
 """An import's outcome: its result and check name, its summary line,
 and the slot gauges kept by TimedWorkspace."""
 
+import logging
+import os
 import string
 
 import pytest
@@ -9,6 +11,8 @@ from glance_convert import errors
 from glance_convert import metrics
 from glance_convert.flow import outcome as outcomes
 from glance_convert.pipeline import checks
+from tests import fakes
+from tests import imagefactory
 from tests.unit.test_metrics import run_isolated
 
 
@@ -122,3 +126,70 @@ def test_slot_gauges_follow_the_conversions(tmp_path):
         "none {'running': 0, 'waiting': 0}",
         'stages convert True',
     ], result.stdout
+
+
+# -- through the task, with a fake action wrapper and the real qemu-img ----
+
+def _summary(caplog):
+    lines = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith('Import summary: ')]
+    assert len(lines) == 1, lines
+    return dict(kv.split('=', 1) for kv in lines[0].split()[2:])
+
+
+@pytest.fixture
+def staging(tmp_path):
+    d = tmp_path / 'staging'
+    d.mkdir()
+    return d
+
+
+def _task_run(staging, claimed, data, caplog, **kw):
+    caplog.set_level(logging.INFO, logger='glance_convert')
+    image = fakes.FakeImage(claimed)
+    src = imagefactory.make_image(staging, data, name=image.image_id)
+    size = os.path.getsize(src)
+    task, _ = fakes.make_task(image, staging, **kw)
+    try:
+        out = task.execute('file://' + src)
+    except errors.ConversionError:
+        out = None
+    return _summary(caplog), image, size, out
+
+
+def test_a_conversion_is_summarised(staging, caplog):
+    fields, image, size, out = _task_run(staging, 'qcow2', 'qcow2', caplog)
+    assert fields['result'] == 'converted'
+    assert (fields['source_format'], fields['target_format']) == (
+        'qcow2', 'raw')
+    assert int(fields['bytes_read']) == size
+    assert int(fields['bytes_written']) == os.path.getsize(
+        out[len('file://'):])
+    assert {'prepare_s', 'inspect_s', 'slot_wait_s', 'convert_s',
+            'total_s'} <= set(fields)
+    assert 'check' not in fields
+    # The phases add up to the total (each is rounded to 1 ms).
+    phases = [float(v) for k, v in fields.items()
+              if k.endswith('_s') and k != 'total_s']
+    assert abs(sum(phases) - float(fields['total_s'])) <= \
+        0.0005 * (len(phases) + 1)
+
+
+def test_a_pass_through_is_summarised(staging, caplog):
+    fields, *_ = _task_run(staging, 'raw', 'raw', caplog)
+    assert (fields['result'], fields['target_format'],
+            fields['bytes_written']) == ('passed_through', 'raw', '0')
+    assert 'slot_wait_s' not in fields
+
+
+def test_a_refusal_is_summarised_with_its_check(staging, caplog):
+    fields, *_ = _task_run(staging, 'qcow2', 'vmdk', caplog)
+    assert (fields['result'], fields['check']) == ('refused',
+                                                   'format_mismatch')
+
+
+def test_a_cancelled_import_is_summarised(staging, caplog):
+    status = fakes.RecordingStatus()
+    status.aborted = True
+    fields, *_ = _task_run(staging, 'qcow2', 'qcow2', caplog, status=status)
+    assert fields['result'] == 'cancelled'
