@@ -4,12 +4,15 @@
 Times, in a fresh directory, everything the conversion task records for
 one import (glance_convert.flow.outcome): the Outcome with its laps, the
 slot wrapper's waiting and running gauges, the counters, the histogram
-by phase, the sandbox layers and the summary line; and, separately, one
-textfile write (done in a background thread, not in the import's time)
-with N processes' files in the directory.  Prints the median and the
-95th percentile of -n rounds of --batch imports each.
+by phase, the sandbox layers and the summary line; with --textfile, the
+request for a textfile write too (a thread started when none is busy);
+and, separately, one textfile write (done in that background thread,
+not in the import's time) with N processes' files in the directory.
+Prints the median and the 95th percentile of -n rounds of --batch
+imports each.
 
     python tools/metrics_cost.py [-n 50] [--batch 100] [--processes 8]
+                                 [--textfile]
 """
 
 import argparse
@@ -22,6 +25,7 @@ import tempfile
 import time
 
 from glance_convert import metrics
+from glance_convert import options
 from glance_convert.flow import outcome as outcomes
 from glance_convert.pipeline import checks
 from glance_convert import errors
@@ -55,6 +59,7 @@ def one_import(i: int) -> None:
                         bytes_read=out.bytes_read,
                         bytes_written=out.bytes_written, check=out.check)
     out.summary()   # formatted; logging it is the log handler's cost
+    metrics.textfile_after_import()
 
 
 def other_processes(directory, count):
@@ -73,9 +78,16 @@ def main():
     parser.add_argument('--processes', type=int, default=8,
                         help='dead processes whose files the textfile '
                              'write reads')
+    parser.add_argument('--textfile', action='store_true',
+                        help='also request the textfile write after each '
+                             'import, as metrics_textfile does')
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as d:
+        if args.textfile:
+            options.CONF.set_override(
+                'metrics_textfile', os.path.join(d, 'after-import.prom'),
+                group=options.GROUP)
         assert metrics.setup(d)
         for i in range(args.batch):    # warm: every label set exists
             one_import(i)
