@@ -223,6 +223,52 @@ def check_lock_path(conf) -> list[Finding]:
         'glance-api (e.g. /var/lib/glance/lock).')]
 
 
+def check_metrics(conf) -> list[Finding]:
+    """metrics_dir and metrics_textfile usable: a problem only turns the
+    metrics off (no import fails), hence warnings."""
+    group = conf[options.GROUP]
+    directory, textfile = group.metrics_dir, group.metrics_textfile
+    found = []
+    if not directory:
+        found.append(Finding(OK, 'metrics', 'Prometheus metrics are off '
+                             '([glance_convert] metrics_dir is unset).'))
+    else:
+        existing = directory
+        while not os.path.exists(existing) and os.path.dirname(
+                existing) != existing:
+            existing = os.path.dirname(existing)   # glance-api creates it
+        problem = _writable(existing)
+        if problem:
+            found.append(Finding(
+                WARNING, 'metrics', '[glance_convert] metrics_dir %s: %s; '
+                'glance-api records no metrics.' % (existing, problem),
+                'create it, writable by the user glance-api runs as (e.g. '
+                'install -d -o glance -g glance %s).' % directory))
+        else:
+            found.append(Finding(OK, 'metrics', 'Prometheus metrics are '
+                                 'recorded in %s.' % directory))
+    if textfile:
+        parent = os.path.dirname(os.path.abspath(textfile))
+        problem = _writable(parent)
+        if not directory:
+            found.append(Finding(
+                WARNING, 'metrics', 'metrics_textfile is set but '
+                'metrics_dir is not: the textfile is never written.',
+                'set [glance_convert] metrics_dir too.'))
+        elif problem:
+            found.append(Finding(
+                WARNING, 'metrics', 'metrics_textfile %s: its directory '
+                '%s' % (textfile, problem),
+                'point it into node_exporter\'s textfile directory, '
+                'writable by the glance-api user.'))
+        elif not textfile.endswith('.prom'):
+            found.append(Finding(
+                WARNING, 'metrics', 'metrics_textfile %s does not end in '
+                '".prom": node_exporter ignores it.' % textfile,
+                'rename it to end in .prom.'))
+    return found
+
+
 def check_deprecated(files: list[str]) -> list[Finding]:
     """The in-tree plugin's ``[image_conversion] output_format``."""
     found = []
@@ -300,6 +346,7 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     found += check_plugin_enabled(conf)
     found += check_work_dir(conf)
     found += check_lock_path(conf)
+    found += check_metrics(conf)
     found += check_deprecated(files)
     found += glance_rules.check_glance_rules(conf, config_dir)
     option_findings = config_check.validate_options(conf)

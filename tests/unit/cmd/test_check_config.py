@@ -251,3 +251,40 @@ def test_qemu_img_missing(tmp_path, monkeypatch):
     found = check_config.check_qemu_img()
     assert [f.severity for f in found] == [config_check.ERROR]
     assert 'not installed' in found[0].message
+
+
+def test_metrics_off_by_default_and_usable_directories(tmp_path):
+    api = good_api_conf(tmp_path)
+    found = check_config.check_host(write_conf(tmp_path / 'a', api))
+    [off] = by_check(found, 'metrics')
+    assert off.severity == config_check.OK and 'off' in off.message
+
+    textfiles = tmp_path / 'textfile'
+    textfiles.mkdir()
+    on = api + ('metrics_dir = %s\nmetrics_textfile = %s\n'
+                % (tmp_path / 'run' / 'metrics',
+                   textfiles / 'glance_convert.prom'))
+    found = check_config.check_host(write_conf(tmp_path / 'b', on))
+    assert warnings_of(found) == [] and errors_of(found) == [], found
+    assert 'recorded in %s' % (tmp_path / 'run' / 'metrics') in by_check(
+        found, 'metrics')[0].message
+
+
+def test_unusable_metrics_settings_warn(tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('')
+    api = good_api_conf(tmp_path)
+    cases = {
+        'blocked': 'metrics_dir = %s\n' % (blocker / 'metrics'),
+        'textfile alone': 'metrics_textfile = %s\n' % (tmp_path / 'm.prom'),
+        'textfile dir': 'metrics_dir = %s\nmetrics_textfile = %s\n'
+                        % (tmp_path / 'm', blocker / 'm.prom'),
+        'not .prom': 'metrics_dir = %s\nmetrics_textfile = %s\n'
+                     % (tmp_path / 'm', tmp_path / 'm.txt'),
+    }
+    for i, (case, extra) in enumerate(cases.items()):
+        found = check_config.check_host(write_conf(tmp_path / str(i),
+                                                   api + extra))
+        warned = warnings_of(found)
+        assert [w.check for w in warned] == ['metrics'], (case, found)
+        assert errors_of(found) == [], case
