@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import qemu_img
 from glance_convert.testing import localglance
@@ -27,6 +29,8 @@ ALERTS = os.path.join(ROOT, 'etc', 'prometheus', 'glance-convert-alerts.yml')
 DASHBOARD = os.path.join(ROOT, 'etc', 'grafana',
                          'glance-convert-dashboard.json')
 JOBS = ('glance_convert', 'node')
+
+pytestmark = pytest.mark.postgres
 
 
 def _summary_logged(host, image_id):
