@@ -20,6 +20,7 @@ import pytest
 from tests import fileserver
 from tests import imagefactory
 from tests.multinode import nodes
+from tests.unit.pipeline import test_ova
 
 pytestmark = pytest.mark.postgres
 
@@ -49,10 +50,23 @@ OPENSTACK_SHOW = 'openstack image show <ID>'
 # not a filter the API takes); a user has glance image-tasks.
 OPENSTACK_TASKS = 'openstack image task list --status failure'
 OPENSTACK_TASK_SHOW = 'openstack image task show <TASK_ID>'
+# The user guide's compressed upload and OVA.
+COMPRESSED_FILE = 'fedora-coreos.qcow2.xz'
+# (openstack image create refuses --container-format compressed.)
+GLANCE_COMPRESSED = (
+    'glance image-create-via-import --name fcos --disk-format qcow2 '
+    '--container-format compressed '
+    '--property glance_convert_source_sha256=<SHA256> '
+    '--import-method glance-direct --file fedora-coreos.qcow2.xz')
+OVA_FILE = 'appliance.ova'
+OPENSTACK_OVA = (
+    'openstack image create --import --disk-format vmdk '
+    '--container-format ova --file appliance.ova appliance')
 
 VERIFIED = (GLANCE_DIRECT, GLANCE_WEB, GLANCE_SHOW, GLANCE_TASKS,
             OPENSTACK_DIRECT, OPENSTACK_CREATE, OPENSTACK_WEB,
-            OPENSTACK_SHOW, OPENSTACK_TASKS, OPENSTACK_TASK_SHOW)
+            OPENSTACK_SHOW, OPENSTACK_TASKS, OPENSTACK_TASK_SHOW,
+            GLANCE_COMPRESSED, OPENSTACK_OVA)
 
 REFUSED = 'Image rejected: qcow2 images with a backing file are not allowed'
 TIMEOUT = 300
@@ -180,6 +194,16 @@ def image_dir(tmp_path_factory, qemu_tools):
     imagefactory.make_raw(base)
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', base,
                     '-F', 'raw', str(d / 'backed.qcow2')], check=True)
+    with open(d / COMPRESSED_FILE, 'wb') as f:
+        subprocess.run(['xz', '-c', '-T1', str(d / IMAGE_FILE)], stdout=f,
+                       check=True)
+    build = d / 'ova-build'
+    build.mkdir()
+    disk = imagefactory.make_image(str(build), 'vmdk', name='disk1.vmdk',
+                                   options={'subformat': 'streamOptimized'})
+    imagefactory.make_ova(build, test_ova.ovf_text(
+        size=os.path.getsize(disk)), disk, out=d / OVA_FILE,
+        tar_format='gnu')
     return d
 
 
@@ -282,6 +306,29 @@ def test_web_download_with_openstackclient(client_node, user_env, image_dir,
     image, props = _osc_image(user_env, image_dir, image_id)
     assert (image['status'], image['disk_format']) == ('active', 'raw')
     assert props['glance_convert_source_format'] == 'qcow2'
+
+
+def test_compressed_upload_with_glanceclient(client_node, user_env,
+                                             image_dir):
+    sha = imagefactory.sha256_of(str(image_dir / COMPRESSED_FILE))
+    out = run(fill(GLANCE_COMPRESSED, sha256=sha), user_env, image_dir)
+    image_id = table(out)['id']
+    _wait(client_node, image_id)
+    image, props = _osc_image(user_env, image_dir, image_id)
+    assert (image['status'], image['disk_format'],
+            image['container_format']) == ('active', 'raw', 'bare')
+    assert props['glance_convert_source_format'] == 'qcow2'
+    assert props['glance_convert_source_sha256'] == sha
+
+
+def test_ova_with_openstackclient(client_node, user_env, image_dir):
+    out = run(OPENSTACK_OVA + ' -f json', user_env, image_dir)
+    image_id = json.loads(out)['id']
+    _wait(client_node, image_id)
+    image, props = _osc_image(user_env, image_dir, image_id)
+    assert (image['status'], image['disk_format'],
+            image['container_format']) == ('active', 'raw', 'bare')
+    assert props['glance_convert_source_format'] == 'vmdk'
 
 
 def test_refusal_reason_reaches_both_clients(client_node, user_env,
