@@ -8,74 +8,24 @@ Glance's ``glance-status`` table.  :mod:`glance_convert.pipeline.inspection`
 and :mod:`glance_convert.pipeline.conversion` refuse through these entries
 (``checks.BACKING.reject(detail, format='qcow2')``), so every sentence has
 one home, and the documentation's security table is rendered from
-:data:`CHECKS`.
+:data:`CHECKS`.  A check only one disk format can fail is defined in that
+format's module (``formats.qcow2.DATA_FILE``) and collected here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-
-from glance_convert import errors
 from glance_convert import formats
+from glance_convert import safety
 from glance_convert import units
 
-# Where a check runs, in pipeline order.
-PROPERTIES = 'image properties'  # what the user set on the image (task)
-CONTAINER = 'container'          # a compressed or OVA upload, unpacked
-BYTES = 'bytes'                  # our header parsers and format_inspector
-INFO = 'qemu-img info'
-CHECK = 'qemu-img check'
-CONVERT = 'qemu-img convert'
-OUTPUT = 'output'                # the converted file, inspected again
-STAGES = (PROPERTIES, CONTAINER, BYTES, INFO, CHECK, CONVERT, OUTPUT)
+PROPERTIES, CONTAINER = safety.PROPERTIES, safety.CONTAINER
+BYTES = safety.BYTES
+INFO, CHECK, CONVERT, OUTPUT = (safety.INFO, safety.CHECK, safety.CONVERT,
+                                safety.OUTPUT)
+STAGES = safety.STAGES
+Check = safety.Check
 
-_ANY = None
 _CONVERTIBLE = formats.CONVERTIBLE
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One reason to refuse an upload."""
-
-    name: str                   # stable identifier
-    sentence: str               # the refusal, with {placeholders}
-    description: str            # what is checked, one line
-    stages: tuple[str, ...]     # where it runs (see STAGES)
-    passed: str                 # shown by ``inspect`` when it passes
-    advisory: str = ''          # the advisory or CVE it answers
-    #: Claimed formats it applies to; None: every claimed format.
-    formats: tuple[str, ...] | None = _ANY
-    #: format_inspector safety checks (``SafetyCheck.name``) it covers.
-    inspector_checks: tuple[str, ...] = ()
-    #: Container formats it applies to; None: every container format.
-    containers: tuple[str, ...] | None = _ANY
-
-    @property
-    def stage(self) -> str:
-        return ', '.join(self.stages)
-
-    def say(self, **fields) -> str:
-        """The sentence for the end user, placeholders filled in."""
-        return self.sentence.format(**fields)
-
-    def reject(self, detail: str | None = None, **fields):
-        """Refuse the upload: ``ImageRejected`` with this check's sentence.
-
-        ``detail`` goes to the operator's log only.
-        """
-        raise errors.ImageRejected(self.say(**fields), detail)
-
-    def matches(self, reason: str) -> bool:
-        """True if ``reason`` is this check's sentence, filled in."""
-        parts = re.split(r'\{\w+\}', self.sentence)
-        return re.fullmatch('.+'.join(map(re.escape, parts)),
-                            reason) is not None
-
-    def applies_to(self, claimed: str, container: str = 'bare') -> bool:
-        return ((self.formats is None or claimed in self.formats)
-                and (self.containers is None
-                     or container in self.containers))
 
 
 EMPTY = Check(
@@ -109,27 +59,6 @@ BACKING = Check(
     (BYTES, INFO), 'no backing file',
     advisory='OSSA-2024-001 / CVE-2024-32498', formats=_CONVERTIBLE,
     inspector_checks=('backing_file',))
-DATA_FILE = Check(
-    'data_file', 'qcow2 images with an external data file are not allowed',
-    'no qcow2 external data file: neither the incompatible bit nor the '
-    'header extension, data_file_raw or not',
-    (BYTES, INFO), 'no external data file',
-    advisory='OSSA-2024-001 / CVE-2024-32498; qemu CVE-2024-4467',
-    formats=('qcow2',), inspector_checks=('data_file',))
-CREATE_TYPE = Check(
-    'vmdk_create_type', 'VMDK create type "{create_type}" is not allowed',
-    'the VMDK create type qemu reads is in [image_format] '
-    'vmdk_allowed_types, compared case-sensitively',
-    (BYTES, INFO), 'the VMDK create type is allowed by [image_format] '
-    'vmdk_allowed_types',
-    advisory='OSSA-2023-002 / CVE-2022-47951', formats=('vmdk',))
-EXTENTS = Check(
-    'vmdk_extents', 'VMDK images that refer to other files are not allowed',
-    'one SPARSE extent, inside the file itself: no descriptor-only VMDK, '
-    'no extent with a path, no second extent',
-    (BYTES, INFO), 'the VMDK refers to no other file',
-    advisory='OSSA-2023-002 / CVE-2022-47951', formats=('vmdk',),
-    inspector_checks=('descriptor',))
 DIFFERENCING = Check(
     'differencing', 'differencing disks (images with a parent) are not '
     'allowed',
@@ -139,29 +68,10 @@ DIFFERENCING = Check(
     (BYTES,), 'no parent disk',
     advisory='same class as CVE-2024-32498',
     formats=('vmdk', 'vhd', 'vdi', 'vhdx'))
-VHDX_LOG = Check(
-    'vhdx_log', 'the VHDX image was not closed cleanly: its log holds '
-    'writes that must be replayed first',
-    'the current VHDX header names no log (LogGuid zero): a log is replayed '
-    'into the file when it is opened for writing (qemu-img check -r), so '
-    'the disk read and the disk stored could differ',
-    (BYTES,), 'the VHDX has no log to replay', formats=('vhdx',))
-VHDX_REQUIRED = Check(
-    'vhdx_required', 'the VHDX image requires regions or metadata this '
-    'cloud does not know',
-    'no region or metadata item marked required whose meaning we cannot '
-    'check (the specification says a reader must then refuse the file)',
-    (BYTES,), 'no unknown required VHDX regions or metadata',
-    formats=('vhdx',))
 ENCRYPTED = Check(
     'encrypted', 'encrypted images are not allowed',
     'no LUKS, qcow2 AES or LUKS encryption',
     (BYTES, INFO), 'not encrypted')
-FEATURES = Check(
-    'qcow2_features', 'the image uses unsupported qcow2 features',
-    'no qcow2 incompatible feature bits whose meaning we cannot check',
-    (BYTES,), 'no unknown qcow2 features', formats=('qcow2',),
-    inspector_checks=('unknown_features',))
 CORRUPT = Check(
     'corrupt', 'the image is corrupt',
     'no corrupt bit, no tables or blocks beyond the end of the file or '
@@ -364,10 +274,9 @@ UPLOAD_CHECKS: tuple[Check, ...] = (
 
 #: Every check, in the order the pipeline runs them.
 CHECKS: tuple[Check, ...] = UPLOAD_CHECKS + (
-    EMPTY, UNREADABLE, MISMATCH, MULTIPLE, BACKING, DATA_FILE, CREATE_TYPE,
-    EXTENTS, DIFFERENCING, VHDX_LOG, ENCRYPTED, FEATURES, VHDX_REQUIRED,
-    CORRUPT, DISAGREE, TOO_BIG, PARTITIONS, UNSAFE, QEMU_INFO, QEMU_CHECK,
-    OUTPUT_LIMIT, HIDDEN)
+    EMPTY, UNREADABLE, MISMATCH, MULTIPLE, BACKING) + formats.own_checks() + (
+    DIFFERENCING, ENCRYPTED, CORRUPT, DISAGREE, TOO_BIG, PARTITIONS, UNSAFE,
+    QEMU_INFO, QEMU_CHECK, OUTPUT_LIMIT, HIDDEN)
 
 _BY_NAME = {c.name: c for c in CHECKS}
 

@@ -20,7 +20,6 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert import units
 from glance_convert.pipeline import checks
-from glance_convert.pipeline import headers
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from glance_convert.settings import Settings
@@ -376,7 +375,7 @@ def _verify_output(final: str, target: str, virtual_size: int,
     if row.output_size_from == formats.FILE_LENGTH:
         out_format, out_virtual = driver, os.path.getsize(final)
     elif row.output_size_from == formats.HEADER:
-        header = headers.parse(final, target)
+        header = formats.parse(final, target)
         out_format = header.format if header else None
         out_virtual = header.virtual_size if header else 0
     else:

@@ -4,9 +4,8 @@ Plain functions, no Glance and no processes.  The conversion pipeline calls
 them in this order:
 
 1. :func:`inspect_bytes` reads only the upload's own bytes, before any
-   ``qemu-img`` call: our header parsers
-   (:mod:`glance_convert.pipeline.headers`) and oslo.utils'
-   ``format_inspector``.  ``qemu-img info`` already opens
+   ``qemu-img`` call: the header parsers of :mod:`glance_convert.formats`
+   and oslo.utils' ``format_inspector``.  ``qemu-img info`` already opens
    qcow2 data files and VMDK extents, so everything that could make qemu
    open another file is refused here;
 2. :func:`check_info` judges ``qemu-img info`` of the upload (defence in
@@ -16,7 +15,8 @@ them in this order:
 
 Each refusal raises :class:`~glance_convert.errors.ImageRejected` through
 its entry in :mod:`glance_convert.pipeline.checks`: one sentence for the
-end user, the detail for the operator's log.
+end user, the detail for the operator's log.  What only one format can
+fail is judged by that format's module (``check_header``, ``check_info``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert import units
 from glance_convert.pipeline import checks
-from glance_convert.pipeline import headers
 
 LOG = logging.getLogger(__name__)
 
@@ -57,13 +56,6 @@ class SourceFacts:
     subformat: str | None = None
     qemu_sizes: tuple = ()  # virtual sizes qemu-img may report
     compressed_clusters: int = 0  # qcow2, counted by qemu-img check
-
-
-def _shown(value) -> str:
-    """A value from the upload, fit for the user's sentence (or not)."""
-    value = str(value)
-    ok = value.isascii() and value.isalnum() and len(value) <= 32
-    return value if ok else 'unrecognised'
 
 
 # ---- 1. the bytes -----------------------------------------------------------
@@ -92,7 +84,7 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
             and formats.get(claimed).may_read_as_raw):
         detected = claimed  # e.g. a fixed VHD: only a footer, at the end
     elif detected != expected:
-        if header is None and headers.has_magic(path, claimed):
+        if header is None and formats.has_magic(path, claimed):
             checks.UNREADABLE.reject('format_inspector found %s' % name)
         checks.MISMATCH.reject('format_inspector: %s' % name,
                                found=detected, claimed=claimed)
@@ -112,44 +104,20 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
                        header.subformat if header else None, qemu_sizes)
 
 
-def check_header(h: headers.Header, claimed: str, policy: Policy) -> None:
-    """The policy on header facts, most specific reason first."""
+def check_header(h: formats.Header, claimed: str, policy: Policy) -> None:
+    """The policy on header facts, most specific reason first: what every
+    format shares, and in between, the claimed format's own checks."""
     if h.encryption:
         checks.ENCRYPTED.reject(h.encryption)
     if h.backing:
         checks.BACKING.reject('backing file %r' % h.backing, format=claimed)
-    if h.data_file:
-        checks.DATA_FILE.reject('data file %r' % h.data_file)
-    if claimed == 'vmdk':
-        _check_vmdk(h, policy)
+    formats.get(claimed).check_header(h, policy)
     if h.parent:
         checks.DIFFERENCING.reject('parent %r' % h.parent)
-    if h.log:
-        checks.VHDX_LOG.reject(h.log)
-    if h.unknown_features:
-        checks.FEATURES.reject('incompatible feature bits %#x'
-                               % h.unknown_features)
-    if h.unknown_required:
-        checks.VHDX_REQUIRED.reject(h.unknown_required)
     if h.corrupt:
         checks.CORRUPT.reject(h.corrupt)
     if not h.size_claims_agree():
         checks.DISAGREE.reject('sizes in the headers: %r' % h.sizes)
-
-
-def _check_vmdk(h: headers.Header, policy: Policy) -> None:
-    if h.subformat == 'descriptor':  # a text file naming other files
-        checks.EXTENTS.reject('descriptor-only VMDK')
-    if h.create_type not in policy.vmdk_allowed_types:  # exact, as qemu
-        checks.CREATE_TYPE.reject(
-            'createType %r, allowed %r'
-            % (h.create_type, policy.vmdk_allowed_types),
-            create_type=_shown(h.create_type))
-    if h.descriptor_file or len(h.extents) != 1:
-        checks.EXTENTS.reject('extents %r' % [e[-1] for e in h.extents])
-    _access, sectors, kind, name, line = h.extents[0]
-    if kind != 'SPARSE' or not name or '/' in name or sectors is None:
-        checks.EXTENTS.reject('extent %r' % line)
 
 
 def check_virtual_size(virtual_size: int, policy: Policy) -> None:
@@ -158,10 +126,10 @@ def check_virtual_size(virtual_size: int, policy: Policy) -> None:
                               limit=units.human_size(policy.max_virtual_size))
 
 
-def _parse_header(path: str, claimed: str) -> headers.Header | None:
+def _parse_header(path: str, claimed: str) -> formats.Header | None:
     try:
-        return headers.parse(path, claimed)
-    except (headers.Malformed, OSError, ValueError) as exc:
+        return formats.parse(path, claimed)
+    except (formats.Malformed, OSError, ValueError) as exc:
         checks.UNREADABLE.reject('header of %s: %s' % (claimed, exc))
 
 
@@ -299,21 +267,11 @@ def check_info(info: dict, claimed: str, facts: SourceFacts,
     if {'backing-filename', 'full-backing-filename'} & set(info):
         checks.BACKING.reject('backing %r' % info.get('backing-filename'),
                               format=claimed)
-    if specific.get('data-file') or specific.get('data-file-raw'):
-        checks.DATA_FILE.reject('data-file %r' % specific.get('data-file'))
+    formats.get(claimed).check_info(info, policy)
     if info.get('encrypted') or specific.get('encrypt'):
         checks.ENCRYPTED.reject('qemu-img info')
     if specific.get('corrupt'):
         checks.CORRUPT.reject('qemu-img info: corrupt flag')
-    if claimed == 'vmdk':
-        create_type = specific.get('create-type')
-        if create_type not in policy.vmdk_allowed_types:
-            checks.CREATE_TYPE.reject('qemu-img create-type %r' % create_type,
-                                      create_type=_shown(create_type))
-        own = os.path.realpath(info.get('filename', ''))
-        for extent in specific.get('extents') or []:
-            if os.path.realpath(extent.get('filename', '')) != own:
-                checks.EXTENTS.reject('extent %r' % extent.get('filename'))
     virtual_size = int(info.get('virtual-size') or 0)
     if virtual_size not in facts.qemu_sizes:
         checks.DISAGREE.reject('qemu-img %d bytes, headers %r'
@@ -347,9 +305,10 @@ def verify_output(path: str, target: str, subformat: str | None = None,
         raise errors.ConversionFailed(
             'The converted image failed verification.', exc.detail)
     found = formats.glance_name_for_inspector(name)
-    if found == 'raw' and formats.get(target).may_read_as_raw:
-        header = headers.parse(path, target)
-        if header is not None and header.subformat == 'fixed':
+    row = formats.get(target)
+    if found == 'raw' and row.may_read_as_raw:
+        header = formats.parse(path, target)
+        if header is not None and row.raw_lookalike(header):
             check_header(header, target, policy)
             return
     if found != target:
@@ -360,6 +319,6 @@ def verify_output(path: str, target: str, subformat: str | None = None,
             'The converted image failed verification.',
             'output of %s conversion detected as %s' % (target, found))
     _safety_checks(inspector, name, policy)
-    header = headers.parse(path, target)
+    header = formats.parse(path, target)
     if header is not None:
         check_header(header, target, policy)

@@ -43,8 +43,8 @@ import json
 import os
 import threading
 
+from glance_convert import formats
 from glance_convert import units
-from glance_convert.pipeline import headers
 from glance_convert.pipeline import qemu_img
 
 ALIGN = units.MiB
@@ -75,30 +75,27 @@ def source_spec(driver: str, path: str, offset: int, length: int) -> str:
                                  'size': length, 'file': image})
 
 
-_TABLE_READERS = {'vmdk': headers.vmdk_data_by_table,
-                  'qcow2': headers.qcow2_work_map}
-
-
 def allocation_map(src: str, fmt: str = 'vmdk'
                    ) -> list[tuple[int, int]] | None:
     """Where the work of converting a sparse VMDK or a qcow2 lies:
     [(offset, bytes)], per grain table or piece of an L2 table.
 
-    Read from the image's tables
-    (:func:`glance_convert.pipeline.headers.vmdk_data_by_table`,
-    :func:`~glance_convert.pipeline.headers.qcow2_work_map`), with
+    Read from the image's tables by its format's ``work_map``
+    (:func:`glance_convert.formats.vmdk.vmdk_data_by_table`,
+    :func:`~glance_convert.formats.qcow2.qcow2_work_map`), with
     memory and reads bounded by the virtual size, however fragmented the image:
     ``qemu-img map`` prints one JSON entry per run of data, which a
     deliberately fragmented upload turns into hundreds of MiB for Python
     to read.  None (split by length instead) if the tables are unusual.
     """
-    reader = _TABLE_READERS.get(fmt)
+    row = formats.by_driver(fmt)
+    reader = row.work_map if row else None
     if reader is None:
         return None
     try:
         with open(src, 'rb') as f:
             return reader(f, os.fstat(f.fileno()).st_size)
-    except (OSError, headers.Malformed):
+    except (OSError, formats.Malformed):
         return None
 
 

@@ -30,7 +30,9 @@ def test_names_map_both_ways():
     assert formats.CONVERTIBLE == tuple(formats.FORMATS)
     for row in ROWS:
         assert formats.get(row.name) is row
-        assert formats.glance_name_for_inspector(row.inspector) == row.name
+        if row.inspector is not None:
+            assert formats.glance_name_for_inspector(
+                row.inspector) == row.name
     assert formats.glance_name_for_inspector('gpt') == 'raw'
     with pytest.raises(ValueError):
         formats.qemu_driver('iso')
@@ -88,9 +90,9 @@ def test_upper_bound_is_at_least_the_virtual_size(row):
     for size in (MiB, 10 * GiB):
         bound = row.upper_bound(size, {})
         assert bound >= size
-        if row is formats.RAW:
+        if row is formats.raw.FORMAT:
             assert bound == size
-        elif row is formats.VHDX:
+        elif row is formats.vhdx.FORMAT:
             # 8 bytes of BAT per block of at least 1 MiB: far below 1/64;
             # tests/functional/pipeline/test_pipeline_calls.py holds the
             # bound against fixed VHDX files qemu-img writes.
@@ -100,30 +102,31 @@ def test_upper_bound_is_at_least_the_virtual_size(row):
 
 
 def test_smaller_qcow2_clusters_raise_the_bound():
-    small = formats.QCOW2.upper_bound(GiB, {'cluster_size': 512})
-    assert small > formats.QCOW2.upper_bound(GiB, {})
+    small = formats.qcow2.FORMAT.upper_bound(GiB, {'cluster_size': 512})
+    assert small > formats.qcow2.FORMAT.upper_bound(GiB, {})
     assert small >= GiB + GiB * 16 // 512  # 16 bytes per cluster
 
 
 def test_measure_only_where_qemu_can_tell():
-    assert formats.QCOW2.measure_as_qcow2({'compat': '1.1'}) == {
+    assert formats.qcow2.FORMAT.measure_as_qcow2({'compat': '1.1'}) == {
         'compat': '1.1'}
-    assert formats.RAW.measure_as_qcow2({}) == {}
-    assert formats.RAW.measure_as_qcow2({'preallocation': 'full'}) is None
-    for row in (formats.VMDK, formats.VDI, formats.VHD):
+    assert formats.raw.FORMAT.measure_as_qcow2({}) == {}
+    raw = formats.raw.FORMAT
+    assert raw.measure_as_qcow2({'preallocation': 'full'}) is None
+    for row in (formats.vmdk.FORMAT, formats.vdi.FORMAT, formats.vhd.FORMAT):
         assert row.measure_as_qcow2({}) is None
 
 
 def test_only_vhd_with_force_size_is_presized():
-    assert formats.VHD.presize(MiB + 1, {'force_size': True}) == 2 * MiB
-    assert formats.VHD.presize(MiB + 1, {}) is None
+    assert formats.vhd.FORMAT.presize(MiB + 1, {'force_size': True}) == 2 * MiB
+    assert formats.vhd.FORMAT.presize(MiB + 1, {}) is None
     for row in ROWS:
-        if row is not formats.VHD:
+        if row is not formats.vhd.FORMAT:
             assert row.presize(MiB + 1, {'force_size': True}) is None
 
 
 def test_out_of_order_default_and_parallel_eligibility():
     assert [r.name for r in ROWS if r.out_of_order] == ['qcow2']
     assert [r.name for r in ROWS if r.parallel_output] == ['raw']
-    assert set(formats.VMDK.parallel_subformats) == {
+    assert set(formats.vmdk.FORMAT.parallel_subformats) == {
         'streamOptimized', 'monolithicSparse'}

@@ -118,7 +118,7 @@ def test_compressed_source_to_raw_runs_over_ranges(tmp_path, monkeypatch,
 
 
 def test_qcow2_work_map_weighs_compressed_clusters(tmp_path, qemu_tools):
-    from glance_convert.pipeline import headers
+    from glance_convert.formats import qcow2
     from glance_convert.pipeline import parallel
     clusters = set()
     for offset, length, _byte in PATTERNS:
@@ -132,7 +132,7 @@ def test_qcow2_work_map_weighs_compressed_clusters(tmp_path, qemu_tools):
     assert parallel.allocation_map(compressed, 'qcow2') == [
         (0, len(clusters) * 65536)]
     assert parallel.allocation_map(plain, 'qcow2') == [
-        (0, len(clusters) * 65536 // headers.QCOW2_COMPRESSED_COST)]
+        (0, len(clusters) * 65536 // qcow2.QCOW2_COMPRESSED_COST)]
 
 
 def test_ranges_never_read_a_backing_file(tmp_path, qemu_tools):

@@ -91,7 +91,7 @@ def _workspace(tmp_path, capacity):
 def test_measure_runs_when_the_upper_bound_does_not_fit(tmp_path, calls,
                                                         qemu_tools):
     virtual = 64 * MiB
-    bound = formats.QCOW2.upper_bound(
+    bound = formats.qcow2.FORMAT.upper_bound(
         virtual, hostile_corpus.pipeline_settings('qcow2').out_options)
     # Room for the measured need (the data, about 1 MiB) but not for the
     # bound (the virtual size and more).

@@ -9,7 +9,9 @@ import struct
 import pytest
 
 from glance_convert import errors
-from glance_convert.pipeline import headers
+from glance_convert import formats
+from glance_convert.formats import crc32c
+from glance_convert.formats import vhdx
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from tests import hostile_corpus as hc
@@ -50,7 +52,7 @@ def verdict(path):
 
 def test_crc32c_check_value():
     # The check value of CRC-32C (Castagnoli) over the ASCII digits 1-9.
-    assert headers.crc32c(b'123456789') == 0xe3069283
+    assert crc32c.crc32c(b'123456789') == 0xe3069283
 
 
 @pytest.mark.parametrize('used, zeros', [(0, 1), (1, 0), (5, 8), (100, 255),
@@ -59,11 +61,11 @@ def test_crc32c_skips_trailing_zeros_without_changing_the_sum(used, zeros):
     """The matrix steps over zero runs agree with the corpus's bit-by-bit
     CRC, which shares no code with the parser's."""
     data = random.Random(used).randbytes(used) + bytes(zeros)
-    assert headers.crc32c(data) == hc._crc32c(data)
+    assert crc32c.crc32c(data) == hc._crc32c(data)
 
 
 def test_a_plain_vhdx_reads_as_qemu_reads_it(plain):
-    h = headers.parse(plain, 'vhdx')
+    h = formats.parse(plain, 'vhdx')
     info = imagefactory.info(plain, 'vhdx')
     assert h.virtual_size == info['virtual-size'] == imagefactory.DEFAULT_SIZE
     assert h.subformat == 'dynamic' and h.size_claims_agree()
@@ -107,7 +109,7 @@ def test_two_different_headers_with_one_sequence_number(copy):
 def test_a_data_block_beyond_the_end_is_corrupt(copy):
     bat, _length = hc._vhdx_regions(copy)[hc.VHDX_BAT_REGION]
     entry, = struct.unpack('<Q', hc._read(copy, bat, 8))
-    assert entry & 7 == headers.VHDX_FULLY_PRESENT
+    assert entry & 7 == vhdx.VHDX_FULLY_PRESENT
     os.truncate(copy, (entry >> 20) << 20)   # the block is cut off
     assert verdict(copy) == 'the image is corrupt'
 
@@ -126,7 +128,7 @@ def test_a_block_inside_the_metadata_is_corrupt(copy):
 def test_a_vhdx_shorter_than_its_header_area_is_unreadable(tmp_path):
     path = str(tmp_path / 'short.vhdx')
     with open(path, 'wb') as f:
-        f.write(headers.VHDX_SIGNATURE.ljust(64 * 1024, b'\0'))
+        f.write(vhdx.VHDX_SIGNATURE.ljust(64 * 1024, b'\0'))
     assert 'too short or damaged' in verdict(path)
 
 
@@ -135,5 +137,5 @@ def test_large_sizes_agree_with_the_bat(tmp_path, size, qemu_tools):
     path = str(tmp_path / 'big.vhdx')
     imagefactory._run(['qemu-img', 'create', '-q', '-f', 'vhdx', path,
                        str(size)])
-    h = headers.parse(path, 'vhdx')
+    h = formats.parse(path, 'vhdx')
     assert h.virtual_size == size and h.size_claims_agree()

@@ -6,6 +6,8 @@ import pytest
 
 from glance_convert import errors
 from glance_convert import formats
+from glance_convert.formats import qcow2
+from glance_convert.formats import vmdk
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
@@ -38,9 +40,9 @@ def test_names_are_unique_and_unknown_names_fail():
 
 def test_advisories_are_where_the_advisories_say():
     assert 'CVE-2024-32498' in checks.BACKING.advisory
-    assert 'CVE-2024-32498' in checks.DATA_FILE.advisory
-    assert 'CVE-2022-47951' in checks.CREATE_TYPE.advisory
-    assert 'CVE-2022-47951' in checks.EXTENTS.advisory
+    assert 'CVE-2024-32498' in qcow2.DATA_FILE.advisory
+    assert 'CVE-2022-47951' in vmdk.CREATE_TYPE.advisory
+    assert 'CVE-2022-47951' in vmdk.EXTENTS.advisory
     assert 'CVE-2015-5162' in checks.QEMU_INFO.advisory
 
 
@@ -53,8 +55,8 @@ def test_a_filled_in_sentence_matches_its_check_only():
 
 
 @pytest.mark.parametrize('failure,check', [
-    ('backing_file', checks.BACKING), ('data_file', checks.DATA_FILE),
-    ('unknown_features', checks.FEATURES), ('descriptor', checks.EXTENTS),
+    ('backing_file', checks.BACKING), ('data_file', qcow2.DATA_FILE),
+    ('unknown_features', qcow2.FEATURES), ('descriptor', vmdk.EXTENTS),
     ('footer', checks.CORRUPT), ('mbr', checks.PARTITIONS),
     ('gptmbr', checks.PARTITIONS), ('something_new', checks.UNSAFE),
 ])
@@ -72,14 +74,14 @@ def test_qemu_img_check_runs_where_qemu_has_one():
 
 
 def test_passed_reasons_are_the_checks_that_ran():
-    vmdk = checks.passed_reasons('vmdk', 64 * MiB)
+    as_vmdk = checks.passed_reasons('vmdk', 64 * MiB)
     raw = checks.passed_reasons('raw', 64 * MiB)
     iso = checks.passed_reasons('iso', 64 * MiB)
-    assert checks.CREATE_TYPE.passed in vmdk
-    assert checks.CREATE_TYPE.passed not in raw
-    assert checks.QEMU_CHECK.passed in vmdk
+    assert vmdk.CREATE_TYPE.passed in as_vmdk
+    assert vmdk.CREATE_TYPE.passed not in raw
+    assert checks.QEMU_CHECK.passed in as_vmdk
     assert checks.QEMU_CHECK.passed not in raw
-    assert 'the data is a vmdk image, as claimed' in vmdk
+    assert 'the data is a vmdk image, as claimed' in as_vmdk
     assert 'the virtual size is within the limit of 64 MiB' in iso
     assert not [r for r in iso if 'qemu-img' in r]
     # Nothing from after the checks: inspect neither converts nor outputs.
@@ -96,7 +98,7 @@ REFUSALS = [
      checks.BACKING),
     (inspection.check_info, (cases.qcow2_info(data={'data-file': '/x'}),
                              'qcow2', cases.facts(), cases.POLICY),
-     checks.DATA_FILE),
+     qcow2.DATA_FILE),
     (inspection.check_info, (cases.qcow2_info(encrypted=True), 'qcow2',
                              cases.facts(), cases.POLICY), checks.ENCRYPTED),
     (inspection.check_info, (cases.qcow2_info(data={'corrupt': True}),
@@ -109,14 +111,14 @@ REFUSALS = [
      checks.DISAGREE),
     (inspection.check_info, (cases.vmdk_info('monolithicFlat'), 'vmdk',
                              cases.facts('vmdk'), cases.POLICY),
-     checks.CREATE_TYPE),
+     vmdk.CREATE_TYPE),
     (inspection.check_info, (cases.vmdk_info(extents=[{'filename': '/x'}]),
                              'vmdk', cases.facts('vmdk'), cases.POLICY),
-     checks.EXTENTS),
+     vmdk.EXTENTS),
     (inspection.check_header, (cases.header(parent='p', format='vhd'),
                                'vhd', cases.POLICY), checks.DIFFERENCING),
     (inspection.check_header, (cases.header(unknown_features=1 << 9),
-                               'qcow2', cases.POLICY), checks.FEATURES),
+                               'qcow2', cases.POLICY), qcow2.FEATURES),
     (inspection.check_virtual_size, (2 * MiB,
                                      inspection.Policy(max_virtual_size=MiB)),
      checks.TOO_BIG),

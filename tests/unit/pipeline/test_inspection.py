@@ -4,8 +4,9 @@ import struct
 
 import pytest
 
-from glance_convert.pipeline import headers
 from glance_convert import errors
+from glance_convert import formats
+from glance_convert.formats import vmdk
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 
@@ -130,7 +131,7 @@ def test_check_consistency_refuses_corruption(report):
 def header(**kw):
     values = dict(format='qcow2', virtual_size=MiB, sizes={'header': MiB})
     values.update(kw)
-    return headers.Header(**values)
+    return formats.Header(**values)
 
 
 def vmdk_header(create_type='streamOptimized', extents=None, **kw):
@@ -183,14 +184,14 @@ def test_check_header_reports_encryption_before_anything_else():
 def test_descriptor_value_is_the_first_occurrence_even_in_a_comment():
     text = ('# createType="monolithicFlat"\n'
             'createType="streamOptimized"\n')
-    assert headers.qemu_descriptor_value(text, 'createType') == \
+    assert vmdk.qemu_descriptor_value(text, 'createType') == \
         'monolithicFlat'
 
 
 def test_descriptor_value_is_case_sensitive():
-    assert headers.qemu_descriptor_value(
+    assert vmdk.qemu_descriptor_value(
         'createtype="monolithicFlat"\n', 'createType') is None
-    assert headers.qemu_descriptor_value(
+    assert vmdk.qemu_descriptor_value(
         'createType="streamoptimized"\n', 'createType') == 'streamoptimized'
 
 
@@ -199,7 +200,7 @@ def test_every_extent_like_line_is_reported():
             'rdonly 8 FLAT "/etc/passwd" 0\n'
             'NOACCESS junk\n'
             'ddb.adapterType = "ide"\n')
-    extents = headers.vmdk_extents(text)
+    extents = vmdk.vmdk_extents(text)
     assert [(e[0], e[1], e[2], e[3]) for e in extents] == [
         ('RW', 2048, 'SPARSE', 'a.vmdk'),
         ('rdonly', 8, 'FLAT', '/etc/passwd'),
@@ -207,8 +208,8 @@ def test_every_extent_like_line_is_reported():
 
 
 def test_a_descriptor_with_two_create_types_is_not_trusted(tmp_path):
-    h = headers.Header('vmdk')
-    headers._vmdk_descriptor(
+    h = formats.Header('vmdk')
+    vmdk._vmdk_descriptor(
         h, 'createType="streamOptimized"\nCREATETYPE="vmfs"\n')
     with pytest.raises(errors.ImageRejected):
         inspection.check_header(h, 'vmdk', POLICY)
