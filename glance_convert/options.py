@@ -21,16 +21,7 @@ _format_opts = [
     cfg.StrOpt(
         'output_format',
         default='raw',
-        choices=[
-            ('raw', 'Plain disk bytes; what Ceph RBD and thin-provisioned '
-                    'stores want.'),
-            ('qcow2', 'QEMU copy-on-write; see the qcow2_* options.'),
-            ('vmdk', 'VMware; see vmdk_subformat.'),
-            ('vdi', 'VirtualBox.'),
-            ('vhd', 'Microsoft VHD (qemu-img "vpc"); see vhd_subformat and '
-                    'vhd_force_size.'),
-            ('vhdx', 'Microsoft VHDX (Hyper-V); see vhdx_subformat.'),
-        ],
+        choices=[(f.name, f.description) for f in formats.FORMATS.values()],
         deprecated_opts=[cfg.DeprecatedOpt('output_format',
                                            group='image_conversion')],
         help='Disk format, in Glance\'s names, that imported images are '

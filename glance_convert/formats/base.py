@@ -93,6 +93,8 @@ class Format:
     inspector: str | None
     #: ``qemu-img check`` implements it (qemu 7.2: raw and vpc do not).
     checkable: bool
+    #: One line for people choosing it as ``output_format``.
+    description: str
     #: ``[glance_convert]`` options that only shape this format's output.
     option_names: tuple[str, ...]
     #: group -> (``-o`` options, ``-c`` flag) for output in this format.

@@ -255,6 +255,7 @@ def _qcow2_bound(virtual_size: int, opts: dict) -> int:
 
 FORMAT = base.Format(
     'qcow2', qemu_driver='qcow2', inspector='qcow2', checkable=True,
+    description='QEMU copy-on-write; see the qcow2_* options.',
     option_names=('qcow2_compat', 'qcow2_cluster_size', 'qcow2_compression'),
     output_options=_qcow2_options,
     preallocation=('metadata', 'falloc', 'full'),

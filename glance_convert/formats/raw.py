@@ -34,6 +34,8 @@ def _raw_measure(opts: dict) -> dict | None:
 
 FORMAT = base.Format(
     'raw', qemu_driver='raw', inspector='raw', checkable=False,
+    description='Plain disk bytes; what Ceph RBD and thin-provisioned '
+                'stores want.',
     option_names=(), output_options=_raw_options,
     preallocation=('falloc', 'full'), option_problems=_raw_problems,
     # Not re-written (the default): a copy has the same bytes, preallocated

@@ -61,5 +61,6 @@ def has_magic(f, file_size: int) -> bool:
 
 FORMAT = base.Format(
     'vdi', qemu_driver='vdi', inspector='vdi', checkable=True,
+    description='VirtualBox.',
     option_names=(), output_options=lambda group: ({}, False),
     has_magic=has_magic, parse=parse)

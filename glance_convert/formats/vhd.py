@@ -112,6 +112,8 @@ def _vhd_presize(virtual_size: int, opts: dict) -> int | None:
 
 FORMAT = base.Format(
     'vhd', qemu_driver='vpc', inspector='vhd', checkable=False,
+    description='Microsoft VHD (qemu-img "vpc"); see vhd_subformat and '
+                'vhd_force_size.',
     option_names=('vhd_subformat', 'vhd_force_size'),
     output_options=_vhd_options,
     rewrites_same_format=lambda opts, compressed: (

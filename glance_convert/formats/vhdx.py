@@ -382,6 +382,7 @@ def _vhdx_bound(virtual_size: int, opts: dict) -> int:
 
 FORMAT = base.Format(
     'vhdx', qemu_driver='vhdx', inspector='vhdx', checkable=True,
+    description='Microsoft VHDX (Hyper-V); see vhdx_subformat.',
     option_names=('vhdx_subformat',),
     output_options=lambda group: ({'subformat': group.vhdx_subformat},
                                   False),

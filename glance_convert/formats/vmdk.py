@@ -265,6 +265,7 @@ def _vmdk_problems(group, glance) -> list[base.Problem]:
 
 FORMAT = base.Format(
     'vmdk', qemu_driver='vmdk', inspector='vmdk', checkable=True,
+    description='VMware; see vmdk_subformat.',
     option_names=('vmdk_subformat',),
     output_options=lambda group: ({'subformat': group.vmdk_subformat},
                                   False),
