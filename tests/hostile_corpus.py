@@ -46,6 +46,7 @@ HIDDEN = 'hides another disk image'
 PARTITIONS = 'partition table'
 VHDX_LOG = 'not closed cleanly'
 VHDX_REQUIRED = 'requires regions or metadata'
+PLOOP_IN_USE = 'ploop image was not closed cleanly'
 
 
 @dataclasses.dataclass
@@ -483,6 +484,34 @@ def _iso(path, blocks=32):
 
 # --- the corpus --------------------------------------------------------------
 
+PLOOP_MAGIC_SECTORS = b'WithoutFreeSpace'
+PLOOP_IN_USE_MAGIC = 0x746f6e59
+
+
+def _ploop(path, src, cluster='64k'):
+    """A ploop (qemu: parallels) of ``src``, clusters of ``cluster``."""
+    _run('qemu-img', 'convert', '-f', 'qcow2', '-O', 'parallels', '-o',
+         'cluster_size=%s' % cluster, src, path)
+    return path
+
+
+def _ploop_header(path):
+    """(cluster sectors, BAT entries, sectors, BAT) of a ploop."""
+    tracks, entries, sectors = struct.unpack('<IIQ', _read(path, 28, 16))
+    bat = struct.unpack('<%dI' % entries, _read(path, 64, entries * 4))
+    return tracks, entries, sectors, bat
+
+
+def _ploop_with_old_magic(path, src):
+    """The older ploop header: its BAT counts sectors, not clusters."""
+    _ploop(path, src)
+    tracks, entries, _sectors, bat = _ploop_header(path)
+    _patch(path, 0, PLOOP_MAGIC_SECTORS)
+    _patch(path, 64, struct.pack('<%dI' % entries,
+                                 *[e * tracks for e in bat]))
+    return path
+
+
 def build_corpus(directory):
     """Write every case into ``directory``; return the list of Cases."""
     os.makedirs(directory, exist_ok=True)
@@ -890,6 +919,64 @@ def build_corpus(directory):
     os.unlink(inner)
     add('qcow2_hiding_qcow2_with_backing_file', path, 'qcow2', 'reject',
         HIDDEN)
+
+    # ---------------- ploop (qemu: parallels) ----------------
+    # qemu opens most of these without complaint: it reads zeros past the
+    # end of the file or the BAT, and qemu-img check misses a size that
+    # lies and clusters used twice.
+    ploop = _ploop(p('plain.ploop'), plain)
+    add('ploop_64k_clusters', ploop, 'ploop', 'accept')
+    add('ploop_1MiB_clusters', _ploop(p('big-cluster.ploop'), plain, '1M'),
+        'ploop', 'accept')
+    add('ploop_old_header', _ploop_with_old_magic(p('old.ploop'), plain),
+        'ploop', 'accept')
+    tracks, entries, sectors, bat = _ploop_header(ploop)
+    used = [i for i, e in enumerate(bat) if e]
+    path = _ploop(p('ploop-beyond-eof.ploop'), plain)
+    _patch(path, 64 + 4 * used[-1], struct.pack('<I', 4096))
+    add('ploop_cluster_beyond_eof', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop(p('ploop-shared.ploop'), plain)
+    _patch(path, 64 + 4 * used[-1], struct.pack('<I', bat[used[0]]))
+    add('ploop_clusters_shared', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop_with_old_magic(p('ploop-in-header.ploop'), plain)
+    _patch(path, 64 + 4 * used[0], struct.pack('<I', 1))
+    add('ploop_cluster_in_header', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop(p('ploop-size.ploop'), plain)
+    _patch(path, 36, struct.pack('<Q', sectors * 64))
+    add('ploop_size_beyond_bat', path, 'ploop', 'reject', DISAGREE)
+    path = _ploop(p('ploop-small-bat.ploop'), plain)
+    _patch(path, 32, struct.pack('<I', entries // 2))
+    add('ploop_bat_smaller_than_size', path, 'ploop', 'reject', DISAGREE)
+    path = _ploop_with_old_magic(p('ploop-size-high.ploop'), plain)
+    _patch(path, 36, struct.pack('<Q', sectors | 1 << 32))
+    add('ploop_old_header_size_high_bits', path, 'ploop', 'reject', DISAGREE)
+    path = _ploop(p('ploop-bat-beyond-eof.ploop'), plain)
+    _patch(path, 32, struct.pack('<I', 1 << 24))
+    add('ploop_bat_beyond_eof', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop(p('ploop-data-off.ploop'), plain)
+    _patch(path, 48, struct.pack('<I', 1 << 30))
+    add('ploop_data_area_beyond_eof', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop(p('ploop-ext.ploop'), plain)
+    _patch(path, 56, struct.pack('<Q', 1 << 30))
+    add('ploop_extension_beyond_eof', path, 'ploop', 'reject', CORRUPT)
+    path = _ploop(p('ploop-in-use.ploop'), plain)
+    _patch(path, 44, struct.pack('<I', PLOOP_IN_USE_MAGIC))
+    add('ploop_in_use', path, 'ploop', 'reject', PLOOP_IN_USE)
+    path = _ploop(p('ploop-no-cluster.ploop'), plain)
+    _patch(path, 28, struct.pack('<I', 0))
+    add('ploop_zero_cluster_size', path, 'ploop', 'reject', UNREADABLE)
+    add('ploop_claimed_raw', ploop, 'raw', 'reject', MISMATCH)
+    add('ploop_claimed_qcow2', ploop, 'qcow2', 'reject', MISMATCH)
+    add('qcow2_claimed_ploop', plain, 'ploop', 'reject', MISMATCH)
+    add('random_bytes_claimed_ploop', p('random.bin'), 'ploop', 'reject',
+        MISMATCH)
+    # Guest data that is a ploop: the raw output would be one.
+    path = p('hiding-ploop.qcow2')
+    _write(p('hiding-ploop.raw'), _read(ploop))
+    _run('qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+         p('hiding-ploop.raw'), path)
+    os.unlink(p('hiding-ploop.raw'))
+    add('qcow2_hiding_ploop', path, 'qcow2', 'reject', HIDDEN)
     return cases
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from glance_convert.formats import base
+from glance_convert.formats import ploop
 from glance_convert.formats import qcow2
 from glance_convert.formats import raw
 from glance_convert.formats import vdi
@@ -31,7 +32,8 @@ DECOMPRESSING_COROUTINES = base.DECOMPRESSING_COROUTINES
 
 #: The rows, by Glance name, in the order they are listed to people.
 FORMATS: dict[str, Format] = {
-    m.FORMAT.name: m.FORMAT for m in (raw, qcow2, vmdk, vdi, vhd, vhdx)}
+    m.FORMAT.name: m.FORMAT
+    for m in (raw, qcow2, vmdk, vdi, vhd, vhdx, ploop)}
 
 #: Glance disk formats this plugin can read and write.
 CONVERTIBLE = tuple(FORMATS)
@@ -105,6 +107,14 @@ def has_magic(path: str, disk_format: str) -> bool:
         return False
     with open(path, 'rb') as f:
         return row.has_magic(f, os.fstat(f.fileno()).st_size)
+
+
+def uninspected_format(path: str) -> str | None:
+    """The format format_inspector has no inspector for (it reads such a
+    file as raw) whose magic the file carries, or None."""
+    return next((row.name for row in FORMATS.values()
+                 if row.inspector is None and has_magic(path, row.name)),
+                None)
 
 
 def own_checks() -> tuple:

@@ -74,8 +74,8 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
         check_header(header, claimed, policy)
     name, inspector = _detect(path, claimed)
     detected = formats.glance_name_for_inspector(name)
-    # Formats the inspector does not know (ami, aki, ari, ploop) must at
-    # least not be a disk format it knows.
+    # Formats the inspector does not know (ami, aki, ari) must at least
+    # not be a disk format it knows.
     expected = claimed if (formats.is_convertible(claimed)
                            or claimed in fi.ALL_FORMATS) else 'raw'
     if name == 'luks':
@@ -83,6 +83,10 @@ def inspect_bytes(path: str, claimed: str, policy: Policy) -> SourceFacts:
     if (detected == 'raw' and header is not None
             and formats.get(claimed).may_read_as_raw):
         detected = claimed  # e.g. a fixed VHD: only a footer, at the end
+    elif detected == 'raw' and formats.uninspected_format(path):
+        # A format format_inspector cannot see, found by its magic.
+        checks.MISMATCH.reject('magic found', claimed=claimed,
+                               found=formats.uninspected_format(path))
     elif detected != expected:
         if header is None and formats.has_magic(path, claimed):
             checks.UNREADABLE.reject('format_inspector found %s' % name)
@@ -311,6 +315,8 @@ def verify_output(path: str, target: str, subformat: str | None = None,
         if header is not None and row.raw_lookalike(header):
             check_header(header, target, policy)
             return
+    if found == 'raw':  # or a format format_inspector cannot see
+        name = found = formats.uninspected_format(path) or found
     if found != target:
         if target == 'raw':
             checks.HIDDEN.reject('output of %s detected as %s'

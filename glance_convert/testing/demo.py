@@ -7,8 +7,9 @@
 Without ``--glance-url`` it starts a private glance-api (gunicorn, sqlite,
 file store, no keystone, in a temporary directory) with the glance_convert
 plugin converting to ``--to``.  It then builds a small sample image of each
-source format (raw, qcow2, vmdk, vdi, vhd, vhdx) holding known data, imports
-each one through the real import API (glance-direct), downloads what Glance
+source format (raw, qcow2, vmdk, vdi, vhd, vhdx, ploop) holding known
+data, imports each one through the real import API (glance-direct),
+downloads what Glance
 stored, checks its disk_format and proves with ``qemu-img compare`` that it
 holds the source's guest data.  It prints one table row per image and
 exits non-zero if any import failed or did not verify.

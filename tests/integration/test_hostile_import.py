@@ -35,6 +35,9 @@ CASES = [
     'vhdx_differencing_parent_locator',
     'vhdx_log_needs_replay',
     'vhdx_region_beyond_eof',
+    'ploop_size_beyond_bat',
+    'ploop_clusters_shared',
+    'ploop_claimed_raw',
 ]
 
 

@@ -29,7 +29,7 @@ def test_own_setting_wins_over_alias(conf):
 
 
 def test_unknown_target_is_refused(conf):
-    c = conf('[glance_convert]\noutput_format = ploop\n')
+    c = conf('[glance_convert]\noutput_format = aki\n')
     with pytest.raises(ValueError):
         c[options.GROUP].output_format
 

@@ -12,6 +12,7 @@ from glance_convert.cmd import convert as convert_cmd
 from glance_convert.cmd import common as cli
 from glance_convert.pipeline import conversion
 from glance_convert import errors
+from glance_convert import formats
 from tests import fakes
 from tests import imagefactory
 
@@ -64,8 +65,7 @@ def test_inspect_json_reports_sizes_verdict_and_space(tmp_path, images):
     assert report['file_size'] == os.path.getsize(images['qcow2'])
     assert report['verdict'] == 'accepted'
     assert report['plugin_action'] == 'convert to raw'
-    assert set(report['space_needed']) == {'raw', 'qcow2', 'vmdk', 'vdi',
-                                           'vhd', 'vhdx'}
+    assert set(report['space_needed']) == set(formats.CONVERTIBLE)
     # Sparse raw: the allocated data (measured), not the virtual size.
     data = sum(length for _o, length, _p in imagefactory.DEFAULT_PATTERNS)
     assert data <= report['space_needed']['raw'] < imagefactory.DEFAULT_SIZE
@@ -275,7 +275,7 @@ def test_convert_invalid_options_exit_1(tmp_path, images):
     [],
     ['frobnicate'],
     ['convert'],
-    ['convert', 'x', '--to', 'ploop', '--disk-format', 'raw'],
+    ['convert', 'x', '--to', 'aki', '--disk-format', 'raw'],
 ])
 def test_usage_errors_exit_64(tmp_path, args):
     env = dict(os.environ)

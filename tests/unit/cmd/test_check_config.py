@@ -215,11 +215,11 @@ def test_invalid_options_are_reported(tmp_path):
 
 def test_bad_value_and_broken_file_are_reported_not_raised(tmp_path):
     api = good_api_conf(tmp_path).replace('output_format = qcow2',
-                                          'output_format = ploop')
+                                          'output_format = aki')
     errs = errors_of(check_config.check_host(write_conf(tmp_path / 'a',
                                                         api)))
     assert [e.check for e in errs] == ['config']
-    assert 'ploop' in errs[0].message
+    assert 'aki' in errs[0].message
 
     errs = errors_of(check_config.check_host(write_conf(
         tmp_path / 'b', 'this is not an ini file\n[')))

@@ -61,7 +61,7 @@ def test_same_format_passes_through_untouched(staging):
     assert sorted(os.listdir(staging)) == [image.image_id]
 
 
-@pytest.mark.parametrize('disk_format', ['iso', 'ami', 'ploop'])
+@pytest.mark.parametrize('disk_format', ['iso', 'ami', 'aki'])
 def test_other_formats_pass_through(staging, disk_format):
     from tests import hostile_corpus
     image = fakes.FakeImage(disk_format)
