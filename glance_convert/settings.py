@@ -1,8 +1,11 @@
 """The plugin's settings, and the checks of the configuration behind them.
 
-:class:`Settings` is everything the pipeline reads from the configuration,
-built once by :meth:`Settings.from_conf` after :func:`validate_options`;
-per-format rules come from :mod:`glance_convert.formats`.
+:func:`from_conf` builds the pipeline's
+:class:`~glance_convert.pipeline.config.Settings` once, after
+
+:func:`validate_options`, and :func:`host_workspace` the host's workspace: the
+pipeline and the host never read the configuration themselves.
+Per-format rules come from :mod:`glance_convert.formats`.
 :func:`validate_options` judges the ``[glance_convert]`` options together
 with the Glance settings they depend on; the plugin runs it when it builds
 its settings and refuses to start with an error.  The host checks of
@@ -23,6 +26,8 @@ from glance_convert import formats
 from glance_convert import options
 from glance_convert.flow import glance_conf
 from glance_convert import units
+from glance_convert.host import workspace
+from glance_convert.pipeline import config
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
@@ -47,86 +52,90 @@ class Finding:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything the pipeline needs from the configuration."""
+def from_conf(conf: cfg.ConfigOpts | None = None) -> config.Settings:
+    """Validate ``conf`` and build the settings; a misconfiguration is
+    an import failure the user can read, not a traceback."""
+    conf = conf or cfg.CONF
+    try:
+        ensure_valid(conf)
+    except InvalidConfiguration as exc:
+        LOG.error('%s', exc)
+        raise errors.ConversionError(
+            'Image conversion is misconfigured on this cloud; please '
+            'contact the cloud operator.', str(exc))
+    group = conf[options.GROUP]
+    sandbox.configure(group.sandbox)
+    # Once, at start: can qemu-img start without forking this process
+    # (logged when not), rather than in the first import's time.
+    qemu_img.launcher_tools()
+    target = group.output_format
+    out_options, compressed = formats.output_options(group, target)
+    out_of_order = group.convert_out_of_order
+    if out_of_order is None:
+        out_of_order = formats.get(target).out_of_order
+    return config.Settings(
+        target=target,
+        source_formats=tuple(group.source_formats),
+        keep_formats=tuple(group.keep_formats),
+        policy=inspection.Policy(
+            vmdk_allowed_types=tuple(glance_conf.glance_setting(
+                'image_format', 'vmdk_allowed_types', conf)),
+            gpt_nonfatal=frozenset(glance_conf.glance_setting(
+                'image_format', 'gpt_safety_checks_nonfatal', conf)),
+            max_virtual_size=glance_conf.max_virtual_size(conf)),
+        inspect_limits=qemu_img.Limits(
+            address_space=group.inspect_address_space_mb * units.MiB,
+            cpu_time=group.inspect_cpu_time,
+            timeout=group.inspect_timeout),
+        convert_limits=qemu_img.Limits(
+            address_space=group.convert_address_space_mb * units.MiB,
+            timeout=group.convert_timeout or None),
+        # -W is left out for compressed output by qemu_img itself.
+        tuning=qemu_img.Tuning(
+            coroutines=(group.convert_coroutines
+                        or formats.DEFAULT_COROUTINES),
+            out_of_order=out_of_order,
+            source_cache=group.convert_source_cache,
+            target_cache=group.convert_target_cache),
+        out_options=out_options,
+        compressed=compressed,
+        parallel_workers=group.parallel_workers,
+        tuning_set=frozenset(
+            name for name, value in (
+                ('coroutines', group.convert_coroutines),
+                ('out_of_order', group.convert_out_of_order))
+            if value is not None),
+        signed_images=group.signed_images,
+        compressed_images=group.compressed_images,
+        bare_compression=group.bare_compression,
+        progress_interval=group.progress_interval)
 
-    target: str
-    source_formats: tuple[str, ...]
-    keep_formats: tuple[str, ...]
-    policy: inspection.Policy
-    inspect_limits: qemu_img.Limits
-    convert_limits: qemu_img.Limits
-    tuning: qemu_img.Tuning
-    out_options: dict
-    compressed: bool
-    progress_interval: float
-    parallel_workers: int = 1
-    #: Tuning options the operator set; the others are chosen per source
-    #: (``conversion.source_tuning``).
-    tuning_set: frozenset = frozenset()
-    signed_images: str = 'refuse'
-    compressed_images: str = 'unpack'
-    bare_compression: str = 'unpack'
 
-    @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts | None = None) -> 'Settings':
-        """Validate ``conf`` and build the settings; a misconfiguration is
-        an import failure the user can read, not a traceback."""
-        conf = conf or cfg.CONF
-        try:
-            ensure_valid(conf)
-        except InvalidConfiguration as exc:
-            LOG.error('%s', exc)
-            raise errors.ConversionError(
-                'Image conversion is misconfigured on this cloud; please '
-                'contact the cloud operator.', str(exc))
-        group = conf[options.GROUP]
-        sandbox.configure(group.sandbox)
-        # Once, at start: can qemu-img start without forking this process
-        # (logged when not), rather than in the first import's time.
-        qemu_img.launcher_tools()
-        target = group.output_format
-        out_options, compressed = formats.output_options(group, target)
-        out_of_order = group.convert_out_of_order
-        if out_of_order is None:
-            out_of_order = formats.get(target).out_of_order
-        return cls(
-            target=target,
-            source_formats=tuple(group.source_formats),
-            keep_formats=tuple(group.keep_formats),
-            policy=inspection.Policy(
-                vmdk_allowed_types=tuple(glance_conf.glance_setting(
-                    'image_format', 'vmdk_allowed_types', conf)),
-                gpt_nonfatal=frozenset(glance_conf.glance_setting(
-                    'image_format', 'gpt_safety_checks_nonfatal', conf)),
-                max_virtual_size=glance_conf.max_virtual_size(conf)),
-            inspect_limits=qemu_img.Limits(
-                address_space=group.inspect_address_space_mb * units.MiB,
-                cpu_time=group.inspect_cpu_time,
-                timeout=group.inspect_timeout),
-            convert_limits=qemu_img.Limits(
-                address_space=group.convert_address_space_mb * units.MiB,
-                timeout=group.convert_timeout or None),
-            # -W is left out for compressed output by qemu_img itself.
-            tuning=qemu_img.Tuning(
-                coroutines=(group.convert_coroutines
-                            or formats.DEFAULT_COROUTINES),
-                out_of_order=out_of_order,
-                source_cache=group.convert_source_cache,
-                target_cache=group.convert_target_cache),
-            out_options=out_options,
-            compressed=compressed,
-            parallel_workers=group.parallel_workers,
-            tuning_set=frozenset(
-                name for name, value in (
-                    ('coroutines', group.convert_coroutines),
-                    ('out_of_order', group.convert_out_of_order))
-                if value is not None),
-            signed_images=group.signed_images,
-            compressed_images=group.compressed_images,
-            bare_compression=group.bare_compression,
-            progress_interval=group.progress_interval)
+def host_workspace(work_dir: str | None = None,
+                   conf=None) -> workspace.Workspace:
+    """The host's workspace as configured in ``[glance_convert]``.
+
+    The work directory is :func:`glance_conf.work_dir`'s (``work_dir``
+    overrides it, for tests and tools).  Lock and ledger files go to
+    Glance's ``[oslo_concurrency] lock_path`` when set, else to the work
+    directory.
+    """
+    conf = conf or options.CONF
+    group = conf[options.GROUP]
+    work_dir = work_dir or glance_conf.work_dir(conf)
+    if not work_dir:
+        raise errors.WorkspaceError(
+            'The image cannot be converted because the conversion work '
+            'area of this host is not configured; please contact the cloud '
+            'operator', '[glance_convert] work_dir is unset and the staging '
+            'directory is not a local file:// URI')
+    return workspace.Workspace(
+        work_dir,
+        lock_dir=glance_conf.glance_setting('oslo_concurrency', 'lock_path',
+                                            conf),
+        max_concurrent=group.max_concurrent_conversions,
+        reserved_bytes=group.reserved_space_mb * 1024 * 1024,
+        max_bytes=group.max_workspace_bytes)
 
 
 class InvalidConfiguration(ValueError):

@@ -29,7 +29,6 @@ from glance_convert import units
 from glance_convert.cmd import common as cli
 from glance_convert.cmd import glance_rules
 from glance_convert.flow import glance_conf
-from glance_convert.host import workspace
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
 from glance_convert.settings import ERROR
@@ -81,7 +80,7 @@ def interrupted_findings(config_dir: str, extra_files) -> list[Finding]:
         work_dir = glance_conf.work_dir(conf)
         if not work_dir:
             return []
-        found = recover.peek_orphans(workspace.from_conf(conf=conf))
+        found = recover.peek_orphans(config_check.host_workspace(conf=conf))
     except (cfg.Error, ValueError, cli.UsageError, errors.ConversionError):
         return []  # reported by the other checks
     if not found:

@@ -17,6 +17,7 @@ from glance_convert import options
 from glance_convert import settings as config_check
 from glance_convert import units
 from glance_convert.flow import glance_conf
+from glance_convert.pipeline import config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,13 +88,13 @@ def load_conf(args) -> cfg.ConfigOpts:
         raise UsageError('cannot read the configuration: %s' % exc)
 
 
-def plugin_settings(conf, target: str | None = None) -> config_check.Settings:
+def plugin_settings(conf, target: str | None = None) -> config.Settings:
     """The plugin's settings, ``target`` overriding output_format."""
     if target:
         conf.set_override('output_format', target, group=options.GROUP)
     try:
         config_check.ensure_valid(conf)
-        return config_check.Settings.from_conf(conf)
+        return config_check.from_conf(conf)
     except config_check.InvalidConfiguration as exc:
         raise UsageError(str(exc))
 

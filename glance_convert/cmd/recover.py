@@ -19,10 +19,10 @@ import warnings
 from oslo_config import cfg
 
 from glance_convert import errors
+from glance_convert import settings
 from glance_convert.cmd import common as cli
 from glance_convert.flow import glance_conf
 from glance_convert.flow import recovery
-from glance_convert.host import workspace
 
 
 def add_parser(sub) -> None:
@@ -187,7 +187,7 @@ def run(args) -> int:
         logging.getLogger('stevedore').setLevel(logging.CRITICAL)
     files = load_glance_conf(cli.config_dir(args), args.config_file or [])
     try:
-        ws = workspace.from_conf()
+        ws = settings.host_workspace()
     except errors.WorkspaceError as exc:
         raise cli.UsageError('no conversion work area: %s' % exc.detail)
     image_repo, task_repo = _glance_repos(files)

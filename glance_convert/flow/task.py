@@ -15,6 +15,7 @@ from glance_convert.pipeline import conversion
 from glance_convert.pipeline import unpack
 from glance_convert import errors
 from glance_convert import options
+from glance_convert import settings
 from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.flow import outcome as outcomes
@@ -84,8 +85,8 @@ class TaskConfig:
         ``errors.WorkspaceError`` (no work directory), for the user."""
         conf = conf or options.CONF
         group = conf[options.GROUP]
-        return cls(settings=conversion.Settings.from_conf(conf),
-                   workspace=workspaces.from_conf(conf=conf),
+        return cls(settings=settings.from_conf(conf),
+                   workspace=settings.host_workspace(conf=conf),
                    slot_timeout=group.slot_wait_timeout,
                    record_properties=group.record_properties)
 
@@ -106,7 +107,7 @@ class RecoverInterrupted(task.Task):
 
     def execute(self) -> None:
         try:
-            ws = workspaces.from_conf()
+            ws = settings.host_workspace()
         except errors.WorkspaceError as exc:
             LOG.debug('No recovery of interrupted conversions: %s',
                       exc.detail)

@@ -418,31 +418,3 @@ class Workspace:
         """The import records in the ledger: ``owner``, ``info``,
         ``active`` (False once handed to the upload) and ``watch``."""
         return [e for e in self._ledger.entries() if ledger_.is_import(e)]
-
-
-def from_conf(work_dir: str | None = None, conf=None) -> Workspace:
-    """The host's workspace as configured in ``[glance_convert]``.
-
-    The work directory is :func:`glance_conf.work_dir`'s (``work_dir``
-    overrides it, for tests and tools).  Lock and ledger files go to
-    Glance's ``[oslo_concurrency] lock_path`` when set, else to the work
-    directory.
-    """
-    from glance_convert import options
-    from glance_convert.flow import glance_conf
-    conf = conf or options.CONF
-    group = conf[options.GROUP]
-    work_dir = work_dir or glance_conf.work_dir(conf)
-    if not work_dir:
-        raise errors.WorkspaceError(
-            'The image cannot be converted because the conversion work '
-            'area of this host is not configured; please contact the cloud '
-            'operator', '[glance_convert] work_dir is unset and the staging '
-            'directory is not a local file:// URI')
-    return Workspace(
-        work_dir,
-        lock_dir=glance_conf.glance_setting('oslo_concurrency', 'lock_path',
-                                            conf),
-        max_concurrent=group.max_concurrent_conversions,
-        reserved_bytes=group.reserved_space_mb * 1024 * 1024,
-        max_bytes=group.max_workspace_bytes)

@@ -22,7 +22,7 @@ from glance_convert import units
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
-from glance_convert.settings import Settings
+from glance_convert.pipeline.config import Settings
 
 LOG = logging.getLogger(__name__)
 

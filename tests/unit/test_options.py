@@ -3,8 +3,8 @@ tests/unit/flow/test_glance_conf.py)."""
 
 import pytest
 
-from glance_convert.pipeline import conversion
 from glance_convert import options
+from glance_convert import settings
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def test_default_target_is_raw(conf):
 def test_in_tree_plugin_setting_is_a_deprecated_alias(conf):
     c = conf('[image_conversion]\noutput_format = qcow2\n')
     assert c[options.GROUP].output_format == 'qcow2'
-    assert conversion.Settings.from_conf(c).target == 'qcow2'
+    assert settings.from_conf(c).target == 'qcow2'
 
 
 def test_own_setting_wins_over_alias(conf):

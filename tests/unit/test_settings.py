@@ -1,11 +1,13 @@
-"""Option validation (the host checks are in tests/unit/cmd)."""
-
+"""Option validation and what is built from the options (the host checks
+are in tests/unit/cmd)."""
 
 import pytest
 
 from glance_convert import settings as config_check
 from glance_convert import options
 from glance_convert.flow import glance_conf
+
+MiB = 1024 * 1024
 
 
 def make_conf(glance=None, **ours):
@@ -127,3 +129,24 @@ def test_validation_reads_the_global_conf_without_glance_options():
     conf(args=[], default_config_files=[], use_env=False)
     conf.set_override('output_format', 'vmdk', group=options.GROUP)
     assert config_check.validate_options(conf) == []
+
+
+def test_host_workspace_reads_the_options(tmp_path):
+    from oslo_config import cfg
+    conf = cfg.ConfigOpts()
+    conf.register_opts(options.ALL_OPTS, group=options.GROUP)
+    conf([], project='test')
+    conf.set_override('max_concurrent_conversions', 3, options.GROUP)
+    conf.set_override('reserved_space_mb', 7, options.GROUP)
+    conf.set_override('max_workspace_bytes', 12345, options.GROUP)
+    conf.set_override('work_dir', str(tmp_path / 'w'), options.GROUP)
+    ws = config_check.host_workspace(conf=conf)
+    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'w'),) * 2
+    assert (ws.max_concurrent, ws.reserved_bytes, ws.max_bytes) == (
+        3, 7 * MiB, 12345)
+    conf.register_opts([cfg.StrOpt('lock_path')], group='oslo_concurrency')
+    conf.set_override('lock_path', str(tmp_path / 'l'), 'oslo_concurrency')
+    ws = config_check.host_workspace(str(tmp_path / 'other'),
+                                     conf=conf)
+    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'other'),
+                                          str(tmp_path / 'l'))

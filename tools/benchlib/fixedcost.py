@@ -15,9 +15,9 @@ import time
 
 #: (module, attribute, label) of what is timed, in pipeline order.
 PHASES = (
-    ('glance_convert.pipeline.conversion', 'Settings.from_conf',
+    ('glance_convert.settings', 'from_conf',
      'settings from the configuration'),
-    ('glance_convert.host.workspace', 'from_conf', 'workspace setup'),
+    ('glance_convert.settings', 'host_workspace', 'workspace setup'),
     ('glance_convert.pipeline.inspection', 'inspect_bytes',
      'source bytes inspection'),
     ('glance_convert.pipeline.conversion', 'inspect_source',

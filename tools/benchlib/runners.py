@@ -178,11 +178,11 @@ def plugin_setup():
     the task does.
     """
     from oslo_config import cfg
-    from glance_convert.pipeline import conversion
+    from glance_convert import settings as settings_mod
     from glance_convert.pipeline import parallel  # noqa: F401
     from glance_convert.flow import task as tasks  # noqa: F401
     from glance_convert.host import workspace  # noqa: F401
-    conversion.Settings.from_conf(cfg.CONF)
+    settings_mod.from_conf(cfg.CONF)
 
 
 def stock_setup():
@@ -261,9 +261,10 @@ def single_convert_template(claimed, target, src):
     from oslo_config import cfg
     from glance_convert.pipeline import conversion
     from glance_convert import options
+    from glance_convert import settings as settings_mod
     from glance_convert.pipeline import qemu_img
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
-    settings = conversion.Settings.from_conf()
+    settings = settings_mod.from_conf()
     facts, _info = conversion.inspect_source(src, claimed, settings)
     tuning = getattr(conversion, 'source_tuning', None)
     args = qemu_img.convert_args(
@@ -284,12 +285,13 @@ def parallel_step(src, claimed, target, work_dir, image_id, workers):
     from glance_convert.pipeline import conversion
     from glance_convert.pipeline import inspection
     from glance_convert import options
+    from glance_convert import settings as settings_mod
     from glance_convert.pipeline import parallel
     from glance_convert.pipeline import qemu_img
     if target != 'raw':
         raise ValueError('the parallel prototype writes raw only')
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
-    settings = conversion.Settings.from_conf()
+    settings = settings_mod.from_conf()
     facts, info = conversion.inspect_source(src, claimed, settings)
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
     dst = os.path.join(work_dir, '%s.parallel.raw' % image_id)

@@ -30,7 +30,7 @@ def make_settings(**overrides):
     for name, value in overrides.items():
         conf.set_override(name, value, group=options.GROUP)
     config_check.ensure_valid(conf)  # raises on an invalid combination
-    return config_check.Settings.from_conf(conf)
+    return config_check.from_conf(conf)
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,7 @@
 import os
 
 from glance_convert.pipeline import conversion
-from glance_convert import settings as settings_mod
+from glance_convert.pipeline import config
 from tests import fakes
 from tests import imagefactory
 
@@ -60,7 +60,7 @@ def test_one_worker_uses_the_single_process_path(tmp_path, monkeypatch):
 
 
 def test_only_sparse_vmdk_to_plain_raw_is_parallel():
-    settings = settings_mod.Settings.__new__(settings_mod.Settings)
+    settings = config.Settings.__new__(config.Settings)
     object.__setattr__(settings, 'parallel_workers', 2)
     object.__setattr__(settings, 'out_options', {})
     stream = {'format-specific': {'data': {

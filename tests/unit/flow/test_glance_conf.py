@@ -8,7 +8,7 @@ from oslo_config import cfg
 
 from glance_convert import options
 from glance_convert.flow import glance_conf
-from glance_convert.pipeline import conversion
+from glance_convert import settings as settings_mod
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_glance_settings_are_honoured_when_registered(conf):
              '[image_format]\nvmdk_allowed_types = streamOptimized\n')
     c.register_opt(cfg.IntOpt('image_size_cap', default=1 << 40))
     c.register_opt(cfg.ListOpt('vmdk_allowed_types'), group='image_format')
-    settings = conversion.Settings.from_conf(c)
+    settings = settings_mod.from_conf(c)
     assert settings.policy.max_virtual_size == 1048576
     assert settings.policy.vmdk_allowed_types == ('streamOptimized',)
 

@@ -213,28 +213,6 @@ def test_caller_named_paths_are_tracked(tmp_path):
         assert ws.usage()['paths'] == []
 
 
-def test_from_conf_reads_the_options(tmp_path):
-    from oslo_config import cfg
-
-    from glance_convert import options
-    conf = cfg.ConfigOpts()
-    conf.register_opts(options.ALL_OPTS, group=options.GROUP)
-    conf([], project='test')
-    conf.set_override('max_concurrent_conversions', 3, options.GROUP)
-    conf.set_override('reserved_space_mb', 7, options.GROUP)
-    conf.set_override('max_workspace_bytes', 12345, options.GROUP)
-    conf.set_override('work_dir', str(tmp_path / 'w'), options.GROUP)
-    ws = workspace.from_conf(conf=conf)
-    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'w'),) * 2
-    assert (ws.max_concurrent, ws.reserved_bytes, ws.max_bytes) == (
-        3, 7 * MiB, 12345)
-    conf.register_opts([cfg.StrOpt('lock_path')], group='oslo_concurrency')
-    conf.set_override('lock_path', str(tmp_path / 'l'), 'oslo_concurrency')
-    ws = workspace.from_conf(str(tmp_path / 'other'), conf=conf)
-    assert (ws.work_dir, ws.lock_dir) == (str(tmp_path / 'other'),
-                                          str(tmp_path / 'l'))
-
-
 def test_work_file_names(tmp_path):
     ws = make_ws(tmp_path)
     with ws.reservation(IMAGE, 0) as res:

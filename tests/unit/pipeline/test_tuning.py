@@ -13,7 +13,7 @@ from glance_convert.pipeline import qemu_img
 @pytest.fixture
 def settings(load_conf):
     def load(text):
-        return settings_mod.Settings.from_conf(load_conf(text))
+        return settings_mod.from_conf(load_conf(text))
     return load
 
 
