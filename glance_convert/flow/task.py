@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Protocol
 
@@ -12,6 +13,7 @@ from taskflow.types import failure
 
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import phases
 from glance_convert.pipeline import unpack
 from glance_convert import errors
 from glance_convert import options
@@ -153,18 +155,24 @@ class ConvertImage(task.Task):
     # -- execute -----------------------------------------------------------
 
     def execute(self, file_path: str) -> str:
-        # The one place where an import's metrics and summary line are
-        # recorded (glance_convert.flow.outcome).
+        # The one place where an import's metrics and summary line
+        # (glance_convert.flow.outcome) and its phases' log line
+        # (glance_convert.pipeline.phases) are recorded.
         outcome = outcomes.Outcome(self.image_id, self.task_id)
+        timings = phases.Timings()
         try:
-            provided = self._convert(file_path, outcome)
+            provided = self._convert(file_path, outcome, timings)
         except BaseException as exc:
             outcome.finish(exc)
             raise
+        finally:
+            LOG.info('Image %s import phases: %s', self.image_id,
+                     timings.summary() or 'none ran')
         outcome.finish()
         return provided
 
-    def _convert(self, file_path: str, outcome: outcomes.Outcome) -> str:
+    def _convert(self, file_path: str, outcome: outcomes.Outcome,
+                 timings: phases.Timings) -> str:
         src = _local_path(file_path)
         self._source = src
         with self.action_wrapper as action:
@@ -207,13 +215,15 @@ class ConvertImage(task.Task):
                       slot_timeout=config.slot_timeout,
                       info_for_ledger={'task_id': self.task_id})
         outcome.stage = 'unpack'
-        with containers.opened(
-                src, container_format=container, disk_format=claimed,
-                properties=properties, policy=settings.policy,
-                timeout=settings.convert_limits.timeout,
-                workspace=workspace,
-                bare_compression=settings.bare_compression,
-                status=_UserStatus(self.status, 1), **common) as disk:
+        with contextlib.ExitStack() as stack:
+            with timings.phase(phases.OPEN_CONTAINER):
+                disk = stack.enter_context(containers.opened(
+                    src, container_format=container, disk_format=claimed,
+                    properties=properties, policy=settings.policy,
+                    timeout=settings.convert_limits.timeout,
+                    workspace=workspace,
+                    bare_compression=settings.bare_compression,
+                    status=_UserStatus(self.status, 1), **common))
             if container in containers.UNPACKED:
                 outcome.lap()
             outcome.stage = 'inspect'
@@ -225,7 +235,7 @@ class ConvertImage(task.Task):
                 # qemu-img reads the allocated data.
                 status=_UserStatus(self.status,
                                    units.allocated_bytes(disk.path)),
-                **common)
+                timings=timings, **common)
             outcome.lap()
             try:
                 # Before anything is stored: refuses on a checksum
@@ -239,46 +249,47 @@ class ConvertImage(task.Task):
                 outcome.lap('hash')
             if not result.converted:
                 disk.keep()
-        properties = dict(disk.properties)
-        if digest:
-            properties[unpack.SOURCE_SHA256] = digest
-        if config.record_properties and result.converted:
-            properties.update({
-                'glance_convert_source_format': result.source_format,
-                'glance_convert_duration_s': '%.1f' % result.duration,
-            })
-        if not result.converted and not disk.unpacked:
-            # Checked like a conversion, then stored as uploaded.
-            LOG.info('Image %s: disk_format %s is not converted to %s; '
-                     'passing it through', self.image_id, claimed,
-                     settings.target)
+        with timings.phase(phases.HAND_ON):
+            properties = dict(disk.properties)
+            if digest:
+                properties[unpack.SOURCE_SHA256] = digest
+            if config.record_properties and result.converted:
+                properties.update({
+                    'glance_convert_source_format': result.source_format,
+                    'glance_convert_duration_s': '%.1f' % result.duration,
+                })
+            if not result.converted and not disk.unpacked:
+                # Checked like a conversion, then stored as uploaded.
+                LOG.info('Image %s: disk_format %s is not converted to %s; '
+                         'passing it through', self.image_id, claimed,
+                         settings.target)
+                with self.action_wrapper as action:
+                    action.set_image_extra_properties(properties)
+                self._end_record(watch=src)
+                outcome.stored(False, claimed)
+                return file_path
+            self._output = result.path
+            self._old_formats = old
             with self.action_wrapper as action:
+                attributes = dict(disk_format=result.disk_format,
+                                  container_format='bare', size=result.size)
+                if result.converted:
+                    attributes['virtual_size'] = result.virtual_size
+                action.set_image_attribute(**attributes)
                 action.set_image_extra_properties(properties)
-            self._end_record(watch=src)
-            outcome.stored(False, claimed)
-            return file_path
-        self._output = result.path
-        self._old_formats = old
-        with self.action_wrapper as action:
-            attributes = dict(disk_format=result.disk_format,
-                              container_format='bare', size=result.size)
             if result.converted:
-                attributes['virtual_size'] = result.virtual_size
-            action.set_image_attribute(**attributes)
-            action.set_image_extra_properties(properties)
-        if result.converted:
-            self.status.set_message('Converted from %s to %s'
-                                    % (result.source_format,
-                                       result.disk_format))
-        else:
-            self.status.set_message('Unpacked the %s %s image'
-                                    % (disk.container_format,
-                                       result.disk_format))
-        # Only the image to store is kept: the staged upload goes now.
-        conversion.remove_file(src)
-        self._end_record(watch=result.path)
-        outcome.stored(True, result.disk_format, result.size)
-        return FILE_SCHEME + result.path
+                self.status.set_message('Converted from %s to %s'
+                                        % (result.source_format,
+                                           result.disk_format))
+            else:
+                self.status.set_message('Unpacked the %s %s image'
+                                        % (disk.container_format,
+                                           result.disk_format))
+            # Only the image to store is kept: the staged upload goes now.
+            conversion.remove_file(src)
+            self._end_record(watch=result.path)
+            outcome.stored(True, result.disk_format, result.size)
+            return FILE_SCHEME + result.path
 
     def _end_record(self, watch: str | None = None,
                     abandon: str | None = None) -> None:

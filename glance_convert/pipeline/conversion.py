@@ -21,6 +21,7 @@ from glance_convert import formats
 from glance_convert import units
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
+from glance_convert.pipeline import phases
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline.config import Settings
 
@@ -41,6 +42,8 @@ class Result:
     size: int
     bytes_in: int
     duration: float
+    #: Seconds per phase (:mod:`~glance_convert.pipeline.phases`).
+    timings: phases.Timings | None = None
 
 
 class Status(Protocol):
@@ -206,7 +209,8 @@ class _InBackground:
         return value
 
 
-def inspect_source(src: str, claimed: str, settings: Settings
+def inspect_source(src: str, claimed: str, settings: Settings,
+                   timings: phases.Timings | None = None
                    ) -> tuple[inspection.SourceFacts, dict]:
     """Every check of the upload, bytes first, then qemu-img info/check.
 
@@ -215,7 +219,17 @@ def inspect_source(src: str, claimed: str, settings: Settings
     nothing ``info`` would not.  The verdicts keep their order: bytes,
     info, check.  When ``info`` fails or is refused, the check is killed.
     """
-    facts = inspection.inspect_bytes(src, claimed, settings.policy)
+    timings = timings or phases.Timings()
+    with timings.phase(phases.INSPECT):
+        facts = inspection.inspect_bytes(src, claimed, settings.policy)
+    with timings.phase(phases.CHECK):
+        return _qemu_img_verdicts(src, claimed, facts, settings)
+
+
+def _qemu_img_verdicts(src: str, claimed: str,
+                       facts: inspection.SourceFacts, settings: Settings
+                       ) -> tuple[inspection.SourceFacts, dict]:
+    """qemu-img info and, beside it, qemu-img check: their verdicts."""
     fmt = formats.qemu_driver(claimed)
     stop = threading.Event()
     pending = (_InBackground(qemu_img.check, src, fmt,
@@ -267,14 +281,17 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   settings: Settings, workspace=None,
                   status: Status | None = None,
                   slot_timeout: float = 600,
-                  info_for_ledger: dict | None = None) -> Result:
+                  info_for_ledger: dict | None = None,
+                  timings: phases.Timings | None = None) -> Result:
     """Check and convert ``src``; return the result.
 
     ``status`` hears of progress and waits and is asked whether the
-    import was aborted.  The source is never modified or removed here.  On
-    failure no work file is left behind.
+    import was aborted; ``timings`` gets the time of each phase.  The
+    source is never modified or removed here.  On failure no work file is
+    left behind.
     """
     status = status or NoStatus()
+    timings = timings or phases.Timings()
     started = time.monotonic()
     if not os.path.isfile(src):
         raise errors.ConversionError(
@@ -285,12 +302,13 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     if target is None:
         # Stored as uploaded, so checked as strictly as a conversion.
         if formats.is_convertible(claimed):
-            inspect_source(src, claimed, settings)
+            inspect_source(src, claimed, settings, timings)
         elif claimed:
-            inspection.inspect_bytes(src, claimed, settings.policy)
+            with timings.phase(phases.INSPECT):
+                inspection.inspect_bytes(src, claimed, settings.policy)
         return Result(src, False, claimed, claimed, 0, bytes_in, bytes_in,
-                      0.0)
-    facts, info = inspect_source(src, claimed, settings)
+                      0.0, timings)
+    facts, info = inspect_source(src, claimed, settings, timings)
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
     tmp, final = work_paths(work_dir, image_id, target)
     before = _identity(src)
@@ -298,34 +316,39 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     owner = image_id
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(workspace.slot(
-                owner, slot_timeout, on_wait=status.waiting_for_slot,
-                should_cancel=status.is_aborted))
-            # The work files are recorded with the reservation, before
-            # they exist: a crash leaves nothing unknown (and one ledger
-            # write does it, not three).
-            res, estimate = _reserve(
-                stack, workspace, owner, src, claimed, target, virtual_size,
-                settings, timeout=slot_timeout,
-                on_wait=status.waiting_for_space,
-                should_cancel=status.is_aborted, info=info_for_ledger or {},
-                paths=(tmp, final))
+            with timings.phase(phases.RESERVE):
+                stack.enter_context(workspace.slot(
+                    owner, slot_timeout, on_wait=status.waiting_for_slot,
+                    should_cancel=status.is_aborted))
+                # The work files are recorded with the reservation, before
+                # they exist: a crash leaves nothing unknown (and one
+                # ledger write does it, not three).
+                res, estimate = _reserve(
+                    stack, workspace, owner, src, claimed, target,
+                    virtual_size, settings, timeout=slot_timeout,
+                    on_wait=status.waiting_for_space,
+                    should_cancel=status.is_aborted,
+                    info=info_for_ledger or {}, paths=(tmp, final))
             tmp, final = res.track(tmp), res.track(final)
-            _run_convert(src, claimed, tmp, target, virtual_size, estimate,
-                         settings, status, on_start=res.add_process,
-                         parallel_source=use_parallel(claimed, target, info,
-                                                      settings, facts),
-                         tuning=source_tuning(claimed, facts, settings))
-            if _identity(src) != before:
-                # qemu reads past the end of a truncated file as zeros:
-                # the "converted" image would silently lose data.
-                raise errors.ConversionFailed(
-                    'The staged image data changed during the conversion; '
-                    'please import the image again.',
-                    'source %s changed during conversion' % src)
-            os.rename(tmp, final)
-            out_virtual = _verify_output(final, target, virtual_size,
-                                         settings)
+            with timings.phase(phases.CONVERT):
+                _run_convert(src, claimed, tmp, target, virtual_size,
+                             estimate, settings, status,
+                             on_start=res.add_process,
+                             parallel_source=use_parallel(
+                                 claimed, target, info, settings, facts),
+                             tuning=source_tuning(claimed, facts, settings))
+            with timings.phase(phases.VERIFY):
+                if _identity(src) != before:
+                    # qemu reads past the end of a truncated file as
+                    # zeros: the "converted" image would silently lose
+                    # data.
+                    raise errors.ConversionFailed(
+                        'The staged image data changed during the '
+                        'conversion; please import the image again.',
+                        'source %s changed during conversion' % src)
+                os.rename(tmp, final)
+                out_virtual = _verify_output(final, target, virtual_size,
+                                             settings)
     except BaseException:
         remove_file(tmp)
         remove_file(final)
@@ -333,12 +356,14 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     size = os.path.getsize(final)
     duration = time.monotonic() - started
     LOG.info('Converted image %(id)s from %(src)s to %(dst)s: %(in)d bytes '
-             'in, %(out)d bytes out, %(secs).1f s, %(rate).1f MiB/s',
+             'in, %(out)d bytes out, %(secs).1f s, %(rate).1f MiB/s '
+             '(%(phases)s)',
              {'id': image_id, 'src': claimed, 'dst': target, 'in': bytes_in,
               'out': size, 'secs': duration,
-              'rate': bytes_in / units.MiB / max(duration, 1e-6)})
+              'rate': bytes_in / units.MiB / max(duration, 1e-6),
+              'phases': timings.summary()})
     return Result(final, True, claimed, target, out_virtual, size, bytes_in,
-                  duration)
+                  duration, timings)
 
 
 def _identity(path: str) -> tuple | None:

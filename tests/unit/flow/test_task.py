@@ -49,6 +49,21 @@ def test_execute_converts_and_publishes_metadata(staging):
     assert imagefactory.compare(out, 'raw', reference, 'raw')
 
 
+def test_the_import_log_line_names_every_phase(staging, caplog):
+    from glance_convert.pipeline import phases
+    image = fakes.FakeImage('qcow2')
+    src = stage(staging, image, 'qcow2')
+    task, _ = fakes.make_task(image, staging)
+    with caplog.at_level('INFO', logger='glance_convert.flow.task'):
+        task.execute('file://' + src)
+    line, = [r.getMessage() for r in caplog.records
+             if 'import phases' in r.getMessage()]
+    for name in phases.ORDER:
+        assert '%s ' % name in line, (name, line)
+    positions = [line.index(name + ' ') for name in phases.ORDER]
+    assert positions == sorted(positions), line
+
+
 def test_same_format_passes_through_untouched(staging):
     image = fakes.FakeImage('raw')
     src = stage(staging, image, 'raw')
