@@ -12,6 +12,7 @@ from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
 from glance_convert.cmd import common as cli
+from glance_convert.host import layout
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 
@@ -130,7 +131,7 @@ def run(args) -> int:
         try:
             disk.source_sha256()
         except BaseException:
-            conversion.remove_file(result.path)
+            layout.remove(result.path)
             raise
     os.replace(result.path, out)
     if not args.quiet:

@@ -18,8 +18,8 @@ from oslo_log import log as logging
 
 from glance_convert import metrics
 from glance_convert.flow import glance_conf
+from glance_convert.host import layout
 from glance_convert.host import watch
-from glance_convert.pipeline import conversion
 
 LOG = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _release_one(orphan, image_repo, task_repo, staging_dir, dry_run):
         return dict(report, result=FAILED, retry=True,
                     reason=one_line(exc))
     if staged:
-        conversion.remove_file(staged)
+        layout.remove(staged)
         if os.path.lexists(staged):
             return dict(report, result=FAILED, reason='the staged data %s '
                         'was not removed' % staged)

@@ -22,6 +22,7 @@ from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.flow import outcome as outcomes
 from glance_convert.flow import recovery
+from glance_convert.host import layout
 from glance_convert.host import workspace as workspaces
 
 LOG = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class ConvertImage(task.Task):
                 digest = disk.source_sha256()
             except BaseException:
                 if result.converted:
-                    conversion.remove_file(result.path)
+                    layout.remove(result.path)
                 raise
             if digest:
                 outcome.lap('hash')
@@ -286,7 +287,7 @@ class ConvertImage(task.Task):
                                         % (disk.container_format,
                                            result.disk_format))
             # Only the image to store is kept: the staged upload goes now.
-            conversion.remove_file(src)
+            layout.remove(src)
             self._end_record(watch=result.path)
             outcome.stored(True, result.disk_format, result.size)
             return FILE_SCHEME + result.path
@@ -321,8 +322,8 @@ class ConvertImage(task.Task):
         if isinstance(result, failure.Failure):
             LOG.error('Conversion of image %s failed: %s', self.image_id,
                       _detail(result))
-        conversion.remove_file(self._output)
-        conversion.remove_file(self._source)
+        layout.remove(self._output)
+        layout.remove(self._source)
         reset = False
         try:
             with self.action_wrapper as action:

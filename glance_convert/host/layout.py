@@ -12,6 +12,8 @@ and ledgers even when they share a lock directory.  These names never look
 like ``<image-uuid>.*``, so the housekeeper leaves them alone.
 """
 
+from __future__ import annotations
+
 import hashlib
 import logging
 import os
@@ -24,6 +26,29 @@ LOG = logging.getLogger(__name__)
 WORK_FILE_TAG = '.glance-convert.'
 _SAFE_OWNER = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$')
 _SAFE_SUFFIX = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+
+
+def work_file(work_dir: str, owner: str, suffix: str) -> str:
+    """``<work_dir>/<owner>.glance-convert.<suffix>``: the one naming rule
+    of work files, which the reaper and Glance's staging housekeeper both
+    remove after a crash."""
+    return os.path.join(work_dir, owner + WORK_FILE_TAG + suffix)
+
+
+def remove(path: str | None) -> None:
+    """Remove ``path`` if it exists; log, never raise.
+
+    Used on the way out of a failure too, where an error of its own
+    would hide the one that matters.
+    """
+    if not path:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        LOG.exception('Could not remove %s', path)
 
 
 class Layout:

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 from typing import Callable
 
+from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
@@ -163,7 +164,7 @@ def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
         checks.OVF_CLAIM.reject(found=appliance.disk.disk_format,
                                 claimed=disk_format)
     workspace = workspace or conversion.NoWorkspace()
-    path = unpack.work_file(work_dir, image_id, 'ova-disk')
+    path = layout.work_file(work_dir, image_id, 'ova-disk')
     kept = []
     with workspace.slot(image_id, slot_timeout,
                         on_wait=status.waiting_for_slot,
@@ -186,10 +187,10 @@ def _ova_disk(src, disk_format, policy, expected, *, image_id, work_dir,
                 ova.check_disk(path, appliance, policy)
                 yield disk
             except BaseException:
-                unpack._remove(path)
+                layout.remove(path)
                 raise
             finally:
                 if sha256 is not None:
                     sha256.cancel()   # no-op once taken
             if not kept:
-                unpack._remove(path)
+                layout.remove(path)

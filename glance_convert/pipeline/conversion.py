@@ -19,6 +19,7 @@ from oslo_log import log as logging
 from glance_convert import errors
 from glance_convert import formats
 from glance_convert import units
+from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import phases
@@ -26,8 +27,6 @@ from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline.config import Settings
 
 LOG = logging.getLogger(__name__)
-
-WORK_TAG = 'glance-convert'
 
 
 @dataclasses.dataclass
@@ -133,8 +132,8 @@ def work_paths(work_dir: str, image_id: str, target: str
     Named ``<image-id>.<suffix>`` so that Glance's staging housekeeper
     reaps them if the image is deleted after a crash.
     """
-    base = os.path.join(work_dir, '%s.%s' % (image_id, WORK_TAG))
-    return base + '.part', '%s.%s' % (base, target)
+    return (layout.work_file(work_dir, image_id, 'part'),
+            layout.work_file(work_dir, image_id, target))
 
 
 def estimate_output_bytes(src: str, claimed: str, target: str,
@@ -261,22 +260,6 @@ def _qemu_img_verdicts(src: str, claimed: str,
     return facts, info
 
 
-def remove_file(path: str | None) -> None:
-    """Remove ``path`` if it exists; log, never raise.
-
-    Called while another exception propagates: a failed unlink must not
-    replace the reason the user is shown.
-    """
-    if not path:
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        LOG.exception('Could not remove %s', path)
-
-
 def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   settings: Settings, workspace=None,
                   status: Status | None = None,
@@ -350,8 +333,8 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                 out_virtual = _verify_output(final, target, virtual_size,
                                              settings)
     except BaseException:
-        remove_file(tmp)
-        remove_file(final)
+        layout.remove(tmp)
+        layout.remove(final)
         raise
     size = os.path.getsize(final)
     duration = time.monotonic() - started
@@ -501,7 +484,7 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
                   + 64 * units.MiB)
     limits = dataclasses.replace(settings.convert_limits,
                                  file_size=file_limit)
-    remove_file(tmp)
+    layout.remove(tmp)
     if status.is_aborted():
         raise errors.ConversionCancelled(
             'The import was cancelled before conversion.')

@@ -41,6 +41,7 @@ from defusedxml import ElementTree
 
 from glance_convert import errors
 from glance_convert import units
+from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import unpack
@@ -285,7 +286,7 @@ def extract(path: str, appliance: Appliance, dst: str):
             sha256.cancel()
         os.close(fd)
         fd = None
-        unpack._remove(dst)
+        layout.remove(dst)
         raise
     finally:
         if fd is not None:

@@ -421,7 +421,7 @@ def decompress(src: str, dst: str, *, limit: int,
             reader.abandon()
             os.close(fd)
             fd = None
-            _remove(dst)
+            layout.remove(dst)
             raise
         finally:
             if fd is not None:
@@ -471,25 +471,10 @@ def _copy(kind, reader, f, writer, limit, should_cancel, deadline,
         checks.COMPRESSED_EMPTY.reject()
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 #: Suffix of the decompressed work file: ``<image-id>.glance-convert.<it>``.
 WORK_SUFFIX = 'unpacked'
 #: The first space reservation for decompression, at least.
 FIRST_RESERVATION = units.GiB
-
-
-def work_file(work_dir: str, image_id: str, suffix: str) -> str:
-    """``<work_dir>/<image-id>.glance-convert.<suffix>``: the workspace's
-    work file name, which its reaper and Glance's staging housekeeper
-    both remove after a crash."""
-    return os.path.join(work_dir, '%s%s%s' % (image_id, layout.WORK_FILE_TAG,
-                                              suffix))
 
 
 class HeldSlot:
@@ -548,7 +533,7 @@ def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
     workspace = workspace or conversion.NoWorkspace()
     status = status or conversion.NoStatus()
     deadline = time.monotonic() + timeout if timeout else None
-    path = work_file(work_dir, image_id, WORK_SUFFIX)
+    path = layout.work_file(work_dir, image_id, WORK_SUFFIX)
     common = dict(should_cancel=status.is_aborted,
                   info=dict(info_for_ledger or {}, step='decompress'))
     with workspace.slot(image_id, slot_timeout,
@@ -579,10 +564,10 @@ def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
                 prepared = Prepared(path, unpacked, HeldSlot(workspace))
                 yield prepared
             except BaseException:
-                _remove(path)
+                layout.remove(path)
                 raise
             if not prepared.kept:
-                _remove(path)
+                layout.remove(path)
 
 
 def expected_sha256(properties: dict) -> str | None:
