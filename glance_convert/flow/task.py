@@ -14,7 +14,7 @@ from taskflow.types import failure
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import phases
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 from glance_convert import errors
 from glance_convert import options
 from glance_convert import settings
@@ -253,7 +253,7 @@ class ConvertImage(task.Task):
         with timings.phase(phases.HAND_ON):
             properties = dict(disk.properties)
             if digest:
-                properties[unpack.SOURCE_SHA256] = digest
+                properties[upload_hash.SOURCE_SHA256] = digest
             if config.record_properties and result.converted:
                 properties.update({
                     'glance_convert_source_format': result.source_format,

@@ -40,6 +40,7 @@ from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ova
 from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 
 #: Containers whose data this module unpacks.
 UNPACKED = ('compressed', 'ova')
@@ -73,7 +74,7 @@ class Opened:
     workspace: object          # for convert_image (slot held if unpacked)
     properties: dict           # image properties the container gave
     _digest: str | None = None
-    _hash: unpack.BackgroundHash | unpack._Hasher | None = None
+    _hash: upload_hash.BackgroundHash | upload_hash.Hasher | None = None
     _expected: str | None = None
     _keep: Callable[[], None] | None = None
 
@@ -93,7 +94,7 @@ class Opened:
         """
         if self._digest is None and self._hash is not None:
             self._digest = self._hash.result()
-            unpack.verify_sha256(self._digest, self._expected)
+            upload_hash.verify_sha256(self._digest, self._expected)
         return self._digest
 
 
@@ -117,7 +118,7 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
             if bare_compression == 'refuse':
                 checks.BARE_COMPRESSED.reject(compression=compression)
             container_format = 'compressed'
-    expected = unpack.expected_sha256(properties)
+    expected = upload_hash.expected_sha256(properties)
     status = status or conversion.NoStatus()
     common = dict(image_id=image_id, work_dir=work_dir,
                   workspace=workspace, slot_timeout=slot_timeout,
@@ -139,7 +140,7 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
                        **common) as result:
             yield result
         return
-    hasher = unpack.BackgroundHash(src) if expected else None
+    hasher = upload_hash.BackgroundHash(src) if expected else None
     try:
         yield Opened(src, disk_format, container_format or 'bare',
                      workspace, {}, _hash=hasher, _expected=expected)

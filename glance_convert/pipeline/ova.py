@@ -45,6 +45,7 @@ from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 
 OVF_NS = ('http://schemas.dmtf.org/ovf/envelope/1',
           'http://schemas.dmtf.org/ovf/envelope/2')
@@ -256,11 +257,11 @@ def extract(path: str, appliance: Appliance, dst: str):
     """Copy the disk's bytes to the new sparse file ``dst``; hash ``path``.
 
     The hash reads the upload in a thread of its own
-    (:class:`~glance_convert.pipeline.unpack.BackgroundHash`) rather than
-    taking the copy's blocks: a copy is several times faster than SHA-256,
-    and fed block by block the copy went at the hash's pace.  The second
-    read comes from the page cache the first one fills.  Returns the hash
-    (``result()`` waits for the hex digest, ``cancel()`` stops it).
+    (:class:`~glance_convert.pipeline.upload_hash.BackgroundHash`) rather
+    than taking the copy's blocks: a copy is several times faster than
+    SHA-256, and fed block by block the copy went at the hash's pace.  The
+    second read comes from the page cache the first one fills.  Returns the
+    hash (``result()`` waits for the hex digest, ``cancel()`` stops it).
     ``dst`` is removed on failure.
     """
     disk = appliance.disk
@@ -268,7 +269,7 @@ def extract(path: str, appliance: Appliance, dst: str):
                  0o600)
     sha256 = None
     try:
-        sha256 = unpack.BackgroundHash(path)
+        sha256 = upload_hash.BackgroundHash(path)
         with open(path, 'rb') as f:
             f.seek(disk.offset)
             writer = unpack._SparseWriter(fd)

@@ -170,16 +170,18 @@ def test_the_nohash_runner_really_removes_the_hash(tmp_path, monkeypatch):
     finally:
         sys.path.pop(0)
     from glance_convert.pipeline import unpack
+    from glance_convert.pipeline import upload_hash
     data = os.urandom(1 << 20)
     src = tmp_path / 'x.gz'
     src.write_bytes(gzip.compress(data))
     real = unpack.decompress(str(src), str(tmp_path / 'a'), limit=1 << 30)
     assert real.source_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert unpack.BackgroundHash(str(src)).result() == real.source_sha256
-    monkeypatch.setattr(unpack, '_Hasher', unpack._Hasher)
-    monkeypatch.setattr(unpack, 'BackgroundHash', unpack.BackgroundHash)
+    assert upload_hash.BackgroundHash(str(src)).result() == real.source_sha256
+    monkeypatch.setattr(upload_hash, 'Hasher', upload_hash.Hasher)
+    monkeypatch.setattr(upload_hash, 'BackgroundHash',
+                        upload_hash.BackgroundHash)
     containers.disable_hash()
     off = unpack.decompress(str(src), str(tmp_path / 'b'), limit=1 << 30)
     assert off.source_sha256 != real.source_sha256
     assert (tmp_path / 'b').read_bytes() == data
-    assert unpack.BackgroundHash(str(src)).result() != real.source_sha256
+    assert upload_hash.BackgroundHash(str(src)).result() != real.source_sha256

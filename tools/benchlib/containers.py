@@ -134,9 +134,9 @@ class _NoHash:
 
 def disable_hash():
     """In a forked run, before the clock: the plugin hashes nothing."""
-    from glance_convert.pipeline import unpack
-    unpack._Hasher = _NoHash          # fed by the decompression's reads
-    unpack.BackgroundHash = _NoHash   # reading a file of its own (OVA)
+    from glance_convert.pipeline import upload_hash
+    upload_hash.Hasher = _NoHash          # fed by the decompression's reads
+    upload_hash.BackgroundHash = _NoHash   # reading a file of its own (OVA)
 
 
 def tools(name, src, run_dir, dst, with_sha=False):

@@ -7,13 +7,13 @@ import pytest
 from taskflow.types import failure
 
 from glance_convert import errors
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 from tests import fakes
 from tests import imagefactory
 from tests.functional.pipeline.test_unpack_images import compress
 from tests.unit.pipeline import test_ova
 
-SHA = unpack.SOURCE_SHA256
+SHA = upload_hash.SOURCE_SHA256
 
 
 @pytest.fixture

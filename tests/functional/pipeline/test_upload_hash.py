@@ -18,7 +18,7 @@ import pytest
 from glance_convert import errors
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import inspection
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 from tests import imagefactory
 from tests.unit.pipeline.test_ova import ovf_text
 
@@ -44,7 +44,8 @@ class _GatedSha:
 @pytest.fixture
 def gate(monkeypatch):
     event = threading.Event()
-    monkeypatch.setattr(unpack.hashlib, 'sha256', lambda: _GatedSha(event))
+    monkeypatch.setattr(upload_hash.hashlib, 'sha256',
+                        lambda: _GatedSha(event))
     yield event
     event.set()   # never leave a hash thread waiting
 
@@ -97,7 +98,7 @@ def test_with_a_checksum_it_is_checked_before_the_disk(
     timer.start()
     reached = []
     with pytest.raises(errors.ImageRejected) as exc:
-        with _open(upload, work, {unpack.SOURCE_SHA256: 'e' * 64}):
+        with _open(upload, work, {upload_hash.SOURCE_SHA256: 'e' * 64}):
             reached.append(True)
     timer.join()
     digest = imagefactory.sha256_of(upload[0])

@@ -185,6 +185,7 @@ def test_upload_refusals_are_table_sentences(tmp_path):
     from glance_convert.pipeline import containers
     from glance_convert.pipeline import ova
     from glance_convert.pipeline import unpack
+    from glance_convert.pipeline import upload_hash
 
     def refusal(func, *args, **kwargs):
         with pytest.raises(errors.ImageRejected) as exc_info:
@@ -211,9 +212,11 @@ def test_upload_refusals_are_table_sentences(tmp_path):
         (refusal(unpack.decompress, str(plain), out, limit=MiB),
          checks.NOT_COMPRESSED),
         (refusal(ova.read, str(plain)), checks.OVA_NOT_TAR),
-        (refusal(unpack.verify_sha256, 'a' * 64, 'b' * 64), checks.SHA256),
-        (refusal(unpack.expected_sha256,
-                 {unpack.SOURCE_SHA256: 'md5:abc'}), checks.SHA256_FORMAT),
+        (refusal(upload_hash.verify_sha256, 'a' * 64, 'b' * 64),
+         checks.SHA256),
+        (refusal(upload_hash.expected_sha256,
+                 {upload_hash.SOURCE_SHA256: 'md5:abc'}),
+         checks.SHA256_FORMAT),
         (refusal(containers.check_signed, {'img_signature': 'x'}, 'refuse'),
          checks.SIGNED),
     ]

@@ -9,7 +9,7 @@ import pytest
 from glance_convert import errors
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import inspection
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 from tests.unit.pipeline import test_ova
 
 IMAGE_ID = '5a3e9b41-3333-4444-8555-666677778888'
@@ -33,7 +33,7 @@ def test_compressed_gives_the_inner_disk_and_the_upload_hash(tmp_path):
     src.write_bytes(gzip.compress(data))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     with _open(src, tmp_path, 'compressed',
-               properties={unpack.SOURCE_SHA256: sha.upper()}) as disk:
+               properties={upload_hash.SOURCE_SHA256: sha.upper()}) as disk:
         assert open(disk.path, 'rb').read() == data
         assert disk.unpacked and disk.disk_format == 'raw'
         assert disk.source_sha256() == sha
@@ -47,7 +47,7 @@ def test_compressed_checksum_mismatch_is_refused_before_inspection(
     reached = []
     with pytest.raises(errors.ImageRejected) as exc:
         with _open(src, tmp_path, 'compressed',
-                   properties={unpack.SOURCE_SHA256: '0' * 64}):
+                   properties={upload_hash.SOURCE_SHA256: '0' * 64}):
             reached.append(True)
     assert 'the SHA-256 of the upload is' in str(exc.value)
     assert reached == [] and _left(tmp_path) == []
@@ -61,10 +61,10 @@ def test_bare_is_hashed_only_to_check_a_given_checksum(tmp_path):
         assert disk.path == str(src) and not disk.unpacked
         assert disk.source_sha256() is None
     with _open(src, tmp_path, 'bare',
-               properties={unpack.SOURCE_SHA256: sha.upper()}) as disk:
+               properties={upload_hash.SOURCE_SHA256: sha.upper()}) as disk:
         assert disk.source_sha256() == sha
     with _open(src, tmp_path, 'bare',
-               properties={unpack.SOURCE_SHA256: 'f' * 64}) as disk:
+               properties={upload_hash.SOURCE_SHA256: 'f' * 64}) as disk:
         with pytest.raises(errors.ImageRejected) as exc:
             disk.source_sha256()
     assert 'not %s as the property' % ('f' * 64) in str(exc.value)

@@ -11,7 +11,7 @@ from glance_convert import errors
 from glance_convert import units
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import ova
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 
 VMDK_URI = ('http://www.vmware.com/interfaces/specifications/'
             'vmdk.html#streamOptimized')
@@ -262,7 +262,7 @@ def test_a_failed_extract_leaves_no_hash_running(tmp_path, monkeypatch):
     whether it fails before the copy (no place to write) or during it."""
     made = []
 
-    class Recorder(unpack.BackgroundHash):
+    class Recorder(upload_hash.BackgroundHash):
         def __init__(self, path):
             super().__init__(path)
             self.cancelled = False
@@ -272,7 +272,7 @@ def test_a_failed_extract_leaves_no_hash_running(tmp_path, monkeypatch):
             self.cancelled = True
             super().cancel()
 
-    monkeypatch.setattr(unpack, 'BackgroundHash', Recorder)
+    monkeypatch.setattr(upload_hash, 'BackgroundHash', Recorder)
     path = make_ova(tmp_path / 'a.ova', [
         ('vm.ovf', ovf_text()), ('disk1.vmdk', DISK)])
     app = ova.read(path)

@@ -21,6 +21,7 @@ from glance_convert import errors
 from glance_convert import units
 from glance_convert.host import workspace as ws_mod
 from glance_convert.pipeline import unpack
+from glance_convert.pipeline import upload_hash
 
 MiB = units.MiB
 
@@ -188,7 +189,7 @@ def test_hashing_reader_catches_up_on_reads_out_of_order(tmp_path):
     data = os.urandom(3 * MiB)
     src = write(tmp_path, 'f', data)
     with open(src, 'rb') as f:
-        reader = unpack._HashingReader(f)
+        reader = upload_hash.HashingReader(f)
         reader.seek(2 * MiB)
         assert reader.read(100) == data[2 * MiB:2 * MiB + 100]
         reader.seek(0)
@@ -220,7 +221,7 @@ def test_the_hash_runs_in_a_second_thread_on_large_blocks(tmp_path,
     core, hashlib releases the GIL) hashes the upload in blocks large
     enough for that, whatever size the decompressor reads."""
     seen = []
-    monkeypatch.setattr(unpack.hashlib, 'sha256',
+    monkeypatch.setattr(upload_hash.hashlib, 'sha256',
                         lambda: _ThreadRecordingSha(seen))
     blob = COMPRESS[kind](os.urandom(3 * MiB))
     src = write(tmp_path, 'in', blob)
@@ -259,16 +260,16 @@ def test_cancel_and_deadline_stop_decompression(tmp_path):
 
 def test_expected_sha256_is_normalised_and_checked():
     good = 'AB' * 32
-    assert unpack.expected_sha256({unpack.SOURCE_SHA256: good}) == \
+    assert upload_hash.expected_sha256({upload_hash.SOURCE_SHA256: good}) == \
         good.lower()
-    assert unpack.expected_sha256({}) is None
+    assert upload_hash.expected_sha256({}) is None
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.expected_sha256({unpack.SOURCE_SHA256: 'md5:1234'})
+        upload_hash.expected_sha256({upload_hash.SOURCE_SHA256: 'md5:1234'})
     assert '64 hexadecimal digits' in str(exc.value)
-    unpack.verify_sha256('ab' * 32, 'ab' * 32)
-    unpack.verify_sha256('ab' * 32, None)
+    upload_hash.verify_sha256('ab' * 32, 'ab' * 32)
+    upload_hash.verify_sha256('ab' * 32, None)
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.verify_sha256('ab' * 32, 'cd' * 32)
+        upload_hash.verify_sha256('ab' * 32, 'cd' * 32)
     assert str(exc.value) == (
         'Image rejected: the SHA-256 of the upload is %s, not %s as the '
         'property glance_convert_source_sha256 says' % ('ab' * 32, 'cd' * 32))
@@ -277,12 +278,12 @@ def test_expected_sha256_is_normalised_and_checked():
 def test_background_hash(tmp_path):
     data = os.urandom(3 * MiB + 17)
     src = write(tmp_path, 'plain', data)
-    assert unpack.BackgroundHash(src).result() == \
+    assert upload_hash.BackgroundHash(src).result() == \
         hashlib.sha256(data).hexdigest()
-    hasher = unpack.BackgroundHash(src)
+    hasher = upload_hash.BackgroundHash(src)
     hasher.cancel()
     with pytest.raises(errors.ConversionError):
-        unpack.BackgroundHash(str(tmp_path / 'missing')).result()
+        upload_hash.BackgroundHash(str(tmp_path / 'missing')).result()
 
 
 def _workspace(tmp_path, **kw):
