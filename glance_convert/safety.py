@@ -64,7 +64,8 @@ class Check:
         return re.fullmatch('.+'.join(map(re.escape, parts)),
                             reason) is not None
 
-    def applies_to(self, claimed: str, container: str = 'bare') -> bool:
+    def applies_to(self, claimed: str, container: str | None = None
+                   ) -> bool:
         return ((self.formats is None or claimed in self.formats)
                 and (self.containers is None
                      or container in self.containers))

@@ -18,6 +18,7 @@ from glance_convert import settings as config_check
 from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.pipeline import config
+from glance_convert.pipeline import containers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,18 +42,18 @@ class Parser(argparse.ArgumentParser):
 # --- shared by the commands --------------------------------------------------
 
 #: Container formats ``inspect`` and ``convert`` read, as the plugin does.
-CONTAINER_FORMATS = ('bare', 'compressed', 'ova')
+CONTAINER_FORMATS = tuple(containers.CONTAINERS)
 
 
 def upload_args(p: argparse.ArgumentParser) -> None:
     """--container-format and --source-sha256, as on a Glance image."""
-    p.add_argument('--container-format', metavar='CF', default='bare',
-                   choices=CONTAINER_FORMATS,
-                   help='The container format the upload claims: bare (the '
-                        'default), compressed (gzip, bzip2, xz, zstd or a '
-                        'one-file zip) or ova.  Unpacked work files go to '
-                        'the output\'s directory (convert) or $TMPDIR '
-                        '(inspect) and are removed.')
+    p.add_argument('--container-format', metavar='CF',
+                   default=containers.BARE.name, choices=CONTAINER_FORMATS,
+                   help='The container format the upload claims: %s.  '
+                        'Unpacked work files go to the output\'s directory '
+                        '(convert) or $TMPDIR (inspect) and are removed.'
+                        % '; '.join('%s (%s)' % (c.name, c.description)
+                                    for c in containers.CONTAINERS.values()))
     p.add_argument('--source-sha256', metavar='HEX',
                    help='The SHA-256 the publisher gave for FILE, as the '
                         'image property glance_convert_source_sha256: '

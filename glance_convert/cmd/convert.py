@@ -88,7 +88,8 @@ def _output_path(args, target: str) -> str:
 
 def run(args) -> int:
     cli.check_file(args.file)
-    if args.disk_format is None and args.container_format != 'ova':
+    if args.disk_format is None and not containers.get(
+            args.container_format).states_disk_format:
         raise cli.UsageError('--disk-format is required')
     if args.disk_format is not None and not formats.is_convertible(
             args.disk_format):

@@ -53,7 +53,8 @@ def _target_settings(settings, conf, target):
 
 
 def inspect_file(path: str, claimed: str | None, conf,
-                 container: str = 'bare', properties: dict | None = None
+                 container: str = containers.BARE.name,
+                 properties: dict | None = None
                  ) -> dict:
     """The report of ``glance-convert inspect`` as a dict.
 
@@ -148,7 +149,7 @@ def _inspect_disk(path: str, claimed: str | None, conf, settings,
 
 def _print_inspect(report: dict) -> None:
     print('File:             %s' % report['file'])
-    if report['container_format'] != 'bare':
+    if report['container_format'] != containers.BARE.name:
         print('Container format: %s' % report['container_format'])
     if report['source_sha256']:
         print('Upload SHA-256:   %s' % report['source_sha256'])

@@ -273,7 +273,8 @@ class ConvertImage(task.Task):
             self._old_formats = old
             with self.action_wrapper as action:
                 attributes = dict(disk_format=result.disk_format,
-                                  container_format='bare', size=result.size)
+                                  container_format=containers.BARE.name,
+                                  size=result.size)
                 if result.converted:
                     attributes['virtual_size'] = result.virtual_size
                 action.set_image_attribute(**attributes)

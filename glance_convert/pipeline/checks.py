@@ -296,18 +296,21 @@ def matching(reason: str) -> Check | None:
     return next((c for c in CHECKS if c.matches(reason)), None)
 
 
-def stages_run(claimed: str, container: str = 'bare') -> tuple[str, ...]:
+def stages_run(claimed: str, container: str | None = None
+               ) -> tuple[str, ...]:
     """The stages an upload claiming ``claimed`` in ``container`` goes
     through before it is converted or stored.
 
-    A compressed or OVA upload is unpacked first.  Every disk is judged
+    An upload in a container that has checks of its own (compressed,
+    OVA: see their ``containers``) is unpacked first.  Every disk is judged
     from its bytes, converted or not (it reaches the store and the next
     reader); formats we convert are also read by ``qemu-img info`` and,
     where qemu implements it, ``qemu-img check``.  The image-property
     checks run in the task only: neither ``inspect`` nor ``convert`` has
     an image.
     """
-    first = (CONTAINER,) if container in ('compressed', 'ova') else ()
+    first = (CONTAINER,) if any(
+        container in (c.containers or ()) for c in CHECKS) else ()
     if not formats.is_convertible(claimed):
         return first + (BYTES,)
     if formats.get(claimed).checkable:
@@ -316,7 +319,7 @@ def stages_run(claimed: str, container: str = 'bare') -> tuple[str, ...]:
 
 
 def passed_reasons(claimed: str, max_virtual_size: int,
-                   container: str = 'bare') -> list[str]:
+                   container: str | None = None) -> list[str]:
     """What an accepted upload claiming ``claimed`` was found not to do."""
     ran = set(stages_run(claimed, container))
     return [c.passed.format(format=claimed,

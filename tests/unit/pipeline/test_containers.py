@@ -124,3 +124,32 @@ def test_ova_disk_is_a_ledger_work_file_before_it_exists(tmp_path,
     assert recorded == [str(work / (IMAGE_ID + '.glance-convert.ova-disk'))]
     assert ws.usage()['paths'] == []
     assert os.listdir(work) == []
+
+
+def test_one_table_of_containers_that_the_cli_reads():
+    from glance_convert.cmd import common as cli
+    from glance_convert.pipeline import checks
+    assert tuple(containers.CONTAINERS) == ('bare', 'compressed', 'ova')
+    assert cli.CONTAINER_FORMATS == tuple(containers.CONTAINERS)
+    assert containers.UNPACKED == ('compressed', 'ova')
+    assert [c.name for c in containers.CONTAINERS.values()
+            if c.states_disk_format] == ['ova']
+    # Uploads without a container, or in one the plugin does not open,
+    # are the disk itself.
+    for name in (None, 'ovf', 'docker'):
+        assert containers.get(name) is containers.BARE
+    # The container checks name containers of the table, and exactly the
+    # unpacked ones have checks (and the container stage) of their own.
+    named = {n for c in checks.CHECKS for n in (c.containers or ())}
+    assert named == set(containers.UNPACKED)
+    for name in containers.CONTAINERS:
+        ran = checks.stages_run('qcow2', name)
+        assert (checks.CONTAINER in ran) is (name in containers.UNPACKED)
+
+
+def test_an_unknown_container_is_opened_as_the_upload_itself(tmp_path):
+    src = tmp_path / 'disk.raw'
+    src.write_bytes(b'\0' * 4096)
+    with _open(src, tmp_path, 'ovf') as disk:
+        assert (disk.path, disk.container_format) == (str(src), 'ovf')
+        assert not disk.unpacked
