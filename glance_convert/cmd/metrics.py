@@ -19,8 +19,8 @@ import sys
 from glance_convert import errors
 from glance_convert import metrics
 from glance_convert import options
+from glance_convert import settings
 from glance_convert.cmd import common as cli
-from glance_convert.host import workspace as workspaces
 
 
 def add_parser(sub) -> None:
@@ -57,7 +57,7 @@ def listen_address(value: str) -> tuple[str, int]:
 
 def _workspace(conf):
     try:
-        return workspaces.from_conf(conf=conf)
+        return settings.host_workspace(conf=conf)
     except errors.ConversionError as exc:
         print('glance-convert: no slot or work space metrics: %s'
               % exc.detail, file=sys.stderr)

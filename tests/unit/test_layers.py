@@ -19,7 +19,8 @@ LAYERS = (
     ('glance_convert.formats',),        # one module per disk format
     ('glance_convert.options',),        # [glance_convert] options
     ('glance_convert.host',),           # what the processes of a host share
-    ('glance_convert.pipeline',),       # the conversion, without Glance
+    # the conversion, without Glance, and the metrics of what it did
+    ('glance_convert.pipeline', 'glance_convert.metrics'),
     # built from the configuration, and what knows Glance
     ('glance_convert.settings', 'glance_convert.flow'),
     ('glance_convert.cmd', 'glance_convert.testing'),

@@ -50,7 +50,7 @@ def test_summary_line_is_key_value():
     out.stage = 'inspect'
     out.lap()                       # inspect: 0.5
     result, out.check = outcomes.classify(
-        errors.ImageRejected(checks.EXTENTS.say()))
+        errors.ImageRejected(checks.by_name('vmdk_extents').say()))
     out.result = result
     out.lap('convert')              # 2.5
     line = out.summary()

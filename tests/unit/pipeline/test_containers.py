@@ -138,13 +138,14 @@ def test_one_table_of_containers_that_the_cli_reads():
     # are the disk itself.
     for name in (None, 'ovf', 'docker'):
         assert containers.get(name) is containers.BARE
-    # The container checks name containers of the table, and exactly the
-    # unpacked ones have checks (and the container stage) of their own.
+    # The container checks name containers of the table: the unpacked ones
+    # have checks (and the container stage) of their own, and bare one, the
+    # compression found in an upload declared bare.
     named = {n for c in checks.CHECKS for n in (c.containers or ())}
-    assert named == set(containers.UNPACKED)
+    assert named == set(containers.UNPACKED) | {containers.BARE.name}
     for name in containers.CONTAINERS:
         ran = checks.stages_run('qcow2', name)
-        assert (checks.CONTAINER in ran) is (name in containers.UNPACKED)
+        assert (checks.CONTAINER in ran) is (name in named)
 
 
 def test_an_unknown_container_is_opened_as_the_upload_itself(tmp_path):
