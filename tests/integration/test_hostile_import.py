@@ -15,6 +15,8 @@ import shutil
 import pytest
 from oslo_utils.imageutils import format_inspector
 
+from glance_convert import formats
+
 from tests import hostile_corpus
 from tests import hostile_proofs
 from tests.integration import glancetest
@@ -125,7 +127,7 @@ import subprocess
 from taskflow import task
 from taskflow.patterns import linear_flow
 
-DRIVERS = {'vhd': 'vpc'}
+DRIVERS = %(drivers)r
 
 
 class Convert(task.Task):
@@ -158,7 +160,11 @@ def get_flow(**kwargs):
 def unchecked_server(glance_servers, tmp_path_factory):
     """A glance-api whose only import plugin converts without checks."""
     path = tmp_path_factory.mktemp('unchecked-plugin')
-    (path / 'glance_convert_unchecked.py').write_text(UNCHECKED_PLUGIN)
+    # Glance's format names to qemu's (vhd is vpc, ploop parallels).
+    drivers = {name: formats.qemu_driver(name)
+               for name in formats.CONVERTIBLE}
+    (path / 'glance_convert_unchecked.py').write_text(
+        UNCHECKED_PLUGIN % {'drivers': drivers})
     info = path / 'glance_convert_unchecked-0.dist-info'
     info.mkdir()
     (info / 'METADATA').write_text(
