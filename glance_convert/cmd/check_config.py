@@ -4,10 +4,10 @@ checked for the plugin.
 :func:`check_host` runs every check: the options (read as glance-api reads
 them), qemu-img, the plugin's place in Glance's import flow, the work
 directory, the lock directory, Glance's settings that undo the plugin
-(:mod:`~glance_convert.cmd.glance_rules`), and conversions that a dead
-glance-api left for recovery.  Every
-:class:`~glance_convert.settings.Finding` says what is wrong and how to fix
-it.
+(:mod:`~glance_convert.cmd.glance_rules`), conversions that a dead
+glance-api left for recovery, and whether the look-out service that
+releases them runs.  Every :class:`~glance_convert.settings.Finding` says
+what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from glance_convert import units
 from glance_convert.cmd import common as cli
 from glance_convert.cmd import glance_rules
 from glance_convert.flow import glance_conf
+from glance_convert.host import layout as layout_
+from glance_convert.host import watch
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
 from glance_convert.settings import ERROR
@@ -58,6 +60,7 @@ def run(args) -> int:
     found = check_host(config_dir, args.config_file or [])
     if not has_errors(found):
         found += interrupted_findings(config_dir, args.config_file or [])
+        found += self_healing_findings(config_dir, args.config_file or [])
     if args.json:
         json.dump([f.as_dict() for f in found], sys.stdout, indent=2)
         sys.stdout.write('\n')
@@ -94,6 +97,33 @@ def interrupted_findings(config_dir: str, extra_files) -> list[Finding]:
                                          for o in found}))),
         'run glance-convert recover --config-dir %s as the glance-api user, '
         'and at every glance-api start (systemd ExecStartPre=).'
+        % config_dir)]
+
+
+def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
+    """Whether the imports of a glance-api worker that dies are released
+    with no operator: a ``glance-convert recover --follow`` runs for the
+    host's work area."""
+    try:
+        ws = config_check.host_workspace(conf=glance_conf.load(config_dir,
+                                                       extra_files))
+    except (cfg.Error, ValueError, errors.ConversionError):
+        return []  # reported by the other checks
+    if watch.is_following(layout_.Layout(ws.work_dir, ws.lock_dir)):
+        return [Finding(
+            OK, 'self-healing', 'glance-convert recover --follow runs for '
+            '%s: an import whose glance-api worker dies is released within '
+            'seconds.' % ws.work_dir)]
+    return [Finding(
+        WARNING, 'self-healing', 'No glance-convert recover --follow runs '
+        'for %s: an import whose glance-api worker dies (OOM killer, kill '
+        '-9) stays "importing", and its user cannot import the image again, '
+        'until another import runs on this host, glance-api restarts or an '
+        'operator runs glance-convert recover.' % ws.work_dir,
+        'run glance-convert recover --follow --config-dir %s as the '
+        'glance-api user, as a service: install and enable the '
+        'glance-convert-recover.service unit that glance-convert ships in '
+        'etc/systemd/ (systemctl enable --now glance-convert-recover).'
         % config_dir)]
 
 

@@ -1,7 +1,8 @@
 """``glance-convert recover``: release the images of imports that a dead
 glance-api left in the middle of a conversion.
 
-Run it when glance-api starts (e.g. systemd ``ExecStartPre=``), as the
+Run it when glance-api starts (e.g. systemd ``ExecStartPre=``), and with
+``--follow`` as a service beside glance-api (``etc/systemd/``), as the
 user glance-api runs as.  It reads Glance's configuration and database the
 way glance-api does, and releases the images with the plugin's own
 :mod:`glance_convert.flow.recovery`.
@@ -9,11 +10,14 @@ way glance-api does, and releases the images with the plugin's own
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import pwd
+import signal
 import sys
+import threading
 import warnings
 
 from oslo_config import cfg
@@ -23,6 +27,13 @@ from glance_convert import settings
 from glance_convert.cmd import common as cli
 from glance_convert.flow import glance_conf
 from glance_convert.flow import recovery
+from glance_convert.host import layout as layout_
+from glance_convert.host import watch
+
+#: Seconds between two looks of ``--follow``: with the release itself
+#: (well under a second), an import is released a few seconds after its
+#: worker died, and the look costs one read of a small file.
+FOLLOW_INTERVAL = 2.0
 
 
 def add_parser(sub) -> None:
@@ -41,8 +52,28 @@ def add_parser(sub) -> None:
                    help='Print the report as JSON.')
     p.add_argument('-v', '--verbose', action='store_true',
                    help='Log what recovery does on stderr.')
+    p.add_argument('--follow', action='store_true',
+                   help='Keep running: release the imports of every '
+                   'glance-api process that dies, a few seconds after it '
+                   'died, until stopped (SIGTERM).  For a service beside '
+                   'glance-api; logs on stderr.')
+    p.add_argument('--interval', type=_interval, default=FOLLOW_INTERVAL,
+                   metavar='SECONDS',
+                   help='With --follow: seconds between two looks at the '
+                   'ledger (default %(default)s).')
     cli.config_args(p)
     p.set_defaults(func=run)
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            'not a number of seconds from 0.1 to 3600: %r' % text)
+    return value
 
 
 def load_glance_conf(config_dir: str | None, extra_files) -> list[str]:
@@ -176,23 +207,96 @@ def _print_recover(reports, ws, dry_run: bool) -> None:
         ' (dry run: nothing changed)' if dry_run else ''))
 
 
+def follow(ws, files: list[str], interval: float) -> int:
+    """``--follow``: the look-out service, until SIGTERM or SIGINT.
+
+    No database query at start or while idle: the repositories are made
+    (and the database first used) only when an import is to be released,
+    so a database that is not up yet at boot is no reason to stop.
+    """
+    if not cfg.CONF.database.connection:
+        raise cli.UsageError('[database] connection is not set in %s: '
+                             'recover needs the database of glance-api'
+                             % ', '.join(files))
+    _check_user(ws.ledger_path)
+    _check_user(ws.lock_dir)
+    from glance import context as glance_context
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with watch.following(layout_.Layout(ws.work_dir, ws.lock_dir)):
+            logging.getLogger(__name__).info(
+                'Looking every %g s for imports interrupted in %s (ledger '
+                '%s)', interval, ws.work_dir, ws.ledger_path)
+            recovery.follow(
+                ws, lambda: recovery.admin_repos(
+                    glance_context.get_admin_context()),
+                glance_conf.staging_dir(), interval, stop)
+    except errors.WorkspaceError as exc:
+        raise cli.UsageError('conversion work area %s: %s'
+                             % (ws.work_dir, exc.detail))
+    logging.getLogger(__name__).info('Stopped looking for interrupted '
+                                     'imports')
+    return cli.EXIT_OK
+
+
 def run(args) -> int:
     logging.basicConfig(
         stream=sys.stderr, format='%(levelname)s %(name)s: %(message)s',
-        level=logging.INFO if args.verbose else logging.ERROR)
+        level=logging.INFO if args.verbose or args.follow
+        else logging.ERROR)
+    if args.follow and (args.dry_run or args.json):
+        raise cli.UsageError('--follow cannot be combined with --dry-run '
+                             'or --json')
     if not args.verbose:
         # Import-time noise of Glance's dependencies, not about recovery:
         # eventlet's deprecation and store drivers that are not installed.
         warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
         logging.getLogger('stevedore').setLevel(logging.CRITICAL)
+    quiet = None if args.follow or args.dry_run else _quiet_workspace(args)
+    if quiet is not None:
+        _report([], quiet, args)
+        return cli.EXIT_OK
     files = load_glance_conf(cli.config_dir(args), args.config_file or [])
     try:
         ws = settings.host_workspace()
     except errors.WorkspaceError as exc:
         raise cli.UsageError('no conversion work area: %s' % exc.detail)
+    if args.follow:
+        return follow(ws, files, args.interval)
     image_repo, task_repo = _glance_repos(files)
     reports = recover(ws, image_repo, task_repo, glance_conf.staging_dir(),
                       dry_run=args.dry_run)
+    _report(reports, ws, args)
+    failed = [r for r in reports if r['result'] == 'failed']
+    for r in failed:
+        print('glance-convert: error: image %s was not released: %s'
+              % (r['image_id'], r['reason']), file=sys.stderr)
+    return cli.EXIT_FAILED if failed else cli.EXIT_OK
+
+
+def _quiet_workspace(args):
+    """The workspace, if its ledger names no interrupted import; else None.
+
+    Read without importing Glance or using its database, so that a run
+    with nothing to do (most runs from a timer) costs little.  Any doubt
+    (a configuration or ledger that cannot be read) returns None: the
+    full run reports it.
+    """
+    directory = cli.config_dir(args)
+    if not directory:
+        return None
+    try:
+        ws = settings.host_workspace(conf=glance_conf.load(
+            directory, args.config_file or []))
+        pending = ws.peek_orphans()
+    except Exception:  # noqa: BLE001 - the full run says what is wrong
+        return None
+    return None if pending else ws
+
+
+def _report(reports, ws, args) -> None:
     if args.json:
         json.dump({'work_dir': ws.work_dir, 'ledger': ws.ledger_path,
                    'dry_run': args.dry_run, 'interrupted': reports},
@@ -200,8 +304,3 @@ def run(args) -> int:
         sys.stdout.write('\n')
     else:
         _print_recover(reports, ws, args.dry_run)
-    failed = [r for r in reports if r['result'] == 'failed']
-    for r in failed:
-        print('glance-convert: error: image %s was not released: %s'
-              % (r['image_id'], r['reason']), file=sys.stderr)
-    return cli.EXIT_FAILED if failed else cli.EXIT_OK

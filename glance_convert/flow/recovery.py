@@ -1,8 +1,10 @@
 """Release the images of imports whose glance-api died mid-conversion.
 
 The one implementation, used by the plugin (a task at the start of every
-import flow on the host) and by ``glance-convert recover`` (at glance-api
-start).  The workspace has already removed the dead conversion's work
+import flow on the host, and the look-out of every worker that ran an
+import), by ``glance-convert recover`` (at glance-api start) and by
+``glance-convert recover --follow`` (the look-out service beside
+glance-api, which heals a host where nobody imports).  The workspace has already removed the dead conversion's work
 files and killed its qemu-img when it hands over a record; here the image
 goes back to ``queued`` with its stores marked failed, the dead task fails
 with a message for the user, the import lock is dropped so the image can
@@ -257,6 +259,20 @@ def recover_on_import(context, ws, staging_dir: str | None) -> None:
     except Exception:  # noqa: BLE001
         LOG.exception('Recovery of interrupted conversions in %s failed',
                       ws.work_dir)
+
+
+def follow(ws, get_repos, staging_dir: str | None, interval: float,
+           stop) -> None:
+    """Recover now and whenever the ledger names a dead holder, until
+    ``stop`` (a ``threading.Event``) is set.
+
+    While no import is interrupted this reads the ledger once per
+    ``interval`` and nothing else: ``get_repos`` (Glance's database) is
+    called only when there is something to release.
+    """
+    watch.OrphanWatch(
+        lambda: ws, lambda w: recover(w, get_repos, staging_dir),
+        interval).run(stop)
 
 
 def start_watch(ws) -> None:

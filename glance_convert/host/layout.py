@@ -66,6 +66,7 @@ class Layout:
         prefix = os.path.join(self.lock_dir, 'glance-convert-%s' % self.key)
         self.ledger_path = prefix + '.ledger'
         self.ledger_lock_path = prefix + '.ledger.lock'
+        self.lookout_lock_path = prefix + '.lookout.lock'
         self._slot_prefix = prefix + '-slot-'
 
     def slot_path(self, i: int) -> str:

@@ -11,19 +11,22 @@ whole one.  It holds::
          "owner": image id, "pid": holder, "start": its start time,
          "bytes": reserved, "paths": [work files it owns],
          "processes": [[pid, start], ...],   # its qemu-img children
+         "pidns": the holder's pid namespace,
          "info": {"task_id": ...}, "active": false once released,
          "since": epoch,
          "kind": "import" for an import record (see below),
          "watch": [files that keep a finished entry, never removed]}},
-     "queue": [{"id", "owner", "pid", "start", "since"}],  # slot waiters
+     "queue": [{"id", "owner", "pid", "start", "pidns", "since"}],
+                                                        # slot waiters
      "orphans": [{"owner", "info", "pid", "removed": [paths],
                   "found_at", "attempts",
-                  "claim": [pid, start] of the recovery working on it,
+                  "claim": [pid, start, pidns] of the recovery working
+                           on it,
                   "retry_after": epoch, after a failed release}]}
 
 Older ledgers may lack ``queue``, ``orphans``, ``active``, ``processes``,
-``info``, ``attempts``, ``kind``, ``watch`` and ``claim``; the defaults
-are empty, active, 0 and none.
+``info``, ``attempts``, ``kind``, ``watch``, ``claim`` and ``pidns``; the
+defaults are empty, active, 0 and none.
 
 An *import record* (``kind: import``, no bytes, no work files) exists
 from the first moment of an import task to its end, so that an import
@@ -35,7 +38,8 @@ the upload, and becomes an orphan if the holder dies first.
 
 An entry whose holder died (its pid is gone, or was reused by a process
 that started at another time) is dropped whenever the ledger is read under
-its lock: its work files are removed, any qemu-img it started is killed,
+its lock, unless it was recorded in another pid namespace (a container),
+where its pid means nothing to the reader: its work files are removed, any qemu-img it started is killed,
 and an orphan record remains until recovery takes it.
 """
 
@@ -66,7 +70,8 @@ def new_entry(owner: str, nbytes: int, paths: list[str],
     pid, start = procs.current()
     entry = {'owner': owner, 'pid': pid, 'start': start, 'bytes': nbytes,
              'paths': list(paths), 'processes': [], 'info': info or {},
-             'active': True, 'since': time.time()}
+             'active': True, 'since': time.time(),
+             'pidns': procs.pid_namespace()}
     if kind:
         entry['kind'] = kind
     return entry
@@ -127,10 +132,22 @@ def is_due(record: dict, now: float | None = None) -> bool:
     return (record.get('retry_after') or 0) <= (now or time.time())
 
 
+def _gone(record: dict) -> bool:
+    """Whether the process that made an entry or waiter record is dead."""
+    return not (procs.alive(record.get('pid'), record.get('start'))
+                or procs.alien(record.get('pidns')))
+
+
+def _me() -> list:
+    """This process, as a claim names it."""
+    return list(procs.current()) + [procs.pid_namespace()]
+
+
 def _claimed(record: dict) -> bool:
     """Whether a live recovery is releasing the record right now."""
     claim = record.get('claim')
-    return bool(claim) and procs.alive(claim[0], claim[1])
+    return bool(claim) and (procs.alive(claim[0], claim[1]) or (
+        len(claim) > 2 and procs.alien(claim[2])))
 
 
 def _parse(text: str) -> dict:
@@ -220,11 +237,10 @@ class Ledger:
         orphan records claimed by a recovery that died, for the next one.
         """
         removed = []
-        ledger['queue'] = [w for w in ledger['queue']
-                           if procs.alive(w['pid'], w['start'])]
+        ledger['queue'] = [w for w in ledger['queue'] if not _gone(w)]
         entries = ledger['entries']
         for entry_id, e in list(entries.items()):
-            if procs.alive(e['pid'], e.get('start')):
+            if not _gone(e):
                 if not is_active(e) and not _leftovers(e):
                     del entries[entry_id]  # kept files were consumed
                 continue
@@ -352,7 +368,8 @@ class Ledger:
         pid, start = procs.current()
         with self.locked() as ledger:
             ledger['queue'].append({'id': ticket, 'owner': owner, 'pid': pid,
-                                    'start': start, 'since': time.time()})
+                                    'start': start, 'since': time.time(),
+                                    'pidns': procs.pid_namespace()})
         return ticket
 
     def leave_queue(self, ticket: str) -> None:
@@ -385,7 +402,7 @@ class Ledger:
         is void at the next access and the records are offered again.
         ``due_only``: leave the records whose retry delay runs.
         """
-        me = list(procs.current())
+        me = _me()
         now = time.time()
         with self.locked() as ledger:
             claimed = []
@@ -406,7 +423,7 @@ class Ledger:
         Returns the ``retry`` records that reached ``max_attempts``, which
         are dropped.
         """
-        me = list(procs.current())
+        me = _me()
         forget = {_orphan_key(r) for r in done}
         again = {_orphan_key(r) for r in retry}
         given_up = []
@@ -475,7 +492,7 @@ class Ledger:
         for o in view['orphans']:
             o.pop('claim', None)
         for e in ledger['entries'].values():
-            if not procs.alive(e.get('pid'), e.get('start')):
+            if _gone(e):
                 _add_orphan(view, _orphan_record(e, [
                     p for p in e.get('paths', [])
                     if self.layout.is_work_file(p) and os.path.lexists(p)]))

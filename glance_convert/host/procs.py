@@ -50,6 +50,24 @@ def alive(pid, start) -> bool:
     return process_start_time(pid) == start
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[4026531836]``), or None."""
+    try:
+        return os.readlink('/proc/self/ns/pid')
+    except OSError:
+        return None
+
+
+def alien(namespace: str | None) -> bool:
+    """Whether a record made in pid ``namespace`` comes from another one.
+
+    A glance-api in a container and a recovery outside it (or in another
+    container) sharing the lock directory see different pids: a record
+    from the other side must never be taken for a dead process.
+    """
+    return bool(namespace) and namespace != pid_namespace()
+
+
 def current() -> tuple[int, int | None]:
     """(pid, start time) of this process; recomputed after a fork."""
     global _me

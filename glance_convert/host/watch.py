@@ -1,20 +1,31 @@
-"""A background look-out for conversions whose glance-api worker died.
+"""The look-out for conversions whose glance-api worker died.
 
 When the WSGI server (gunicorn, uWSGI) loses one worker process, it starts
 a new one; glance-api as a whole does not restart, so nothing runs
 ``glance-convert recover``, and the image of an import the dead worker was
 running stays locked by Glance: the user's next import of it is refused
 with 409 Conflict.  Recovery on the next import on the host does not help
-that user if nobody else imports.  So every process that has loaded the
-plugin looks at the ledger every few seconds (one read of a small file,
-no lock) and runs recovery when a holder died.
+that user if nobody else imports.  So a look-out reads the ledger every
+few seconds (one read of a small file, no lock, no database) and runs
+recovery when a holder died.  Two kinds run it: ``glance-convert recover
+--follow`` (a service beside glance-api, in the foreground: :meth:`run`),
+and every worker that has run an import (a thread:
+:func:`ensure_started`).
+
+The service holds a shared ``flock`` on the work area's look-out lock file
+for its whole life, so that ``check-config`` can tell whether one runs
+(:func:`is_following`) without a pid file that could outlive it.
 """
 
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import threading
 from collections.abc import Callable
 
+from glance_convert.host import layout as layout_
 from glance_convert.host import ledger
 
 LOG = logging.getLogger(__name__)
@@ -62,12 +73,60 @@ class OrphanWatch:
         self.recover(ws)
         return True
 
+    def _look(self) -> None:
+        try:
+            self.check()
+        except Exception:  # noqa: BLE001 - try again next time
+            LOG.exception('Looking for interrupted conversions failed')
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:  # noqa: BLE001 - try again next time
-                LOG.exception('Looking for interrupted conversions failed')
+            self._look()
+
+    def run(self, stop: threading.Event) -> None:
+        """Look now and every interval in this thread, until ``stop``."""
+        self._look()
+        while not stop.wait(self.interval):
+            self._look()
+
+
+@contextlib.contextmanager
+def following(layout: layout_.Layout):
+    """Mark this process as the work area's look-out while in the block.
+
+    Several may hold the mark at once: they share the work through the
+    ledger's claims, never releasing one import twice.
+    """
+    layout.prepare()
+    path = layout.lookout_lock_path
+    try:
+        fd = layout_.open_lock_file(path)
+    except OSError as e:
+        raise layout_.unusable('cannot open %s: %s' % (path, e))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield path
+    finally:
+        os.close(fd)
+
+
+def is_following(layout: layout_.Layout) -> bool:
+    """Whether a look-out service runs for the work area of ``layout``.
+
+    Creates nothing: a look from another user (root running check-config)
+    must not leave files glance-api cannot use.
+    """
+    try:
+        fd = os.open(layout.lookout_lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False
 
 
 def ensure_started(get_workspace: Callable[[], object],

@@ -15,6 +15,9 @@ from glance_convert import options
 from glance_convert import settings as config_check
 from glance_convert.cmd import check_config
 from glance_convert.flow import glance_conf
+from glance_convert.host import layout as layout_
+from glance_convert.host import watch
+from glance_convert.host import workspace
 
 
 def errors_of(found):
@@ -288,3 +291,16 @@ def test_unusable_metrics_settings_warn(tmp_path):
         warned = warnings_of(found)
         assert [w.check for w in warned] == ['metrics'], (case, found)
         assert errors_of(found) == [], case
+
+
+def test_self_healing_is_reported_with_what_to_do(tmp_path):
+    config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
+    [missing] = check_config.self_healing_findings(config_dir, [])
+    assert missing.severity == config_check.WARNING
+    assert 'recover --follow' in missing.fix
+    assert 'glance-convert-recover' in missing.fix
+    ws = workspace.from_conf(conf=glance_conf.load(config_dir))
+    with watch.following(layout_.Layout(ws.work_dir, ws.lock_dir)):
+        [running] = check_config.self_healing_findings(config_dir, [])
+    assert running.severity == config_check.OK, running
+    assert 'within seconds' in running.message

@@ -45,6 +45,41 @@ def test_reused_pid_is_not_mistaken_for_the_holder(tmp_path):
     assert ws.usage()['reserved_bytes'] == GiB
 
 
+def test_records_of_another_pid_namespace_are_never_taken_for_dead(
+        tmp_path):
+    """A glance-api in a container and a recovery outside it see other
+    pids: its live import must not be reaped, nor its claim voided."""
+    ws = make_ws(tmp_path)
+    out = ws.work_path(IMAGE, 'out')
+    write_data(out, 10)
+    gone = dead_pid()
+    ledger = {
+        'entries': {'e1': {'owner': IMAGE, 'pid': gone, 'start': 1,
+                           'bytes': GiB, 'paths': [out], 'processes': [],
+                           'info': {'task_id': 't1'},
+                           'pidns': 'pid:[1]'}},
+        'queue': [{'id': 'q1', 'owner': OTHER, 'pid': gone, 'start': 1,
+                   'since': 0, 'pidns': 'pid:[1]'}],
+        'orphans': [{'owner': OTHER, 'info': {'task_id': 't2'},
+                     'pid': gone, 'removed': [], 'found_at': 0,
+                     'claim': [gone, 1, 'pid:[1]']}]}
+    write_ledger(ws, ledger)
+    assert [o['owner'] for o in ws.peek_orphans()] == [OTHER]
+    assert ws.claim_orphans() == []
+    assert ws.reap_orphans() == []
+    assert os.path.exists(out)
+    assert ws.usage()['reservations'] == 1
+    # The same records made in this namespace are those of dead processes.
+    ns = procs.pid_namespace()
+    assert ns is not None and ns != 'pid:[1]'
+    ledger['entries']['e1']['pidns'] = ns
+    ledger['orphans'][0]['claim'][2] = ns
+    write_ledger(ws, ledger)
+    assert ws.reap_orphans() == [out]
+    assert sorted(o['owner'] for o in ws.claim_orphans()) == sorted(
+        [IMAGE, OTHER])
+
+
 def test_reaper_never_removes_foreign_files(tmp_path):
     ws = make_ws(tmp_path)
     victim = tmp_path / 'precious'
