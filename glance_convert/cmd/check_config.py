@@ -16,6 +16,7 @@ import configparser
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -100,6 +101,24 @@ def interrupted_findings(config_dir: str, extra_files) -> list[Finding]:
         % config_dir)]
 
 
+#: The timer shipped in etc/systemd/, the alternative to the service.
+RECOVER_TIMER = 'glance-convert-recover.timer'
+
+
+def _timer_active() -> bool:
+    """Whether systemd runs the shipped recovery timer on this host."""
+    systemctl = shutil.which('systemctl')
+    if not systemctl:
+        return False
+    try:
+        return subprocess.run(
+            [systemctl, 'is-active', '--quiet', RECOVER_TIMER],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
     """Whether the imports of a glance-api worker that dies are released
     with no operator: a ``glance-convert recover --follow`` runs for the
@@ -114,6 +133,11 @@ def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
             OK, 'self-healing', 'glance-convert recover --follow runs for '
             '%s: an import whose glance-api worker dies is released within '
             'seconds.' % ws.work_dir)]
+    if _timer_active():
+        return [Finding(
+            OK, 'self-healing', 'systemd runs glance-convert recover every '
+            'few seconds (%s): an import whose glance-api worker dies is '
+            'released within seconds.' % RECOVER_TIMER)]
     return [Finding(
         WARNING, 'self-healing', 'No glance-convert recover --follow runs '
         'for %s: an import whose glance-api worker dies (OOM killer, kill '
@@ -123,8 +147,8 @@ def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
         'run glance-convert recover --follow --config-dir %s as the '
         'glance-api user, as a service: install and enable the '
         'glance-convert-recover.service unit that glance-convert ships in '
-        'etc/systemd/ (systemctl enable --now glance-convert-recover).'
-        % config_dir)]
+        'etc/systemd/ (systemctl enable --now glance-convert-recover), or '
+        'its %s.' % (config_dir, RECOVER_TIMER))]
 
 
 def check_qemu_img() -> list[Finding]:

@@ -27,6 +27,7 @@ import sys
 from glance_convert.host import layout as layout_
 from glance_convert.host import ledger as ledger_
 from glance_convert.host import procs
+from glance_convert.host import watch
 from glance_convert.testing import localglance
 from tests import imagefactory
 from tests import proctools
@@ -197,6 +198,69 @@ class Host:
 
     def log(self):
         return self.server.log_tail(60)
+
+    # -- the look-out service (glance-convert recover --follow) ----------
+
+    @contextlib.contextmanager
+    def lookout(self):
+        """Run ``glance-convert recover --follow`` as its systemd unit
+        does, for the block; its log is :attr:`lookout_log`."""
+        self.lookout_log = os.path.join(self.base_dir, 'lookout.log')
+        env = dict(os.environ, PATH=self.path_env)
+        env.pop('OS_GLANCE_CONFIG_DIR', None)
+        with open(self.lookout_log, 'ab') as log:
+            proc = subprocess.Popen(
+                [sys.executable, '-m', 'glance_convert.cmd', 'recover',
+                 '--follow', '--config-dir', self.server.conf_dir],
+                env=env, cwd=self.server.base_dir, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log)
+        self.lookout_process = proc
+        try:
+            def running():
+                assert proc.poll() is None, self.lookout_tail()
+                return watch.is_following(self.layout)
+            wait_for(running, 'the look-out service to start',
+                     log=self.lookout_tail)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def lookout_tail(self, lines=30):
+        with open(self.lookout_log, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+
+    def releases_logged(self, image_id):
+        """How often any recovery of this host (the look-out service, the
+        workers' look-outs) logged the release of ``image_id``."""
+        count = 0
+        for path in (getattr(self, 'lookout_log', None),
+                     self.server.log_file):
+            if path and os.path.exists(path):
+                with open(path, errors='replace') as f:
+                    count += sum('Released image %s ' % image_id in line
+                                 for line in f)
+        return count
+
+    # -- the processes ---------------------------------------------------
+
+    def master_pid(self):
+        return self.server.process.pid
+
+    def workers(self):
+        """The pids of the WSGI server's worker processes now."""
+        return sorted(pid for pid in map(int, filter(
+            str.isdigit, os.listdir('/proc')))
+            if parent_of(pid) == self.master_pid())
+
+    def wait_workers(self, count):
+        """Until the server runs ``count`` workers (a dead one replaced)."""
+        return wait_for(lambda: len(self.workers()) == count and
+                        self.workers(), '%d workers' % count, log=self.log)
 
     # -- the phase controls --------------------------------------------
 
@@ -379,6 +443,16 @@ class Host:
         self.client.stage(image_id, source)
         self.client.import_image(image_id, 'glance-direct')
         return self.check_succeeds(image_id)
+
+
+def parent_of(pid):
+    """The parent pid of ``pid``, or None when it is gone."""
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b')') + 2:].split()[1])
 
 
 @contextlib.contextmanager

@@ -293,7 +293,8 @@ def test_unusable_metrics_settings_warn(tmp_path):
         assert errors_of(found) == [], case
 
 
-def test_self_healing_is_reported_with_what_to_do(tmp_path):
+def test_self_healing_is_reported_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(check_config, '_timer_active', lambda: False)
     config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
     [missing] = check_config.self_healing_findings(config_dir, [])
     assert missing.severity == config_check.WARNING
@@ -304,3 +305,12 @@ def test_self_healing_is_reported_with_what_to_do(tmp_path):
         [running] = check_config.self_healing_findings(config_dir, [])
     assert running.severity == config_check.OK, running
     assert 'within seconds' in running.message
+
+
+def test_self_healing_by_the_shipped_timer_is_reported(tmp_path,
+                                                      monkeypatch):
+    config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
+    monkeypatch.setattr(check_config, '_timer_active', lambda: True)
+    [timer] = check_config.self_healing_findings(config_dir, [])
+    assert timer.severity == config_check.OK, timer
+    assert check_config.RECOVER_TIMER in timer.message
