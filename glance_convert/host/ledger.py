@@ -39,8 +39,9 @@ the upload, and becomes an orphan if the holder dies first.
 An entry whose holder died (its pid is gone, or was reused by a process
 that started at another time) is dropped whenever the ledger is read under
 its lock, unless it was recorded in another pid namespace (a container),
-where its pid means nothing to the reader: its work files are removed, any qemu-img it started is killed,
-and an orphan record remains until recovery takes it.
+where its pid means nothing to the reader: its work files are removed,
+any qemu-img it started is killed, and an orphan record remains until
+recovery takes it.
 """
 
 import contextlib

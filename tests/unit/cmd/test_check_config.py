@@ -307,8 +307,8 @@ def test_self_healing_is_reported_with_what_to_do(tmp_path, monkeypatch):
     assert 'within seconds' in running.message
 
 
-def test_self_healing_by_the_shipped_timer_is_reported(tmp_path,
-                                                      monkeypatch):
+def test_self_healing_by_the_shipped_timer_is_reported(
+        tmp_path, monkeypatch):
     config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
     monkeypatch.setattr(check_config, '_timer_active', lambda: True)
     [timer] = check_config.self_healing_findings(config_dir, [])
