@@ -285,7 +285,9 @@ def _quiet_workspace(args):
     full run reports it.
     """
     directory = cli.config_dir(args)
-    if not directory:
+    if not directory or not os.path.isfile(
+            os.path.join(directory, glance_conf.API_CONF)) or not all(
+            os.path.isfile(f) for f in args.config_file or []):
         return None
     try:
         ws = settings.host_workspace(conf=glance_conf.load(

@@ -16,6 +16,7 @@ records name the holder's pid from the start of the task.
 import contextlib
 import fcntl
 import glob
+import http.client
 import json
 import os
 import re
@@ -125,7 +126,7 @@ class Host:
     }
 
     def __init__(self, base_dir, pg, name, plugin_conf=None,
-                 extra_conf=None, workers=2):
+                 extra_conf=None, workers=2, wsgi='gunicorn'):
         self.base_dir = os.path.join(str(base_dir), name)
         self.ctl = os.path.join(self.base_dir, 'ctl')
         bindir = os.path.join(self.base_dir, 'bin')
@@ -149,6 +150,7 @@ class Host:
             extra_conf=extra_conf)
         self.client = self.server.client()
         self.images = []   # every image a case started, for the checks
+        self.wsgi = wsgi
 
     # -- life cycle ----------------------------------------------------
 
@@ -156,10 +158,46 @@ class Host:
         old = os.environ['PATH']
         os.environ['PATH'] = self.path_env
         try:
-            self.server.start()
+            if self.wsgi == 'uwsgi':
+                self._start_uwsgi()
+            else:
+                self.server.start()
         finally:
             os.environ['PATH'] = old
         return self
+
+    def _start_uwsgi(self):
+        """glance-api under uWSGI, as devstack runs it (master, workers
+        forked from it, threads, lazy apps, SIGTERM stops it)."""
+        srv = self.server
+        srv.write_config()
+        srv.db_sync()
+
+        def answers():
+            srv.client().request('GET', '/v2/info/import', timeout=5)
+            return True
+
+        # GunicornApp's start, readiness wait and stop by process group
+        # serve any WSGI server; only the command differs.
+        app = localglance.GunicornApp(
+            'glance-api', [], '', port=srv.port, base_dir=srv.base_dir,
+            env=srv.env, log_file=srv.gunicorn_log, log_tail=srv.log_tail,
+            ready=(answers, 'glance-api (uWSGI) to answer at %s' % srv.url,
+                   (OSError, http.client.HTTPException,
+                    localglance.GlanceHTTPError)),
+            workers=srv.workers, threads=8, timeout=600)
+        app.command = [
+            uwsgi_binary(), '--master', '--processes', str(srv.workers),
+            '--threads', '8', '--enable-threads', '--lazy-apps',
+            '--thunder-lock', '--die-on-term', '--exit-on-reload',
+            '--hook-master-start', 'unix_signal:15 gracefully_kill_them_all',
+            '--worker-reload-mercy', str(srv.graceful_timeout),
+            '--buffer-size', '65535', '--http-socket',
+            '127.0.0.1:%d' % srv.port, '--add-header', 'Connection: close',
+            '--virtualenv', sys.prefix, '--chdir', srv.base_dir,
+            '--module', 'glance.wsgi.api:application']
+        srv._app = app
+        app.start(srv.start_timeout)
 
     def stop(self):
         self.release_all()
@@ -443,6 +481,13 @@ class Host:
         self.client.stage(image_id, source)
         self.client.import_image(image_id, 'glance-direct')
         return self.check_succeeds(image_id)
+
+
+def uwsgi_binary():
+    """The uWSGI of this virtualenv (``tox -e faults`` installs it), or
+    None."""
+    path = os.path.join(sys.prefix, 'bin', 'uwsgi')
+    return path if os.access(path, os.X_OK) else None
 
 
 def parent_of(pid):

@@ -186,3 +186,40 @@ def test_idle_look_out_reads_the_ledger_and_nothing_else(lone, images):
     assert len(ledger) <= seconds // 2 + 1, ledger
     assert others == [], others
     wait_for(lambda: lone.lookout_process.poll() is None, 'look-out alive')
+
+
+@pytest.fixture(scope='module')
+def under_uwsgi(pg, hosts_dir):
+    """glance-api with two uWSGI workers (devstack's server), and the
+    look-out service."""
+    if not harness.uwsgi_binary():
+        pytest.skip('uWSGI is not installed in this environment (tox -e '
+                    'faults installs it; it builds from source: gcc and '
+                    'the Python headers)')
+    h = harness.Host(hosts_dir, pg, 'heal-uwsgi', workers=2, wsgi='uwsgi')
+    with harness.running(h), h.lookout():
+        yield h
+
+
+def test_uwsgi_worker_killed_converting(under_uwsgi, images):
+    """uWSGI: the worker converting dies, the master respawns it, and the
+    respawned worker's import dies too."""
+    say('case: a uWSGI worker SIGKILLed while converting, twice')
+    host = under_uwsgi
+    first = host.wait_workers(2)
+    source = images.qcow2(8)
+    image_id, qemu, worker = _converting(host, source)
+    _kill_and_heal(host, image_id, qemu, worker, source)
+    respawned = [pid for pid in host.wait_workers(2) if pid not in first]
+    assert respawned, 'uWSGI did not respawn worker %d' % worker
+    for _ in range(12):
+        image_id, qemu, worker = _converting(host, images.qcow2(4))
+        if worker in respawned:
+            break
+        host.release(image_id)
+        host.check_succeeds(image_id)
+    else:
+        raise AssertionError('12 imports missed the respawned worker')
+    _kill_and_heal(host, image_id, qemu, worker, images.qcow2(4))
+    host.wait_quiet()
+    host.check_ledger()

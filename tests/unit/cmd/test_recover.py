@@ -2,6 +2,7 @@
 repositories are the fakes of test_recovery, the dead glance-api is a
 forked child that exits in the middle of its reservation."""
 
+import argparse
 import multiprocessing
 import os
 
@@ -257,3 +258,32 @@ def test_the_plugin_keeps_what_it_could_not_release(host, monkeypatch):
     assert image.status == 'queued'
     assert tasks['t1'].status == 'failure'
     assert not os.path.exists(staged)
+
+
+def _args(config_dir, **kw):
+    return argparse.Namespace(config_dir=str(config_dir), config_file=None,
+                              **kw)
+
+
+def test_a_run_with_nothing_to_release_reads_only_the_ledger(
+        host, tmp_path):
+    """What a timer's runs cost: no Glance, no database, unless an import
+    waits to be released."""
+    ws, staging = host
+    etc = tmp_path / 'etc'
+    etc.mkdir()
+    (etc / 'glance-api.conf').write_text(
+        '[DEFAULT]\nnode_staging_uri = file://%s\n'
+        '[oslo_concurrency]\nlock_path = %s\n' % (staging, ws.lock_dir))
+    quiet = cmd._quiet_workspace(_args(etc))
+    assert quiet is not None and quiet.ledger_path == ws.ledger_path
+    interrupted(ws, staging)
+    assert cmd._quiet_workspace(_args(etc)) is None
+    assert cmd._quiet_workspace(_args(tmp_path / 'nowhere')) is None
+
+
+@pytest.mark.parametrize('text', ['0', '-1', 'soon', '7200'])
+def test_follow_interval_must_be_a_sane_number(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cmd._interval(text)
+    assert cmd._interval('2.5') == 2.5
