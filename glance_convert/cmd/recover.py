@@ -211,8 +211,10 @@ def follow(ws, files: list[str], interval: float) -> int:
     """``--follow``: the look-out service, until SIGTERM or SIGINT.
 
     No database query at start or while idle: the repositories are made
-    (and the database first used) only when an import is to be released,
-    so a database that is not up yet at boot is no reason to stop.
+    at start (which loads Glance's modules once, so the first release is
+    as quick as the next) but the database is first used when an import
+    is to be released, so a database that is not up yet at boot is no
+    reason to stop.
     """
     if not cfg.CONF.database.connection:
         raise cli.UsageError('[database] connection is not set in %s: '
@@ -221,6 +223,7 @@ def follow(ws, files: list[str], interval: float) -> int:
     _check_user(ws.ledger_path)
     _check_user(ws.lock_dir)
     from glance import context as glance_context
+    repos = recovery.admin_repos(glance_context.get_admin_context())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -229,10 +232,8 @@ def follow(ws, files: list[str], interval: float) -> int:
             logging.getLogger(__name__).info(
                 'Looking every %g s for imports interrupted in %s (ledger '
                 '%s)', interval, ws.work_dir, ws.ledger_path)
-            recovery.follow(
-                ws, lambda: recovery.admin_repos(
-                    glance_context.get_admin_context()),
-                glance_conf.staging_dir(), interval, stop)
+            recovery.follow(ws, lambda: repos, glance_conf.staging_dir(),
+                            interval, stop)
     except errors.WorkspaceError as exc:
         raise cli.UsageError('conversion work area %s: %s'
                              % (ws.work_dir, exc.detail))
@@ -243,7 +244,8 @@ def follow(ws, files: list[str], interval: float) -> int:
 
 def run(args) -> int:
     logging.basicConfig(
-        stream=sys.stderr, format='%(levelname)s %(name)s: %(message)s',
+        stream=sys.stderr, format=('%(asctime)s ' if args.follow else '')
+        + '%(levelname)s %(name)s: %(message)s',
         level=logging.INFO if args.verbose or args.follow
         else logging.ERROR)
     if args.follow and (args.dry_run or args.json):

@@ -25,6 +25,8 @@ import signal
 import subprocess
 import sys
 
+import psycopg2
+
 from glance_convert.host import layout as layout_
 from glance_convert.host import ledger as ledger_
 from glance_convert.host import procs
@@ -139,6 +141,7 @@ class Host:
                                  'uuid': UUID.pattern})
         os.chmod(stand_in, 0o755)
         self.path_env = '%s:%s' % (bindir, os.environ['PATH'])
+        self.pg = pg
         self.database = database = 'g_' + re.sub(r'\W', '_', name)[:40].lower()
         pg._cmd('createdb', '-h', pg.socket_dir, '-U', 'postgres', database)
         url = ('postgresql+psycopg2://postgres@/%s?host=%s'
@@ -237,6 +240,22 @@ class Host:
     def log(self):
         return self.server.log_tail(60)
 
+    def import_lock_in_database(self, image_id):
+        """The image's import lock as Glance's database holds it (for when
+        glance-api is down), or None."""
+        conn = psycopg2.connect(dbname=self.database, user='postgres',
+                                host=self.pg.socket_dir)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    'SELECT value FROM image_properties WHERE image_id = %s '
+                    'AND name = %s AND NOT deleted',
+                    (image_id, 'os_glance_import_task'))
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return row[0] if row else None
+
     # -- the look-out service (glance-convert recover --follow) ----------
 
     @contextlib.contextmanager
@@ -290,10 +309,11 @@ class Host:
         return self.server.process.pid
 
     def workers(self):
-        """The pids of the WSGI server's worker processes now."""
+        """The pids of the WSGI server's live worker processes now."""
         return sorted(pid for pid in map(int, filter(
             str.isdigit, os.listdir('/proc')))
-            if parent_of(pid) == self.master_pid())
+            if parent_of(pid) == self.master_pid()
+            and procs.process_start_time(pid) is not None)
 
     def wait_workers(self, count):
         """Until the server runs ``count`` workers (a dead one replaced)."""
