@@ -57,6 +57,11 @@ def add_parser(sub) -> None:
                    'glance-api process that dies, a few seconds after it '
                    'died, until stopped (SIGTERM).  For a service beside '
                    'glance-api; logs on stderr.')
+    p.add_argument('--if-needed', action='store_true',
+                   help='Exit at once, without loading Glance or using its '
+                   'database, when no import waits to be released (for a '
+                   'systemd timer: most of its runs find nothing).  '
+                   'Without it, recover also checks the database.')
     p.add_argument('--interval', type=_interval, default=FOLLOW_INTERVAL,
                    metavar='SECONDS',
                    help='With --follow: seconds between two looks at the '
@@ -256,7 +261,8 @@ def run(args) -> int:
         # eventlet's deprecation and store drivers that are not installed.
         warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
         logging.getLogger('stevedore').setLevel(logging.CRITICAL)
-    quiet = None if args.follow or args.dry_run else _quiet_workspace(args)
+    quiet = (_quiet_workspace(args) if args.if_needed
+             and not (args.follow or args.dry_run) else None)
     if quiet is not None:
         _report([], quiet, args)
         return cli.EXIT_OK
@@ -281,8 +287,9 @@ def run(args) -> int:
 def _quiet_workspace(args):
     """The workspace, if its ledger names no interrupted import; else None.
 
-    Read without importing Glance or using its database, so that a run
-    with nothing to do (most runs from a timer) costs little.  Any doubt
+    Read without importing Glance or using its database, so that a
+    ``--if-needed`` run with nothing to do (most runs from a timer) costs
+    little.  Any doubt
     (a configuration or ledger that cannot be read) returns None: the
     full run reports it.
     """

@@ -29,8 +29,8 @@ def test_the_service_follows_and_the_timer_runs_recover_often():
     assert service['Restart'] == 'always'
     once = _unit(ONCE)['Service']
     assert once['Type'] == 'oneshot'
-    assert once['ExecStart'].split()[1:] == ['recover', '--config-dir',
-                                             '/etc/glance']
+    assert once['ExecStart'].split()[1:] == [
+        'recover', '--if-needed', '--config-dir', '/etc/glance']
     timer = _unit(TIMER)['Timer']
     assert timer['Unit'] == ONCE
     # Released within 10 s: the period plus a run that imports Glance.

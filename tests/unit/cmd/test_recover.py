@@ -262,7 +262,7 @@ def test_the_plugin_keeps_what_it_could_not_release(host, monkeypatch):
 
 def _args(config_dir, **kw):
     return argparse.Namespace(config_dir=str(config_dir), config_file=None,
-                              **kw)
+                              if_needed=True, **kw)
 
 
 def test_a_run_with_nothing_to_release_reads_only_the_ledger(
