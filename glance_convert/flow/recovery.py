@@ -6,11 +6,11 @@ import), by ``glance-convert recover`` (at glance-api start) and by
 ``glance-convert recover --follow`` (the look-out service beside
 glance-api, which heals a host where nobody imports).  The workspace has
 already removed the dead conversion's work files and killed its qemu-img
-when it hands over a record; here the image
-goes back to ``queued`` with its stores marked failed, the dead task fails
-with a message for the user, the import lock is dropped so the image can
-be imported again at once (Glance would otherwise refuse for an hour), and
-the staged data is deleted.
+when it hands over a record; here the image goes back to ``queued`` with
+its stores marked failed, the dead task fails with a message for the
+user, the import lock is dropped so the image can be imported again at
+once (Glance would otherwise refuse for an hour), and the staged data is
+deleted.
 """
 
 from __future__ import annotations
