@@ -69,9 +69,14 @@ def _kill_and_heal(host, image_id, qemu, worker, source):
     assert before['status'] == 'importing', before
     host.kill_worker(worker)
     died = time.monotonic()
-    host.wait_released(image_id, timeout=HEAL_TIMEOUT)
+    # Read in the database: with one worker, the API answers only once
+    # the server has started a new one, which takes longer than this.
+    wait_for(lambda: host.import_lock_in_database(image_id) is None,
+             'the lock of %s to be dropped in the database' % image_id,
+             timeout=HEAL_TIMEOUT, log=host.lookout_tail, interval=0.2)
     say('released %.1f s after worker %d died'
         % (time.monotonic() - died, worker))
+    host.wait_released(image_id)
     host.release(image_id)
     image, task = host.check_released(image_id)
     assert (image['disk_format'], image['container_format']) == (
@@ -161,7 +166,7 @@ def test_glance_api_restarted(pair, images):
     # Released while glance-api is down: nothing of it is needed.
     wait_for(lambda: pair.import_lock_in_database(image_id) is None,
              'the lock of %s to be dropped in the database' % image_id,
-             timeout=HEAL_TIMEOUT, log=pair.lookout_tail, interval=0.5)
+             timeout=HEAL_TIMEOUT, log=pair.lookout_tail, interval=0.2)
     say('released %.1f s after glance-api stopped, before its start'
         % (time.monotonic() - stopped))
     pair.start()
