@@ -124,8 +124,8 @@ def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
     with no operator: a ``glance-convert recover --follow`` runs for the
     host's work area."""
     try:
-        ws = config_check.host_workspace(conf=glance_conf.load(config_dir,
-                                                       extra_files))
+        ws = config_check.host_workspace(
+            conf=glance_conf.load(config_dir, extra_files))
     except (cfg.Error, ValueError, errors.ConversionError):
         return []  # reported by the other checks
     if watch.is_following(layout_.Layout(ws.work_dir, ws.lock_dir)):

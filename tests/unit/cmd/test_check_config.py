@@ -17,7 +17,6 @@ from glance_convert.cmd import check_config
 from glance_convert.flow import glance_conf
 from glance_convert.host import layout as layout_
 from glance_convert.host import watch
-from glance_convert.host import workspace
 
 
 def errors_of(found):
@@ -300,7 +299,7 @@ def test_self_healing_is_reported_with_what_to_do(tmp_path, monkeypatch):
     assert missing.severity == config_check.WARNING
     assert 'recover --follow' in missing.fix
     assert 'glance-convert-recover' in missing.fix
-    ws = workspace.from_conf(conf=glance_conf.load(config_dir))
+    ws = config_check.host_workspace(conf=glance_conf.load(config_dir))
     with watch.following(layout_.Layout(ws.work_dir, ws.lock_dir)):
         [running] = check_config.self_healing_findings(config_dir, [])
     assert running.severity == config_check.OK, running
