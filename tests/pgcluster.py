@@ -54,6 +54,15 @@ def require_server():
                     'postgresql (bindep.txt lists it)', pytrace=False)
 
 
+def running(directory):
+    """Yield a private cluster running in ``directory``, then stop it: the
+    body of the suites' session fixtures.  Fails (never skips) without the
+    server binaries."""
+    require_server()
+    with PostgresCluster(str(directory)) as cluster:
+        yield cluster
+
+
 class PostgresCluster:
     """A private PostgreSQL cluster on a unix socket, for one test run.
 

@@ -17,10 +17,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session')
 def pg(tmp_path_factory, qemu_tools):
-    pgcluster.require_server()
-    with pgcluster.PostgresCluster(
-            str(tmp_path_factory.mktemp('faults-pg'))) as cluster:
-        yield cluster
+    yield from pgcluster.running(tmp_path_factory.mktemp('faults-pg'))
 
 
 @pytest.fixture(scope='session')

@@ -9,10 +9,7 @@ from tests.faults import harness
 
 @pytest.fixture(scope='session')
 def pg(tmp_path_factory, qemu_tools):
-    pgcluster.require_server()
-    with pgcluster.PostgresCluster(
-            str(tmp_path_factory.mktemp('metrics-pg'))) as cluster:
-        yield cluster
+    yield from pgcluster.running(tmp_path_factory.mktemp('metrics-pg'))
 
 
 @pytest.fixture(scope='session')

@@ -33,10 +33,7 @@ PLUGIN_CONF = {
 
 @pytest.fixture(scope='session')
 def postgres(tmp_path_factory):
-    pgcluster.require_server()
-    with pgcluster.PostgresCluster(
-            str(tmp_path_factory.mktemp('pg'))) as pg:
-        yield pg
+    yield from pgcluster.running(tmp_path_factory.mktemp('pg'))
 
 
 @pytest.fixture(scope='session')
