@@ -14,6 +14,8 @@ like ``<image-uuid>.*``, so the housekeeper leaves them alone.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -117,6 +119,23 @@ def open_lock_file(path: str) -> int:
     Close-on-exec, so qemu-img never inherits a lock.
     """
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+@contextlib.contextmanager
+def flocked(path: str, operation: int):
+    """Hold ``flock(operation)`` on the lock file ``path`` in the block.
+
+    A lock file that cannot be opened makes the work area unusable.
+    """
+    try:
+        fd = open_lock_file(path)
+    except OSError as e:
+        raise unusable('cannot open %s: %s' % (path, e))
+    try:
+        fcntl.flock(fd, operation)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def unusable(detail: str) -> errors.WorkspaceError:

@@ -183,13 +183,7 @@ class Ledger:
         saved atomically.
         """
         self.layout.prepare()
-        lock_path = self.layout.ledger_lock_path
-        try:
-            fd = layout_.open_lock_file(lock_path)
-        except OSError as e:
-            raise layout_.unusable('cannot open %s: %s' % (lock_path, e))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with layout_.flocked(self.layout.ledger_lock_path, fcntl.LOCK_EX):
             ledger = self._read()
             before = json.dumps(ledger, sort_keys=True)
             ledger['_removed'] = self._reap_dead(ledger)
@@ -200,8 +194,6 @@ class Ledger:
                 del ledger['_removed']
                 if json.dumps(ledger, sort_keys=True) != before:
                     self._write(ledger)
-        finally:
-            os.close(fd)
 
     def _read(self) -> dict:
         try:

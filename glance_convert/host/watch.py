@@ -99,15 +99,8 @@ def following(layout: layout_.Layout):
     """
     layout.prepare()
     path = layout.lookout_lock_path
-    try:
-        fd = layout_.open_lock_file(path)
-    except OSError as e:
-        raise layout_.unusable('cannot open %s: %s' % (path, e))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+    with layout_.flocked(path, fcntl.LOCK_SH):
         yield path
-    finally:
-        os.close(fd)
 
 
 def is_following(layout: layout_.Layout) -> bool:
