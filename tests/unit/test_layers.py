@@ -16,7 +16,8 @@ LAYERS = (
     # what every layer uses: byte units, errors users read, the Check type
     ('glance_convert', 'glance_convert.units', 'glance_convert.errors',
      'glance_convert.safety'),
-    ('glance_convert.formats',),        # one module per disk format
+    # one module per disk format; what decides how a guest boots
+    ('glance_convert.formats', 'glance_convert.guest'),
     ('glance_convert.options',),        # [glance_convert] options
     ('glance_convert.host',),           # what the processes of a host share
     # the conversion, without Glance, and the metrics of what it did

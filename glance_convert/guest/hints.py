@@ -1,0 +1,32 @@
+"""What an appliance's metadata says about its guest.
+
+An OVF (VMware's or VirtualBox's dialect) and a VMDK descriptor name the
+guest's firmware, OS and virtual hardware; the disk itself may say more
+or say otherwise.  Each reader returns one :class:`Hints`; the guest
+decision weighs them against what is read from the disk.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Hints:
+    #: Where these came from, for the record property: "ovf (VMware)",
+    #: "ovf (VirtualBox)", "vmdk descriptor".
+    source: str
+    #: 'uefi' or 'bios'.
+    firmware: str | None = None
+    #: 'windows' or 'linux' (Nova's and Glance's os_type values).
+    os_type: str | None = None
+    #: Glance's documented os_distro value, where the metadata names one.
+    os_distro: str | None = None
+    os_version: str | None = None
+    #: The source hypervisor's disk controller: 'ide', 'sata', 'scsi',
+    #: 'nvme' (a VMDK's ddb.adapterType, an OVF's controller item).
+    disk_controller: str | None = None
+    #: The source hypervisor's NIC model: 'e1000', 'e1000e', 'vmxnet3',
+    #: 'pcnet', 'virtio', ...
+    nic_model: str | None = None
+    #: What the metadata said, verbatim, for the record (e.g.
+    #: "vmw:osType=windows2019srv_64Guest").
+    said: tuple[str, ...] = ()
