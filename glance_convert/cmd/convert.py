@@ -15,6 +15,7 @@ from glance_convert.cmd import common as cli
 from glance_convert.host import layout
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import hold
 
 
 def add_parser(sub) -> None:
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-class ProgressBar(conversion.NoStatus):
+class ProgressBar(hold.NoStatus):
     """A one-line progress bar on a terminal: the conversion's status."""
 
     def __init__(self, total: int, stream=sys.stderr, width: int = 30):

@@ -377,7 +377,7 @@ def _detail(result: failure.Failure) -> str:
 
 
 class _UserStatus:
-    """The pipeline's status (conversion.Status) shown in the task message.
+    """The pipeline's status (hold.Status) shown in the task message.
     """
 
     def __init__(self, status: TaskStatus, total: int):

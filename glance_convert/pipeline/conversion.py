@@ -12,7 +12,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 from oslo_log import log as logging
 
@@ -21,6 +21,7 @@ from glance_convert import formats
 from glance_convert import units
 from glance_convert.host import layout
 from glance_convert.pipeline import checks
+from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import phases
 from glance_convert.pipeline import qemu_img
@@ -43,66 +44,6 @@ class Result:
     duration: float
     #: Seconds per phase (:mod:`~glance_convert.pipeline.phases`).
     timings: phases.Timings | None = None
-
-
-class Status(Protocol):
-    """What a conversion tells its caller, and asks it, while it runs."""
-
-    def progress(self, bytes_read: int) -> None:
-        """qemu-img has read ``bytes_read`` bytes of the source."""
-
-    def waiting_for_slot(self) -> None:
-        """All conversion slots of the host are taken: waiting."""
-
-    def waiting_for_space(self) -> None:
-        """The work directory has no room for the output yet: waiting."""
-
-    def is_aborted(self) -> bool:
-        """True to stop: the conversion is cancelled, nothing is left."""
-
-
-class NoStatus:
-    """A Status that listens to nothing and never aborts."""
-
-    def progress(self, bytes_read: int) -> None:
-        pass
-
-    def waiting_for_slot(self) -> None:
-        pass
-
-    def waiting_for_space(self) -> None:
-        pass
-
-    def is_aborted(self) -> bool:
-        return False
-
-
-def _progress_callback(status: Status):
-    """``status.progress``, or None when it listens to nothing: qemu-img's
-    progress is then not polled at all."""
-    if type(status).progress is NoStatus.progress:
-        return None
-    return status.progress
-
-
-class _NoReservation:
-    def track(self, path):
-        return path
-
-    def add_process(self, pid):
-        pass
-
-
-class NoWorkspace:
-    """No per-host limits: every slot and reservation is granted."""
-
-    @contextlib.contextmanager
-    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
-        yield
-
-    @contextlib.contextmanager
-    def reservation(self, owner, nbytes, **kwargs):
-        yield _NoReservation()
 
 
 def plan(claimed: str | None, settings: Settings) -> str | None:
@@ -157,9 +98,9 @@ def estimate_output_bytes(src: str, claimed: str, target: str,
     return bound if measured is None else min(bound, measured)
 
 
-def _reserve(stack: contextlib.ExitStack, workspace, owner: str, src: str,
-             claimed: str, target: str, virtual_size: int,
-             settings: Settings, **kwargs) -> tuple[object, int]:
+def _reserve(work: hold.Hold, src: str, claimed: str, target: str,
+             virtual_size: int, settings: Settings,
+             paths: tuple[str, ...]) -> tuple[object, int]:
     """Reserve the output's space; return (reservation, bytes reserved).
 
     The upper bound, computed without qemu-img, is tried first without
@@ -171,17 +112,15 @@ def _reserve(stack: contextlib.ExitStack, workspace, owner: str, src: str,
     row, opts = formats.get(target), settings.out_options
     bound = row.upper_bound(virtual_size, opts)
     if row.measure_as_qcow2(opts) is not None:
-        quick = dict(kwargs, timeout=0, on_wait=None)
         try:
-            return stack.enter_context(
-                workspace.reservation(owner, bound, **quick)), bound
+            return work.reserve(bound, step='convert', paths=paths,
+                                wait=False), bound
         except errors.WorkspaceError:
             LOG.debug('Upper bound of %d bytes does not fit now; measuring',
                       bound)
     need = estimate_output_bytes(src, claimed, target, virtual_size,
                                  settings)
-    return stack.enter_context(
-        workspace.reservation(owner, need, **kwargs)), need
+    return work.reserve(need, step='convert', paths=paths), need
 
 
 class _InBackground:
@@ -262,18 +201,18 @@ def _qemu_img_verdicts(src: str, claimed: str,
 
 def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                   settings: Settings, workspace=None,
-                  status: Status | None = None,
+                  status: hold.Status | None = None,
                   slot_timeout: float = 600,
                   info_for_ledger: dict | None = None,
                   timings: phases.Timings | None = None) -> Result:
     """Check and convert ``src``; return the result.
 
-    ``status`` hears of progress and waits and is asked whether the
-    import was aborted; ``timings`` gets the time of each phase.  The
-    source is never modified or removed here.  On failure no work file is
-    left behind.
+    ``workspace`` is the host's workspace or the :class:`~.hold.Hold` of
+    the phase that unpacked ``src``.  ``status`` hears of progress and
+    waits and is asked whether the import was aborted; ``timings`` gets
+    the time of each phase.  The source is never modified or removed
+    here.  On failure no work file is left behind.
     """
-    status = status or NoStatus()
     timings = timings or phases.Timings()
     started = time.monotonic()
     if not os.path.isfile(src):
@@ -293,49 +232,35 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
                       0.0, timings)
     facts, info = inspect_source(src, claimed, settings, timings)
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
-    tmp, final = work_paths(work_dir, image_id, target)
     before = _identity(src)
-    workspace = workspace or NoWorkspace()
-    owner = image_id
-    try:
-        with contextlib.ExitStack() as stack:
-            with timings.phase(phases.RESERVE):
-                stack.enter_context(workspace.slot(
-                    owner, slot_timeout, on_wait=status.waiting_for_slot,
-                    should_cancel=status.is_aborted))
-                # The work files are recorded with the reservation, before
-                # they exist: a crash leaves nothing unknown (and one
-                # ledger write does it, not three).
-                res, estimate = _reserve(
-                    stack, workspace, owner, src, claimed, target,
-                    virtual_size, settings, timeout=slot_timeout,
-                    on_wait=status.waiting_for_space,
-                    should_cancel=status.is_aborted,
-                    info=info_for_ledger or {}, paths=(tmp, final))
-            tmp, final = res.track(tmp), res.track(final)
-            with timings.phase(phases.CONVERT):
-                _run_convert(src, claimed, tmp, target, virtual_size,
-                             estimate, settings, status,
-                             on_start=res.add_process,
-                             parallel_source=use_parallel(
-                                 claimed, target, info, settings, facts),
-                             tuning=source_tuning(claimed, facts, settings))
-            with timings.phase(phases.VERIFY):
-                if _identity(src) != before:
-                    # qemu reads past the end of a truncated file as
-                    # zeros: the "converted" image would silently lose
-                    # data.
-                    raise errors.ConversionFailed(
-                        'The staged image data changed during the '
-                        'conversion; please import the image again.',
-                        'source %s changed during conversion' % src)
-                os.rename(tmp, final)
-                out_virtual = _verify_output(final, target, virtual_size,
-                                             settings)
-    except BaseException:
-        layout.remove(tmp)
-        layout.remove(final)
-        raise
+    with hold.held(workspace, image_id=image_id, work_dir=work_dir,
+                   slot_timeout=slot_timeout, status=status,
+                   info=info_for_ledger) as work:
+        tmp, final = work_paths(work_dir, image_id, target)
+        with timings.phase(phases.RESERVE):
+            # The work files are recorded with the reservation, before
+            # they exist: a crash leaves nothing unknown.
+            res, estimate = _reserve(work, src, claimed, target,
+                                     virtual_size, settings, (tmp, final))
+        with timings.phase(phases.CONVERT):
+            _run_convert(src, claimed, tmp, target, virtual_size,
+                         estimate, settings, work.status,
+                         on_start=res.add_process,
+                         parallel_source=use_parallel(
+                             claimed, target, info, settings, facts),
+                         tuning=source_tuning(claimed, facts, settings))
+        with timings.phase(phases.VERIFY):
+            if _identity(src) != before:
+                # qemu reads past the end of a truncated file as zeros:
+                # the "converted" image would silently lose data.
+                raise errors.ConversionFailed(
+                    'The staged image data changed during the '
+                    'conversion; please import the image again.',
+                    'source %s changed during conversion' % src)
+            os.rename(tmp, final)
+            out_virtual = _verify_output(final, target, virtual_size,
+                                         settings)
+        work.keep(final)
     size = os.path.getsize(final)
     duration = time.monotonic() - started
     LOG.info('Converted image %(id)s from %(src)s to %(dst)s: %(in)d bytes '
@@ -470,7 +395,7 @@ def _run_parallel(src, claimed, tmp, virtual_size, limits, settings,
         workers=settings.parallel_workers,
         tuning=tuning, limits=limits,
         should_cancel=status.is_aborted,
-        on_start=on_start, on_progress=_progress_callback(status),
+        on_start=on_start, on_progress=hold.progress_callback(status),
         progress_interval=settings.progress_interval)
 
 
@@ -502,7 +427,7 @@ def _run_convert(src, claimed, tmp, target, virtual_size, estimate,
             src, formats.qemu_driver(claimed), tmp,
             formats.qemu_driver(target), out_options=settings.out_options,
             tuning=tuning, compressed=settings.compressed,
-            limits=limits, on_progress=_progress_callback(status),
+            limits=limits, on_progress=hold.progress_callback(status),
             progress_interval=settings.progress_interval,
             should_cancel=status.is_aborted, on_start=on_start,
             existing_target=presize is not None)

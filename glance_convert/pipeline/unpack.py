@@ -36,7 +36,7 @@ from glance_convert import errors
 from glance_convert import units
 from glance_convert.host import layout
 from glance_convert.pipeline import checks
-from glance_convert.pipeline import conversion
+from glance_convert.pipeline import hold
 from glance_convert.pipeline import upload_hash
 
 #: Compressions recognised from their first bytes, with their magic.
@@ -304,37 +304,17 @@ WORK_SUFFIX = 'unpacked'
 FIRST_RESERVATION = units.GiB
 
 
-class HeldSlot:
-    """A workspace whose conversion slot the caller already holds.
-
-    Decompression and the conversion that follows run under one slot:
-    taking a second one could wait for ever on a host with one slot.
-    Reservations go to the real workspace.
-    """
-
-    def __init__(self, workspace):
-        self._workspace = workspace
-
-    @contextlib.contextmanager
-    def slot(self, owner, timeout, on_wait=None, should_cancel=None):
-        yield
-
-    def reservation(self, owner, nbytes, **kwargs):
-        return self._workspace.reservation(owner, nbytes, **kwargs)
-
-
 @dataclasses.dataclass
 class Prepared:
     """The decompressed upload, for the conversion that follows."""
 
     path: str              # the decompressed work file
     unpacked: Unpacked
-    workspace: HeldSlot    # hand this to the conversion: slot already held
-    kept: bool = False
+    workspace: hold.Hold   # hand this to the conversion: it joins the hold
 
     def keep(self) -> None:
         """Hand the work file on (pass-through): do not remove it."""
-        self.kept = True
+        self.workspace.keep(self.path)
 
 
 @contextlib.contextmanager
@@ -345,53 +325,32 @@ def decompressed(src: str, *, image_id: str, work_dir: str, limit: int,
                  info_for_ledger: dict | None = None):
     """Hold a conversion slot, decompress ``src``; yield :class:`Prepared`.
 
-    Decompression runs like a conversion: under a conversion slot (held
-    until the block ends, so the conversion inside it reuses it), within
-    ``timeout`` seconds, into a work file recorded in the workspace
-    ledger before it exists (a crash leaves nothing the reaper does not
-    know).  Space is reserved as the data grows: first
-    ``max(FIRST_RESERVATION, 4 x upload)``, then as much again each time
-    the written data reaches what is reserved; when the host has no more
-    room, the import is refused.  ``status`` is a
-    :class:`~glance_convert.pipeline.conversion.Status`; ``on_progress``
-    is as for :func:`decompress`.  The work file is
+    Decompression runs like a conversion, in a :mod:`~.hold` (the
+    conversion inside it joins it) and within ``timeout`` seconds.  Space
+    is reserved as the data grows: first ``max(FIRST_RESERVATION, 4 x
+    upload)``, then as much again each time the written data reaches what
+    is reserved; when the host has no more room, the import is refused.
+    ``on_progress`` is as for :func:`decompress`.  The work file is
     removed when the block ends, unless :meth:`Prepared.keep` was called.
     """
-    workspace = workspace or conversion.NoWorkspace()
-    status = status or conversion.NoStatus()
     deadline = time.monotonic() + timeout if timeout else None
-    path = layout.work_file(work_dir, image_id, WORK_SUFFIX)
-    common = dict(should_cancel=status.is_aborted,
-                  info=dict(info_for_ledger or {}, step='decompress'))
-    with workspace.slot(image_id, slot_timeout,
-                        on_wait=status.waiting_for_slot,
-                        should_cancel=status.is_aborted):
-        with contextlib.ExitStack() as stack:
-            first = min(limit, max(FIRST_RESERVATION,
-                                   4 * os.path.getsize(src)))
-            res = stack.enter_context(workspace.reservation(
-                image_id, first, paths=(path,), timeout=slot_timeout,
-                on_wait=status.waiting_for_space, **common))
-            path = res.track(path)
-            reserved = [first]
+    with hold.held(workspace, image_id=image_id, work_dir=work_dir,
+                   slot_timeout=slot_timeout, status=status,
+                   info=info_for_ledger) as work:
+        path = work.work_file(WORK_SUFFIX)
+        first = min(limit, max(FIRST_RESERVATION, 4 * os.path.getsize(src)))
+        work.reserve(first, step='decompress', paths=(path,))
+        reserved = [first]
 
-            def grow(read: int, written: int) -> None:
-                if units.allocated_bytes(path) >= reserved[0]:
-                    more = min(reserved[0], max(limit - reserved[0], 0))
-                    stack.enter_context(workspace.reservation(
-                        image_id, more, timeout=0, **common))
-                    reserved[0] += more
-                if on_progress is not None:
-                    on_progress(read, written)
+        def grow(read: int, written: int) -> None:
+            if units.allocated_bytes(path) >= reserved[0]:
+                more = min(reserved[0], max(limit - reserved[0], 0))
+                work.reserve(more, step='decompress', wait=False)
+                reserved[0] += more
+            if on_progress is not None:
+                on_progress(read, written)
 
-            try:
-                unpacked = decompress(src, path, limit=limit,
-                                      should_cancel=status.is_aborted,
-                                      deadline=deadline, on_progress=grow)
-                prepared = Prepared(path, unpacked, HeldSlot(workspace))
-                yield prepared
-            except BaseException:
-                layout.remove(path)
-                raise
-            if not prepared.kept:
-                layout.remove(path)
+        unpacked = decompress(src, path, limit=limit,
+                              should_cancel=work.status.is_aborted,
+                              deadline=deadline, on_progress=grow)
+        yield Prepared(path, unpacked, work)

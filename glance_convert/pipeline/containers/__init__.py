@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 
 from glance_convert.pipeline import checks
-from glance_convert.pipeline import conversion
+from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import upload_hash
@@ -71,7 +71,7 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
            properties: dict, image_id: str, work_dir: str,
            policy: inspection.Policy, timeout: float | None = None,
            workspace=None, slot_timeout: float = 600,
-           status: conversion.Status | None = None,
+           status: hold.Status | None = None,
            info_for_ledger: dict | None = None,
            bare_compression: str = 'unpack'):
     """Yield the :class:`Opened` disk of the upload ``src``.
@@ -94,7 +94,7 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
     request = base.Request(
         src, name, disk_format,
         upload_hash.expected_sha256(properties), policy, timeout, image_id,
-        work_dir, workspace, slot_timeout, status or conversion.NoStatus(),
+        work_dir, workspace, slot_timeout, status or hold.NoStatus(),
         info_for_ledger)
     with container.open(request) as disk:
         yield disk

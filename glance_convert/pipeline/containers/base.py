@@ -64,7 +64,7 @@ class Request:
     work_dir: str
     workspace: object
     slot_timeout: float
-    status: object                 # conversion.Status
+    status: object                 # hold.Status
     info_for_ledger: dict | None
 
 

@@ -10,6 +10,7 @@ from glance_convert.formats import qcow2
 from glance_convert.formats import vmdk
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img
 from tests.unit.pipeline import test_inspection as cases
@@ -172,7 +173,7 @@ def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
     with pytest.raises(errors.ImageRejected) as exc_info:
         conversion._run_convert(str(src), 'raw', str(tmp_path / 'out'),
                                 'qcow2', MiB, MiB, settings,
-                                conversion.NoStatus())
+                                hold.NoStatus())
     assert exc_info.value.reason == checks.OUTPUT_LIMIT.sentence
 
 

@@ -20,6 +20,7 @@ import zstandard
 from glance_convert import errors
 from glance_convert import units
 from glance_convert.host import workspace as ws_mod
+from glance_convert.pipeline import hold
 from glance_convert.pipeline import unpack
 from glance_convert.pipeline import upload_hash
 
@@ -310,9 +311,11 @@ def test_decompressed_holds_slot_and_records_work_file(tmp_path):
         with pytest.raises(errors.WorkspaceError):
             with ws.slot('other', timeout=0):
                 pass
-        # ...but the conversion inside reuses it.
-        with prepared.workspace.slot(IMAGE_ID, timeout=0):
-            pass
+        # ...but the conversion inside joins the hold and reuses it:
+        # with slot_timeout=0 a second slot would fail at once.
+        with hold.held(prepared.workspace, image_id=IMAGE_ID,
+                       work_dir=ws.work_dir, slot_timeout=0) as inner:
+            inner.reserve(1, step='convert')
     assert not os.path.exists(prepared.path)
     assert ws.usage() == {'reservations': 0, 'reserved_bytes': 0,
                           'paths': []}
