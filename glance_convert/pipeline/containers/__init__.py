@@ -23,7 +23,6 @@ import contextlib
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
-from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import upload_hash
 from glance_convert.pipeline.containers import bare
 from glance_convert.pipeline.containers import base
@@ -66,6 +65,21 @@ def check_signed(properties: dict, policy: str) -> bool:
     checks.SIGNED.reject()
 
 
+def recognised(src: str, bare_compression: str = 'unpack') -> Container:
+    """The container an upload declared bare is really in: bare, or the
+    first whose ``recognise`` knows it (refused with ``bare_compression =
+    refuse``)."""
+    for container in CONTAINERS.values():
+        if container.recognise is None:
+            continue
+        found = container.recognise(src)
+        if found is not None:
+            if bare_compression == 'refuse':
+                checks.BARE_COMPRESSED.reject(compression=found)
+            return container
+    return BARE
+
+
 @contextlib.contextmanager
 def opened(src: str, *, container_format: str | None, disk_format: str,
            properties: dict, image_id: str, work_dir: str,
@@ -79,18 +93,14 @@ def opened(src: str, *, container_format: str | None, disk_format: str,
     Unpacked work files are recorded in ``workspace``'s ledger before they
     exist and removed when the block ends unless :meth:`Opened.keep` was
     called, and always after an exception.  An upload declared bare whose
-    whole stream header shows compression (:mod:`stream_headers`) is opened
-    as compressed, or refused with ``bare_compression = refuse``.
+    container recognises it (a whole compressed stream header) is opened
+    in that container, or refused with ``bare_compression = refuse``.
     """
     container = get(container_format)
     name = container_format or BARE.name
     if name == BARE.name:
-        compression = stream_headers.compression_of(src)
-        if compression is not None:
-            if bare_compression == 'refuse':
-                checks.BARE_COMPRESSED.reject(compression=compression)
-            container = compressed.CONTAINER
-            name = container.name
+        container = recognised(src, bare_compression)
+        name = container.name
     request = base.Request(
         src, name, disk_format,
         upload_hash.expected_sha256(properties), policy, timeout, image_id,

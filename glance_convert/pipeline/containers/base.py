@@ -83,3 +83,6 @@ class Container:
     #: request -> context manager yielding the :class:`Opened` disk; the
     #: disk's work file is removed when the block ends unless kept.
     open: Callable[[Request], ContextManager[Opened]]
+    #: upload path -> what shows that an upload declared bare is really
+    #: in this container (e.g. 'gzip'), or None; None: never recognised.
+    recognise: Callable[[str], str | None] | None = None

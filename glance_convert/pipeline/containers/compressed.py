@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
+from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import unpack
 from glance_convert.pipeline.containers import base
 
@@ -33,4 +34,6 @@ def open_upload(request: base.Request):
 
 CONTAINER = base.Container(
     'compressed', 'gzip, bzip2, xz, zstd or a one-file zip', unpacks=True,
-    states_disk_format=False, open=open_upload)
+    states_disk_format=False, open=open_upload,
+    # Only from whole stream headers: a raw disk may start with a magic.
+    recognise=stream_headers.compression_of)
