@@ -213,65 +213,120 @@ def convert_image(src: str, claimed: str, *, image_id: str, work_dir: str,
     the time of each phase.  The source is never modified or removed
     here.  On failure no work file is left behind.
     """
-    timings = timings or phases.Timings()
-    started = time.monotonic()
     if not os.path.isfile(src):
         raise errors.ConversionError(
             'The staged image data was not found on this node.',
             'no such file: %s' % src)
-    bytes_in = os.path.getsize(src)
-    target = plan(claimed, settings)
-    if target is None:
-        # Stored as uploaded, so checked as strictly as a conversion.
-        if formats.is_convertible(claimed):
-            inspect_source(src, claimed, settings, timings)
-        elif claimed:
-            with timings.phase(phases.INSPECT):
-                inspection.inspect_bytes(src, claimed, settings.policy)
-        return Result(src, False, claimed, claimed, 0, bytes_in, bytes_in,
-                      0.0, timings)
-    facts, info = inspect_source(src, claimed, settings, timings)
-    virtual_size = int(info.get('virtual-size') or facts.virtual_size)
-    before = _identity(src)
+    timings = timings or phases.Timings()
     with hold.held(workspace, image_id=image_id, work_dir=work_dir,
                    slot_timeout=slot_timeout, status=status,
                    info=info_for_ledger) as work:
-        tmp, final = work_paths(work_dir, image_id, target)
-        with timings.phase(phases.RESERVE):
-            # The work files are recorded with the reservation, before
-            # they exist: a crash leaves nothing unknown.
-            res, estimate = _reserve(work, src, claimed, target,
-                                     virtual_size, settings, (tmp, final))
-        with timings.phase(phases.CONVERT):
-            _run_convert(src, claimed, tmp, target, virtual_size,
-                         estimate, settings, work.status,
-                         on_start=res.add_process,
-                         parallel_source=use_parallel(
-                             claimed, target, info, settings, facts),
-                         tuning=source_tuning(claimed, facts, settings))
-        with timings.phase(phases.VERIFY):
-            if _identity(src) != before:
-                # qemu reads past the end of a truncated file as zeros:
-                # the "converted" image would silently lose data.
-                raise errors.ConversionFailed(
-                    'The staged image data changed during the '
-                    'conversion; please import the image again.',
-                    'source %s changed during conversion' % src)
-            os.rename(tmp, final)
-            out_virtual = _verify_output(final, target, virtual_size,
-                                         settings)
-        work.keep(final)
-    size = os.path.getsize(final)
-    duration = time.monotonic() - started
-    LOG.info('Converted image %(id)s from %(src)s to %(dst)s: %(in)d bytes '
-             'in, %(out)d bytes out, %(secs).1f s, %(rate).1f MiB/s '
-             '(%(phases)s)',
-             {'id': image_id, 'src': claimed, 'dst': target, 'in': bytes_in,
-              'out': size, 'secs': duration,
-              'rate': bytes_in / units.MiB / max(duration, 1e-6),
-              'phases': timings.summary()})
-    return Result(final, True, claimed, target, out_virtual, size, bytes_in,
-                  duration, timings)
+        job = _Conversion(src, claimed, settings, work)
+        # Nothing claimed and nothing to convert to: nothing to check.
+        phases.run(phases.INSPECT if claimed or job.target else phases.DONE,
+                   job.steps(), timings)
+    result = job.result(timings)
+    if result.converted:
+        LOG.info('Converted image %(id)s from %(src)s to %(dst)s: %(in)d '
+                 'bytes in, %(out)d bytes out, %(secs).1f s, %(rate).1f '
+                 'MiB/s (%(phases)s)',
+                 {'id': image_id, 'src': claimed, 'dst': result.disk_format,
+                  'in': result.bytes_in, 'out': result.size,
+                  'secs': result.duration,
+                  'rate': result.bytes_in / units.MiB
+                  / max(result.duration, 1e-6),
+                  'phases': timings.summary()})
+    return result
+
+
+class _Conversion:
+    """One conversion, phase by phase: each step does its work and names
+    the phase that comes next (:func:`~.phases.run`), as KubeVirt CDI's
+    data processor does, so that an upload stored as it is leaves after
+    its checks."""
+
+    def __init__(self, src: str, claimed: str, settings: Settings,
+                 work: hold.Hold):
+        self.src, self.claimed, self.settings, self.work = (
+            src, claimed, settings, work)
+        self.started = time.monotonic()
+        self.bytes_in = os.path.getsize(src)
+        self.before = _identity(src)
+        self.target = plan(claimed, settings)
+        self.facts: inspection.SourceFacts | None = None
+        self.info: dict = {}
+        self.final: str | None = None
+        self.out_virtual = 0
+
+    def steps(self) -> dict:
+        return {phases.INSPECT: self.inspect, phases.CHECK: self.check,
+                phases.RESERVE: self.reserve, phases.CONVERT: self.convert,
+                phases.VERIFY: self.verify}
+
+    def inspect(self) -> str | None:
+        """The upload's bytes, judged without qemu-img."""
+        self.facts = inspection.inspect_bytes(self.src, self.claimed,
+                                              self.settings.policy)
+        if self.target or formats.is_convertible(self.claimed):
+            return phases.CHECK
+        # A format qemu-img does not read is stored as uploaded, checked
+        # as strictly as its bytes allow.
+        return phases.DONE
+
+    def check(self) -> str | None:
+        """qemu-img's verdicts.  Stored as uploaded, an image is checked
+        as strictly as a conversion."""
+        self.facts, self.info = _qemu_img_verdicts(
+            self.src, self.claimed, self.facts, self.settings)
+        return phases.RESERVE if self.target else phases.DONE
+
+    def reserve(self) -> str | None:
+        """The slot, and space for the output, recorded with the work
+        files before they exist: a crash leaves nothing unknown."""
+        self.virtual_size = int(self.info.get('virtual-size')
+                                or self.facts.virtual_size)
+        self.tmp, final = work_paths(self.work.work_dir, self.work.image_id,
+                                     self.target)
+        self.final = final
+        self.res, self.estimate = _reserve(
+            self.work, self.src, self.claimed, self.target,
+            self.virtual_size, self.settings, (self.tmp, final))
+        return phases.CONVERT
+
+    def convert(self) -> str | None:
+        settings = self.settings
+        _run_convert(self.src, self.claimed, self.tmp, self.target,
+                     self.virtual_size, self.estimate, settings,
+                     self.work.status, on_start=self.res.add_process,
+                     parallel_source=use_parallel(
+                         self.claimed, self.target, self.info, settings,
+                         self.facts),
+                     tuning=source_tuning(self.claimed, self.facts,
+                                          settings))
+        return phases.VERIFY
+
+    def verify(self) -> str | None:
+        if _identity(self.src) != self.before:
+            # qemu reads past the end of a truncated file as zeros: the
+            # "converted" image would silently lose data.
+            raise errors.ConversionFailed(
+                'The staged image data changed during the conversion; '
+                'please import the image again.',
+                'source %s changed during conversion' % self.src)
+        os.rename(self.tmp, self.final)
+        self.out_virtual = _verify_output(self.final, self.target,
+                                          self.virtual_size, self.settings)
+        self.work.keep(self.final)
+        return phases.DONE
+
+    def result(self, timings: phases.Timings) -> Result:
+        if self.final is None:
+            return Result(self.src, False, self.claimed, self.claimed, 0,
+                          self.bytes_in, self.bytes_in, 0.0, timings)
+        return Result(self.final, True, self.claimed, self.target,
+                      self.out_virtual, os.path.getsize(self.final),
+                      self.bytes_in, time.monotonic() - self.started,
+                      timings)
 
 
 def _identity(path: str) -> tuple | None:

@@ -1,16 +1,17 @@
-"""The named phases of one import, and the time each took.
+"""The named phases of one import, how they run, and the time each took.
 
-KubeVirt CDI's data processor names every phase of an import; here the
-names are written once, so that the import's log line (and a metric,
-later) can say where the time went: the upload's container opened, its
-bytes inspected, qemu-img's verdicts, the slot and space reserved, the
-conversion, the output verified, the result handed on to Glance.
+As in KubeVirt CDI's data processor, every phase has a name and each step
+returns the name of the phase that comes next, so the order lives with
+the steps that decide it (an upload stored as it is leaves after its
+checks).  The names are written once, so the import's log line can say
+where the time went.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from typing import Callable, Mapping
 
 OPEN_CONTAINER = 'open container'
 INSPECT = 'inspect'
@@ -22,6 +23,8 @@ HAND_ON = 'hand on'
 
 #: Every phase, in the order an import goes through them.
 ORDER = (OPEN_CONTAINER, INSPECT, CHECK, RESERVE, CONVERT, VERIFY, HAND_ON)
+#: What a step returns when nothing comes after it.
+DONE = None
 
 
 class Timings:
@@ -47,3 +50,14 @@ class Timings:
         phase order."""
         return ', '.join('%s %.2f s' % (name, self.seconds[name])
                          for name in ORDER if name in self.seconds)
+
+
+def run(first: str | None, steps: Mapping[str, Callable[[], str | None]],
+        timings: Timings) -> None:
+    """Run the phases from ``first`` until one returns :data:`DONE`,
+    each timed under its name."""
+    name = first
+    while name is not DONE:
+        step = steps[name]
+        with timings.phase(name):
+            name = step()

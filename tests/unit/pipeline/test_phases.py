@@ -38,3 +38,41 @@ def test_an_unknown_phase_is_a_programming_error():
     with pytest.raises(ValueError):
         with phases.Timings().phase('download'):
             pass
+
+
+def test_each_step_names_the_next_and_done_ends_the_run():
+    ran = []
+
+    def step(name, next_name):
+        def run():
+            ran.append(name)
+            return next_name
+        return run
+
+    timings = phases.Timings()
+    # The check sends this upload straight to the end, as a pass-through.
+    phases.run(phases.INSPECT, {
+        phases.INSPECT: step(phases.INSPECT, phases.CHECK),
+        phases.CHECK: step(phases.CHECK, phases.DONE),
+        phases.CONVERT: step(phases.CONVERT, phases.DONE)}, timings)
+    assert ran == [phases.INSPECT, phases.CHECK]
+    assert set(timings.seconds) == {phases.INSPECT, phases.CHECK}
+
+
+def test_a_failing_step_is_timed_and_ends_the_run():
+    timings = phases.Timings()
+
+    def boom():
+        raise RuntimeError('refused')
+
+    with pytest.raises(RuntimeError):
+        phases.run(phases.CHECK, {phases.CHECK: boom,
+                                  phases.CONVERT: lambda: phases.DONE},
+                   timings)
+    assert list(timings.seconds) == [phases.CHECK]
+
+
+def test_nothing_runs_from_done():
+    timings = phases.Timings()
+    phases.run(phases.DONE, {}, timings)
+    assert timings.seconds == {}
