@@ -16,11 +16,11 @@ from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
 from glance_convert.cmd import common as cli
-from glance_convert.pipeline import checks
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import sandbox
+from glance_convert.pipeline import check_table
 
 
 def add_parser(sub) -> None:
@@ -129,7 +129,7 @@ def _inspect_disk(path: str, claimed: str | None, conf, settings,
     virtual_size = int(info.get('virtual-size') or facts.virtual_size)
     report['virtual_size'] = virtual_size
     report['verdict'] = 'accepted'
-    report['reasons'] = checks.passed_reasons(
+    report['reasons'] = check_table.passed_reasons(
         claimed, settings.policy.max_virtual_size, container)
     target = conversion.plan(claimed, settings)
     report['plugin_action'] = ('convert to %s' % target if target

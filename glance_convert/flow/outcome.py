@@ -18,7 +18,7 @@ from oslo_log import log as logging
 
 from glance_convert import errors
 from glance_convert import metrics
-from glance_convert.pipeline import checks
+from glance_convert.pipeline import check_table
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def classify(exc: BaseException | None) -> tuple[str | None, str | None]:
     if exc is None:
         return None, None
     if isinstance(exc, errors.ImageRejected):
-        check = checks.matching(exc.reason)
+        check = check_table.matching(exc.reason)
         return metrics.REFUSED, check.name if check else 'unknown'
     if isinstance(exc, (errors.ConversionCancelled,) + _aborted_errors()):
         return metrics.CANCELLED, None

@@ -149,7 +149,7 @@ class Format:
     #: raises :class:`Malformed` when the magic is there but the
     #: structures cannot be read.  None: the format has no header (raw).
     parse: Callable[[object, int], Header | None] | None = None
-    #: The format's own checks, collected into ``pipeline.checks.CHECKS``.
+    #: The format's own checks, collected into ``pipeline.check_table.CHECKS``.
     checks: tuple = ()
     #: (header, policy) -> refuses what only this format's header shows;
     #: the checks every format shares run in ``inspection.check_header``.

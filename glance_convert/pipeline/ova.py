@@ -40,12 +40,80 @@ import tarfile
 from defusedxml import ElementTree
 
 from glance_convert import errors
+from glance_convert import safety
 from glance_convert import units
 from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline import sparse
 from glance_convert.pipeline import upload_hash
+
+# -- the checks of the ova container --------------------------------------
+
+_OVA = ('ova',)
+_STAGE = (safety.CONTAINER,)
+OVA_NOT_TAR = safety.Check(
+    'ova_not_tar', 'the upload is not a tar archive, as container format '
+    '"ova" says',
+    'the upload is an uncompressed tar with at least one member',
+    _STAGE, 'the upload is a tar archive', containers=_OVA)
+OVA_MEMBER = safety.Check(
+    'ova_member', 'the OVA holds {what}, which is not allowed',
+    'every tar member is a regular file with a plain relative name (no '
+    'absolute path, no "..", no link, device, pipe, directory or sparse '
+    'member) whose declared size fits in the archive; nothing is '
+    'extracted with tarfile',
+    _STAGE, 'every OVA member is a plain file inside the archive',
+    advisory='tar path traversal (CVE-2007-4559)', containers=_OVA)
+OVA_DESCRIPTOR = safety.Check(
+    'ova_descriptor', 'the OVA must hold exactly one OVF descriptor, not '
+    '{count}',
+    'one .ovf descriptor, at most 1 MiB',
+    _STAGE, 'the OVA holds one OVF descriptor', containers=_OVA)
+OVF_INVALID = safety.Check(
+    'ovf_invalid', 'its OVF descriptor is not valid: {what}',
+    'the OVF parses with defusedxml (no entity expansion, no external '
+    'entities), each disk names a file of the archive, sizes are numbers',
+    _STAGE, 'the OVF descriptor is valid',
+    advisory='XML entity expansion (CWE-776)', containers=_OVA)
+OVA_DISKS = safety.Check(
+    'ova_disks', 'the OVA must hold exactly one disk, not {count}',
+    'the archive holds one disk besides the OVF, manifest and '
+    'certificate, and the OVF describes one',
+    _STAGE, 'the OVA holds one disk', containers=_OVA)
+OVF_UNKNOWN_FORMAT = safety.Check(
+    'ovf_disk_format_unknown', 'the OVF names a disk format this cloud '
+    'cannot read: {uri}',
+    'the OVF\'s disk format URI names one disk format (VMDK, qcow2)',
+    _STAGE, 'the OVF names a known disk format', containers=_OVA)
+OVF_CLAIM = safety.Check(
+    'ovf_claim', 'the OVF says the disk is in {found} format, not {claimed} '
+    'as claimed',
+    'the disk_format the user claimed is the one the OVF states',
+    _STAGE, 'the OVF agrees with the claimed disk format',
+    containers=_OVA)
+OVF_FORMAT = safety.Check(
+    'ovf_disk_format', 'the OVF says the disk is in {format} format, but the '
+    'data is not',
+    'the disk\'s bytes are in the format the OVF states',
+    _STAGE, 'the disk is in the format the OVF states',
+    advisory='OSSA-2024-001', containers=_OVA)
+OVF_SIZE = safety.Check(
+    'ovf_size', 'the OVF says the disk is {stated} bytes, but it is {actual} '
+    'bytes',
+    'the disk file\'s size the OVF states is the member\'s size',
+    _STAGE, 'the disk file has the size the OVF states',
+    containers=_OVA)
+OVF_CAPACITY = safety.Check(
+    'ovf_capacity', 'the OVF says the disk holds {stated} bytes, but the '
+    'disk image holds {actual}',
+    'the capacity the OVF states is the disk image\'s virtual size',
+    _STAGE, 'the disk\'s virtual size is the OVF\'s capacity',
+    containers=_OVA)
+
+#: The ova container's checks, in the order they run.
+CHECKS = (OVA_NOT_TAR, OVA_MEMBER, OVA_DESCRIPTOR, OVF_INVALID, OVA_DISKS,
+          OVF_UNKNOWN_FORMAT, OVF_CLAIM, OVF_FORMAT, OVF_SIZE, OVF_CAPACITY)
 
 OVF_NS = ('http://schemas.dmtf.org/ovf/envelope/1',
           'http://schemas.dmtf.org/ovf/envelope/2')
@@ -86,17 +154,17 @@ def _check_member(m: tarfile.TarInfo, archive_size: int) -> None:
     name = m.name
     parts = name.split('/')
     if name.startswith('/') or '..' in parts or '\\' in name:
-        checks.OVA_MEMBER.reject(what='a file outside the archive (%r)' % name)
+        OVA_MEMBER.reject(what='a file outside the archive (%r)' % name)
     if m.issym() or m.islnk():
-        checks.OVA_MEMBER.reject(what='a link (%r)' % name)
+        OVA_MEMBER.reject(what='a link (%r)' % name)
     if m.ischr() or m.isblk() or m.isfifo():
-        checks.OVA_MEMBER.reject(what='a device or pipe (%r)' % name)
+        OVA_MEMBER.reject(what='a device or pipe (%r)' % name)
     if m.isdir():
-        checks.OVA_MEMBER.reject(what='a directory (%r)' % name)
+        OVA_MEMBER.reject(what='a directory (%r)' % name)
     if not m.isreg() or m.issparse():
-        checks.OVA_MEMBER.reject(what='a special file (%r)' % name)
+        OVA_MEMBER.reject(what='a special file (%r)' % name)
     if m.offset_data + m.size > archive_size:
-        checks.OVA_MEMBER.reject(
+        OVA_MEMBER.reject(
             '%r: %d bytes at %d, archive %d bytes'
             % (name, m.size, m.offset_data, archive_size),
             what='a file larger than the archive (%r)' % name)
@@ -112,9 +180,9 @@ def _members(path: str) -> list[tarfile.TarInfo]:
                 _check_member(m, size)
                 members.append(m)
     except tarfile.TarError as exc:
-        checks.OVA_NOT_TAR.reject(str(exc))
+        OVA_NOT_TAR.reject(str(exc))
     if not members:
-        checks.OVA_NOT_TAR.reject('no members')
+        OVA_NOT_TAR.reject('no members')
     return members
 
 
@@ -151,7 +219,7 @@ def _scaled(value: str | None, unit: str | None, what: str) -> int | None:
         return None
     match = _UNITS.match((unit or 'byte').strip())
     if not value.strip().isdigit() or match is None:
-        checks.OVF_INVALID.reject(what='%s %r %r' % (what, value, unit))
+        OVF_INVALID.reject(what='%s %r %r' % (what, value, unit))
     return int(value) << int(match.group(1) or 0)
 
 
@@ -159,7 +227,7 @@ def _disk_format(uri: str | None) -> str:
     for pattern, name in _FORMAT_URIS:
         if uri and pattern.search(uri):
             return name
-    checks.OVF_UNKNOWN_FORMAT.reject(uri=uri or 'none')
+    OVF_UNKNOWN_FORMAT.reject(uri=uri or 'none')
 
 
 def parse_ovf(text: bytes) -> tuple[dict, dict]:
@@ -167,7 +235,7 @@ def parse_ovf(text: bytes) -> tuple[dict, dict]:
     try:
         root = ElementTree.fromstring(text)
     except Exception as exc:  # noqa: BLE001 - ParseError, defusedxml's own
-        checks.OVF_INVALID.reject(repr(exc), what='unreadable XML')
+        OVF_INVALID.reject(repr(exc), what='unreadable XML')
     files = {}
     for f in _ns_findall(root, 'File'):
         files[_attr(f, 'id')] = (_attr(f, 'href'), _attr(f, 'size'))
@@ -175,7 +243,7 @@ def parse_ovf(text: bytes) -> tuple[dict, dict]:
     for d in _ns_findall(root, 'Disk'):
         ref = _attr(d, 'fileRef')
         if ref not in files:
-            checks.OVF_INVALID.reject(what='a disk refers to no file')
+            OVF_INVALID.reject(what='a disk refers to no file')
         href, size = files[ref]
         disks[href] = (
             _scaled(size, None, 'file size') if size else None,
@@ -226,29 +294,29 @@ def read(path: str) -> Appliance:
     members = _members(path)
     ovfs = [m for m in members if m.name.lower().endswith('.ovf')]
     if not ovfs:
-        checks.OVA_DESCRIPTOR.reject(count=0)
+        OVA_DESCRIPTOR.reject(count=0)
     if len(ovfs) > 1:
-        checks.OVA_DESCRIPTOR.reject(count=len(ovfs))
+        OVA_DESCRIPTOR.reject(count=len(ovfs))
     ovf = ovfs[0]
     if ovf.size > MAX_OVF_BYTES:
-        checks.OVF_INVALID.reject(what='it is larger than %s'
-                                  % units.human_size(MAX_OVF_BYTES))
+        OVF_INVALID.reject(what='it is larger than %s'
+                           % units.human_size(MAX_OVF_BYTES))
     with open(path, 'rb') as f:
         text = os.pread(f.fileno(), ovf.size, ovf.offset_data)
     described, properties = parse_ovf(text)
     others = [m for m in members if m is not ovf and not
               m.name.lower().endswith(('.mf', '.cert'))]
     if len(others) != 1 or len(described) != 1:
-        checks.OVA_DISKS.reject(count=max(len(others), len(described)))
+        OVA_DISKS.reject(count=max(len(others), len(described)))
     member = others[0]
     href = next(iter(described))
     if posixpath.normpath(href) != posixpath.normpath(member.name):
-        checks.OVF_INVALID.reject(
+        OVF_INVALID.reject(
             'OVF names %r, the archive holds %r' % (href, member.name),
             what='its disk file is not in the archive')
     stated_size, disk_format, capacity = described[href]
     if stated_size is not None and stated_size != member.size:
-        checks.OVF_SIZE.reject(stated=stated_size, actual=member.size)
+        OVF_SIZE.reject(stated=stated_size, actual=member.size)
     return Appliance(Disk(member.name, member.offset_data, member.size,
                           disk_format, capacity), properties)
 
@@ -272,12 +340,12 @@ def extract(path: str, appliance: Appliance, dst: str):
         sha256 = upload_hash.BackgroundHash(path)
         with open(path, 'rb') as f:
             f.seek(disk.offset)
-            writer = unpack._SparseWriter(fd)
+            writer = sparse.Writer(fd)
             left = disk.size
             while left > 0:
-                data = f.read(min(unpack.CHUNK, left))
+                data = f.read(min(sparse.CHUNK, left))
                 if not data:
-                    checks.OVA_MEMBER.reject(what='a truncated disk')
+                    OVA_MEMBER.reject(what='a truncated disk')
                 writer.write(data)
                 left -= len(data)
             writer.finish()
@@ -302,9 +370,9 @@ def check_disk(path: str, appliance: Appliance,
         facts = inspection.inspect_bytes(path, disk.disk_format, policy)
     except errors.ImageRejected as exc:
         if checks.MISMATCH.matches(exc.reason):
-            checks.OVF_FORMAT.reject(exc.detail, format=disk.disk_format)
+            OVF_FORMAT.reject(exc.detail, format=disk.disk_format)
         raise
     if disk.capacity is not None and facts.virtual_size != disk.capacity:
-        checks.OVF_CAPACITY.reject(stated=disk.capacity,
-                                   actual=facts.virtual_size)
+        OVF_CAPACITY.reject(stated=disk.capacity,
+                            actual=facts.virtual_size)
     return facts

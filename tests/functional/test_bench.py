@@ -169,19 +169,19 @@ def test_the_nohash_runner_really_removes_the_hash(tmp_path, monkeypatch):
         from benchlib import containers
     finally:
         sys.path.pop(0)
-    from glance_convert.pipeline import unpack
     from glance_convert.pipeline import upload_hash
+    from glance_convert.pipeline.containers import compressed
     data = os.urandom(1 << 20)
     src = tmp_path / 'x.gz'
     src.write_bytes(gzip.compress(data))
-    real = unpack.decompress(str(src), str(tmp_path / 'a'), limit=1 << 30)
+    real = compressed.decompress(str(src), str(tmp_path / 'a'), limit=1 << 30)
     assert real.source_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
     assert upload_hash.BackgroundHash(str(src)).result() == real.source_sha256
     monkeypatch.setattr(upload_hash, 'Hasher', upload_hash.Hasher)
     monkeypatch.setattr(upload_hash, 'BackgroundHash',
                         upload_hash.BackgroundHash)
     containers.disable_hash()
-    off = unpack.decompress(str(src), str(tmp_path / 'b'), limit=1 << 30)
+    off = compressed.decompress(str(src), str(tmp_path / 'b'), limit=1 << 30)
     assert off.source_sha256 != real.source_sha256
     assert (tmp_path / 'b').read_bytes() == data
     assert upload_hash.BackgroundHash(str(src)).result() != real.source_sha256

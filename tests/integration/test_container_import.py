@@ -16,7 +16,7 @@ import pytest
 
 from tests import fileserver
 from tests import imagefactory
-from tests.functional.pipeline.test_unpack_images import compress
+from tests.functional.pipeline.test_compressed_images import compress
 from tests.integration import glancetest
 from tests.unit.pipeline import test_ova
 

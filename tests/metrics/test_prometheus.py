@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from glance_convert.pipeline import checks
 from glance_convert.pipeline import qemu_img
 from glance_convert.testing import localglance
+from glance_convert.pipeline import check_table
 from tests.faults import harness
 from tests.faults.harness import MiB
 from tests.faults.harness import say
@@ -100,7 +100,7 @@ def _mixed_run(host, images, tmp_path):
     image, task = client.wait_for_import(refused, harness.TIMEOUT)
     assert task['status'] == 'failure', task
     reason = task['message'].split('Image rejected: ', 1)[1]
-    check = checks.matching(reason).name
+    check = check_table.matching(reason).name
     expect.refusals[frozenset({'check': check}.items())] = 1
     expect.ended('vmdk', 'refused', read_from=small)
     say('refused as %s: %s' % (check, task['message']))

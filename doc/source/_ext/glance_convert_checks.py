@@ -1,6 +1,6 @@
 """``.. glance-convert-checks::``: the table of the plugin's safety checks.
 
-The table is built from :data:`glance_convert.pipeline.checks.CHECKS`, the
+The table is built from :data:`glance_convert.pipeline.check_table.CHECKS`, the
 ordered list the pipeline itself runs, so the documentation cannot drift
 from the code.  Each entry is a frozen dataclass with ``name``, ``stage``,
 ``description``, ``sentence`` (what the end user reads after "Image
@@ -16,7 +16,7 @@ import re
 
 from docutils import nodes
 from docutils.parsers.rst import Directive
-MODULE = 'glance_convert.pipeline.checks'
+MODULE = 'glance_convert.pipeline.check_table'
 COLUMNS = (
     # (heading, attribute, relative width)
     ('Check', 'name', 16),

@@ -75,7 +75,7 @@ def recognised(src: str, bare_compression: str = 'unpack') -> Container:
         found = container.recognise(src)
         if found is not None:
             if bare_compression == 'refuse':
-                checks.BARE_COMPRESSED.reject(compression=found)
+                bare.BARE_COMPRESSED.reject(compression=found)
             return container
     return BARE
 

@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import contextlib
 
+from glance_convert import safety
 from glance_convert.pipeline import upload_hash
 from glance_convert.pipeline.containers import base
+
+
+#: An upload declared bare that a container recognises
+#: (``containers.recognised``).
+BARE_COMPRESSED = safety.Check(
+    'bare_compressed', 'this upload is {compression}-compressed: set '
+    'container_format=compressed',
+    'a bare upload is not a compressed stream (recognised from its whole '
+    'header); refused only with bare_compression = refuse, else unpacked',
+    (safety.CONTAINER,), 'the upload is not a compressed stream',
+    containers=('bare',))
 
 
 @contextlib.contextmanager
@@ -30,4 +42,5 @@ def open_upload(request: base.Request):
 
 CONTAINER = base.Container(
     'bare', 'the disk image itself (the default)', unpacks=False,
-    states_disk_format=False, open=open_upload)
+    states_disk_format=False, open=open_upload,
+    checks=(BARE_COMPRESSED,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, ContextManager
 
+from glance_convert import safety
 from glance_convert.pipeline import upload_hash
 
 
@@ -86,3 +87,5 @@ class Container:
     #: upload path -> what shows that an upload declared bare is really
     #: in this container (e.g. 'gzip'), or None; None: never recognised.
     recognise: Callable[[str], str | None] | None = None
+    #: Its own checks (stage ``container``), defined in its module.
+    checks: tuple[safety.Check, ...] = ()

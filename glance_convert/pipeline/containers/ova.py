@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 
-from glance_convert.pipeline import checks
 from glance_convert.pipeline import hold
 from glance_convert.pipeline import ova
 from glance_convert.pipeline.containers import base
@@ -21,8 +20,8 @@ def open_upload(request: base.Request):
     appliance = ova.read(request.src)
     disk_format = request.disk_format
     if disk_format and disk_format != appliance.disk.disk_format:
-        checks.OVF_CLAIM.reject(found=appliance.disk.disk_format,
-                                claimed=disk_format)
+        ova.OVF_CLAIM.reject(found=appliance.disk.disk_format,
+                             claimed=disk_format)
     with hold.held(request.workspace, image_id=request.image_id,
                    work_dir=request.work_dir,
                    slot_timeout=request.slot_timeout, status=request.status,
@@ -46,4 +45,4 @@ def open_upload(request: base.Request):
 CONTAINER = base.Container(
     'ova', 'a tar archive with an OVF descriptor and one disk, whose format '
     'the OVF states', unpacks=True, states_disk_format=True,
-    open=open_upload)
+    open=open_upload, checks=ova.CHECKS)

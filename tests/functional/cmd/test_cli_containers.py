@@ -13,7 +13,7 @@ import pytest
 
 from tests import imagefactory
 from tests.functional.cmd.test_cli import run
-from tests.functional.pipeline.test_unpack_images import compress
+from tests.functional.pipeline.test_compressed_images import compress
 from tests.unit.pipeline import test_ova
 
 

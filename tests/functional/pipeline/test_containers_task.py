@@ -10,7 +10,7 @@ from glance_convert import errors
 from glance_convert.pipeline import upload_hash
 from tests import fakes
 from tests import imagefactory
-from tests.functional.pipeline.test_unpack_images import compress
+from tests.functional.pipeline.test_compressed_images import compress
 from tests.unit.pipeline import test_ova
 
 SHA = upload_hash.SOURCE_SHA256

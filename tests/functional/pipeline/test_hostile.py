@@ -16,6 +16,7 @@ import tempfile
 
 import pytest
 
+from glance_convert.pipeline import check_table
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert import errors
@@ -114,7 +115,7 @@ def test_hostile_image_is_refused(case, work_dir, qemu_calls):
     assert case.reason_substring in exc.reason, (exc.reason, exc.detail)
     # Every refusal is a sentence of the checks table, and one from the
     # bytes unless only qemu-img or the output can see the fault.
-    check = checks.matching(exc.reason)
+    check = check_table.matching(exc.reason)
     assert check is not None, exc.reason
     if case.name not in NEEDS_QEMU:
         assert checks.BYTES in check.stages, (check.name, exc.reason)

@@ -10,7 +10,7 @@ import pytest
 from glance_convert import errors
 from glance_convert import metrics
 from glance_convert.flow import outcome as outcomes
-from glance_convert.pipeline import checks
+from glance_convert.pipeline import check_table
 from tests import fakes
 from tests import imagefactory
 from tests.unit.test_metrics import run_isolated
@@ -21,16 +21,16 @@ def _fields(sentence):
         sentence) if name}
 
 
-@pytest.mark.parametrize('check', checks.CHECKS, ids=lambda c: c.name)
+@pytest.mark.parametrize('check', check_table.CHECKS, ids=lambda c: c.name)
 def test_every_refusal_is_counted_under_its_check_name(check):
     with pytest.raises(errors.ImageRejected) as caught:
         check.reject('detail', **_fields(check.sentence))
     result, name = outcomes.classify(caught.value)
     assert result == metrics.REFUSED
     # qemu_img_check shares corrupt's sentence: the first one wins.
-    assert name == checks.matching(check.say(**_fields(
+    assert name == check_table.matching(check.say(**_fields(
         check.sentence))).name
-    assert name in {c.name for c in checks.CHECKS}
+    assert name in {c.name for c in check_table.CHECKS}
 
 
 def test_results_of_other_failures():
@@ -50,7 +50,7 @@ def test_summary_line_is_key_value():
     out.stage = 'inspect'
     out.lap()                       # inspect: 0.5
     result, out.check = outcomes.classify(
-        errors.ImageRejected(checks.by_name('vmdk_extents').say()))
+        errors.ImageRejected(check_table.by_name('vmdk_extents').say()))
     out.result = result
     out.lap('convert')              # 2.5
     line = out.summary()

@@ -8,20 +8,23 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert.formats import qcow2
 from glance_convert.formats import vmdk
+from glance_convert.pipeline import check_table
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
+from glance_convert.pipeline import ova
 from glance_convert.pipeline import qemu_img
+from glance_convert.pipeline.containers import compressed
 from tests.unit.pipeline import test_inspection as cases
 
 MiB = 1024 * 1024
 
 
-@pytest.mark.parametrize('check', checks.CHECKS, ids=lambda c: c.name)
+@pytest.mark.parametrize('check', check_table.CHECKS, ids=lambda c: c.name)
 def test_every_check_is_described(check):
     assert re.fullmatch(r'[a-z][a-z0-9_]*', check.name)
-    assert checks.by_name(check.name) is check
+    assert check_table.by_name(check.name) is check
     for text in (check.sentence, check.description, check.passed):
         assert text.strip() and not text.endswith('.'), check.name
     assert check.stages and set(check.stages) <= set(checks.STAGES)
@@ -34,9 +37,10 @@ def test_every_check_is_described(check):
 
 
 def test_names_are_unique_and_unknown_names_fail():
-    assert len({c.name for c in checks.CHECKS}) == len(checks.CHECKS)
+    names = {c.name for c in check_table.CHECKS}
+    assert len(names) == len(check_table.CHECKS)
     with pytest.raises(KeyError):
-        checks.by_name('no_such_check')
+        check_table.by_name('no_such_check')
 
 
 def test_advisories_are_where_the_advisories_say():
@@ -50,8 +54,8 @@ def test_advisories_are_where_the_advisories_say():
 def test_a_filled_in_sentence_matches_its_check_only():
     reason = checks.BACKING.say(format='qcow2')
     assert reason == 'qcow2 images with a backing file are not allowed'
-    assert checks.matching(reason) is checks.BACKING
-    assert checks.matching('something else entirely') is None
+    assert check_table.matching(reason) is checks.BACKING
+    assert check_table.matching('something else entirely') is None
     assert not checks.EMPTY.matches(checks.EMPTY.sentence + ' and more')
 
 
@@ -68,16 +72,16 @@ def test_inspector_failures_map_to_checks(failure, check):
 def test_qemu_img_check_runs_where_qemu_has_one():
     assert set(checks.QEMU_CHECK.formats) == {
         f.name for f in formats.FORMATS.values() if f.checkable}
-    assert checks.stages_run('qcow2') == (checks.BYTES, checks.INFO,
-                                          checks.CHECK)
-    assert checks.stages_run('vhd') == (checks.BYTES, checks.INFO)
-    assert checks.stages_run('iso') == (checks.BYTES,)
+    assert check_table.stages_run('qcow2') == (checks.BYTES, checks.INFO,
+                                               checks.CHECK)
+    assert check_table.stages_run('vhd') == (checks.BYTES, checks.INFO)
+    assert check_table.stages_run('iso') == (checks.BYTES,)
 
 
 def test_passed_reasons_are_the_checks_that_ran():
-    as_vmdk = checks.passed_reasons('vmdk', 64 * MiB)
-    raw = checks.passed_reasons('raw', 64 * MiB)
-    iso = checks.passed_reasons('iso', 64 * MiB)
+    as_vmdk = check_table.passed_reasons('vmdk', 64 * MiB)
+    raw = check_table.passed_reasons('raw', 64 * MiB)
+    iso = check_table.passed_reasons('iso', 64 * MiB)
     assert vmdk.CREATE_TYPE.passed in as_vmdk
     assert vmdk.CREATE_TYPE.passed not in raw
     assert checks.QEMU_CHECK.passed in as_vmdk
@@ -87,7 +91,7 @@ def test_passed_reasons_are_the_checks_that_ran():
     assert not [r for r in iso if 'qemu-img' in r]
     # Nothing from after the checks: inspect neither converts nor outputs.
     for claimed in formats.CONVERTIBLE:
-        reasons = checks.passed_reasons(claimed, MiB)
+        reasons = check_table.passed_reasons(claimed, MiB)
         assert checks.OUTPUT_LIMIT.passed not in reasons
         assert checks.HIDDEN.passed not in reasons
 
@@ -184,8 +188,6 @@ def test_upload_refusals_are_table_sentences(tmp_path):
     import zipfile
 
     from glance_convert.pipeline import containers
-    from glance_convert.pipeline import ova
-    from glance_convert.pipeline import unpack
     from glance_convert.pipeline import upload_hash
 
     def refusal(func, *args, **kwargs):
@@ -205,14 +207,15 @@ def test_upload_refusals_are_table_sentences(tmp_path):
     plain.write_bytes(b'\1' * 4096)
     out = str(tmp_path / 'out')
     cases = [
-        (refusal(unpack.decompress, str(bomb), out, limit=MiB), checks.BOMB),
-        (refusal(unpack.decompress, str(cut), out, limit=4 * MiB),
-         checks.STREAM_TRUNCATED),
-        (refusal(unpack.decompress, str(two), out, limit=MiB),
-         checks.ZIP_MEMBERS),
-        (refusal(unpack.decompress, str(plain), out, limit=MiB),
-         checks.NOT_COMPRESSED),
-        (refusal(ova.read, str(plain)), checks.OVA_NOT_TAR),
+        (refusal(compressed.decompress, str(bomb), out, limit=MiB),
+         compressed.BOMB),
+        (refusal(compressed.decompress, str(cut), out, limit=4 * MiB),
+         compressed.STREAM_TRUNCATED),
+        (refusal(compressed.decompress, str(two), out, limit=MiB),
+         compressed.ZIP_MEMBERS),
+        (refusal(compressed.decompress, str(plain), out, limit=MiB),
+         compressed.NOT_COMPRESSED),
+        (refusal(ova.read, str(plain)), ova.OVA_NOT_TAR),
         (refusal(upload_hash.verify_sha256, 'a' * 64, 'b' * 64),
          checks.SHA256),
         (refusal(upload_hash.expected_sha256,
@@ -222,19 +225,19 @@ def test_upload_refusals_are_table_sentences(tmp_path):
          checks.SIGNED),
     ]
     for reason, check in cases:
-        assert checks.matching(reason) is check, reason
-        assert check in checks.CHECKS
+        assert check_table.matching(reason) is check, reason
+        assert check in check_table.CHECKS
 
 
 def test_container_checks_are_listed_for_their_container_only():
-    xz = checks.passed_reasons('qcow2', MiB, container='compressed')
-    appliance = checks.passed_reasons('vmdk', MiB, container='ova')
-    bare = checks.passed_reasons('qcow2', MiB)
-    assert checks.BOMB.passed.format(limit='1 MiB') in xz
-    assert checks.OVA_MEMBER.passed not in xz
-    assert checks.OVA_MEMBER.passed in appliance
-    assert checks.BOMB.passed.format(limit='1 MiB') not in appliance
-    for check in checks.UPLOAD_CHECKS:
+    xz = check_table.passed_reasons('qcow2', MiB, container='compressed')
+    appliance = check_table.passed_reasons('vmdk', MiB, container='ova')
+    bare = check_table.passed_reasons('qcow2', MiB)
+    assert compressed.BOMB.passed.format(limit='1 MiB') in xz
+    assert ova.OVA_MEMBER.passed not in xz
+    assert ova.OVA_MEMBER.passed in appliance
+    assert compressed.BOMB.passed.format(limit='1 MiB') not in appliance
+    for check in check_table.UPLOAD_CHECKS:
         assert check.passed not in bare
     # The disk inside is judged like any upload.
     assert checks.BACKING.passed in xz and checks.BACKING.passed in appliance

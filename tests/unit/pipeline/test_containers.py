@@ -10,6 +10,7 @@ from glance_convert import errors
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import upload_hash
+from glance_convert.pipeline import check_table
 from tests.unit.pipeline import test_ova
 
 IMAGE_ID = '5a3e9b41-3333-4444-8555-666677778888'
@@ -141,10 +142,10 @@ def test_one_table_of_containers_that_the_cli_reads():
     # The container checks name containers of the table: the unpacked ones
     # have checks (and the container stage) of their own, and bare one, the
     # compression found in an upload declared bare.
-    named = {n for c in checks.CHECKS for n in (c.containers or ())}
+    named = {n for c in check_table.CHECKS for n in (c.containers or ())}
     assert named == set(containers.UNPACKED) | {containers.BARE.name}
     for name in containers.CONTAINERS:
-        ran = checks.stages_run('qcow2', name)
+        ran = check_table.stages_run('qcow2', name)
         assert (checks.CONTAINER in ran) is (name in named)
 
 

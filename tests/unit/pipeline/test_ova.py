@@ -12,6 +12,7 @@ from glance_convert import units
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import ova
 from glance_convert.pipeline import upload_hash
+from glance_convert.pipeline import check_table
 
 VMDK_URI = ('http://www.vmware.com/interfaces/specifications/'
             'vmdk.html#streamOptimized')
@@ -111,8 +112,8 @@ def _refused(path, words):
         ova.read(str(path))
     assert words in str(exc.value), str(exc.value)
     # Every refusal is a named container check, listed by the CLI and docs.
-    check = checks.matching(exc.value.reason)
-    assert check in checks.UPLOAD_CHECKS, exc.value.reason
+    check = check_table.matching(exc.value.reason)
+    assert check in check_table.UPLOAD_CHECKS, exc.value.reason
     assert checks.CONTAINER in check.stages
     return str(exc.value)
 

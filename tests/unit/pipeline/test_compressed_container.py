@@ -1,7 +1,7 @@
 """Decompression of compressed uploads and the upload's SHA-256.
 
 Compressed files are made here with Python's own modules and zstandard;
-tests/functional/pipeline/test_unpack_images.py uses the command-line
+tests/functional/pipeline/test_compressed_images.py uses the command-line
 tools and real disk images.
 """
 
@@ -21,8 +21,8 @@ from glance_convert import errors
 from glance_convert import units
 from glance_convert.host import workspace as ws_mod
 from glance_convert.pipeline import hold
-from glance_convert.pipeline import unpack
 from glance_convert.pipeline import upload_hash
+from glance_convert.pipeline.containers import compressed
 
 MiB = units.MiB
 
@@ -59,7 +59,7 @@ def write(tmp_path, name, data):
     return str(path)
 
 
-@pytest.mark.parametrize('kind', unpack.KINDS)
+@pytest.mark.parametrize('kind', compressed.KINDS)
 def test_decompress_each_kind_with_hash_and_holes(tmp_path, kind):
     data = payload()
     blob = COMPRESS[kind](data)
@@ -67,8 +67,8 @@ def test_decompress_each_kind_with_hash_and_holes(tmp_path, kind):
     src = write(tmp_path, 'upload.tar', blob)
     dst = str(tmp_path / 'out')
 
-    assert unpack.detect(src) == kind
-    result = unpack.decompress(src, dst, limit=10 * MiB)
+    assert compressed.detect(src) == kind
+    result = compressed.decompress(src, dst, limit=10 * MiB)
 
     with open(dst, 'rb') as f:
         assert f.read() == data
@@ -86,7 +86,7 @@ def test_multi_stream_gzip_and_xz_and_zstd_frames(tmp_path):
         blob = COMPRESS[kind](a) + COMPRESS[kind](b)
         src = write(tmp_path, kind, blob)
         dst = str(tmp_path / (kind + '.out'))
-        result = unpack.decompress(src, dst, limit=MiB)
+        result = compressed.decompress(src, dst, limit=MiB)
         with open(dst, 'rb') as f:
             assert f.read() == a + b, kind
         assert result.source_sha256 == hashlib.sha256(blob).hexdigest()
@@ -95,36 +95,36 @@ def test_multi_stream_gzip_and_xz_and_zstd_frames(tmp_path):
 def test_not_compressed_is_refused(tmp_path):
     src = write(tmp_path, 'x.gz', b'QFI\xfb' + bytes(1000))
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, str(tmp_path / 'out'), limit=MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=MiB)
     assert 'not compressed with gzip' in str(exc.value)
     assert not os.path.exists(tmp_path / 'out')
 
 
-@pytest.mark.parametrize('kind', unpack.KINDS)
+@pytest.mark.parametrize('kind', compressed.KINDS)
 def test_bomb_is_stopped_at_the_limit(tmp_path, kind):
     data = bytes(64 * MiB)
     src = write(tmp_path, 'bomb', COMPRESS[kind](data))
     dst = str(tmp_path / 'out')
     # Without the limit the data really is that large.
-    assert unpack.decompress(src, dst, limit=len(data)).size == len(data)
+    assert compressed.decompress(src, dst, limit=len(data)).size == len(data)
     os.unlink(dst)
 
     written = []
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, dst, limit=8 * MiB,
-                          on_progress=lambda r, w: written.append(w))
+        compressed.decompress(src, dst, limit=8 * MiB,
+                              on_progress=lambda r, w: written.append(w))
     assert 'larger than the limit of 8 MiB' in str(exc.value)
     assert max(written) <= 8 * MiB
     assert not os.path.exists(dst)
 
 
-@pytest.mark.parametrize('kind', unpack.KINDS)
+@pytest.mark.parametrize('kind', compressed.KINDS)
 def test_truncated_stream_is_refused(tmp_path, kind):
     blob = COMPRESS[kind](os.urandom(600000))
     src = write(tmp_path, 'cut', blob[:len(blob) * 2 // 3])
     dst = str(tmp_path / 'out')
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, dst, limit=10 * MiB)
+        compressed.decompress(src, dst, limit=10 * MiB)
     message = str(exc.value)
     assert message.startswith('Image rejected: the %s data is' % kind)
     assert 'truncated' in message or 'corrupt' in message
@@ -140,18 +140,18 @@ def test_zstandard_alone_misses_truncation(tmp_path):
     assert len(reader.read()) < len(data)  # partial, and no error
     src = write(tmp_path, 'cut.zst', blob)
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, str(tmp_path / 'out'), limit=MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=MiB)
     assert 'zstd data is truncated' in str(exc.value)
 
 
-@pytest.mark.parametrize('kind', unpack.KINDS)
+@pytest.mark.parametrize('kind', compressed.KINDS)
 def test_corrupt_stream_is_refused(tmp_path, kind):
     blob = bytearray(COMPRESS[kind](os.urandom(300000)))
     middle = len(blob) // 2
     blob[middle:middle + 64] = bytes(64)
     src = write(tmp_path, 'bad', bytes(blob))
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, str(tmp_path / 'out'), limit=MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=MiB)
     assert str(exc.value).startswith('Image rejected: the %s data is'
                                      % kind)
     assert not os.path.exists(tmp_path / 'out')
@@ -161,7 +161,7 @@ def test_zip_with_two_members_is_refused(tmp_path):
     src = write(tmp_path, 'two.zip', zip_bytes([('a.img', b'a' * 10),
                                                 ('b.img', b'b' * 10)]))
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, str(tmp_path / 'out'), limit=MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=MiB)
     assert str(exc.value) == ('Image rejected: a zip upload must hold '
                               'exactly one file, not 2')
 
@@ -172,7 +172,7 @@ def test_prefixed_zip_is_not_taken_for_a_zip(tmp_path):
     src = write(tmp_path, 'sfx.zip', blob)
     assert zipfile.is_zipfile(src)  # zipfile itself would take it
     with pytest.raises(errors.ImageRejected) as exc:
-        unpack.decompress(src, str(tmp_path / 'out'), limit=10 * MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=10 * MiB)
     assert 'not compressed with gzip' in str(exc.value)
 
 
@@ -180,7 +180,7 @@ def test_trailing_bytes_are_hashed(tmp_path):
     """xz ignores what follows its stream; the hash must not."""
     blob = COMPRESS['xz'](b'data' * 1000) + b'trailing garbage'
     src = write(tmp_path, 'pad.xz', blob)
-    result = unpack.decompress(src, str(tmp_path / 'out'), limit=MiB)
+    result = compressed.decompress(src, str(tmp_path / 'out'), limit=MiB)
     assert result.size == 4000
     assert result.source_size == len(blob)
     assert result.source_sha256 == hashlib.sha256(blob).hexdigest()
@@ -196,7 +196,7 @@ def test_hashing_reader_catches_up_on_reads_out_of_order(tmp_path):
         reader.seek(0)
         assert reader.read(10) == data[:10]
         # The file is read (and hashed) a whole block at a time.
-        assert reader.hashed == unpack.CHUNK
+        assert reader.hashed == compressed.CHUNK
         assert reader.finish().result() == hashlib.sha256(data).hexdigest()
 
 
@@ -227,7 +227,7 @@ def test_the_hash_runs_in_a_second_thread_on_large_blocks(tmp_path,
     blob = COMPRESS[kind](os.urandom(3 * MiB))
     src = write(tmp_path, 'in', blob)
 
-    result = unpack.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
+    result = compressed.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
 
     assert result.source_sha256 == hashlib.new('sha256', blob).hexdigest()
     threads = {ident for ident, _ in seen}
@@ -235,14 +235,14 @@ def test_the_hash_runs_in_a_second_thread_on_large_blocks(tmp_path,
     assert sum(n for _, n in seen) == len(blob)
     # Every block but the last is a whole CHUNK: 8 KiB reads of the
     # stdlib decompressors are served from memory, not hashed one by one.
-    assert all(n == unpack.CHUNK for _, n in seen[:-1])
+    assert all(n == compressed.CHUNK for _, n in seen[:-1])
 
 
 def test_a_failed_decompression_stops_its_hash_thread(tmp_path):
     src = write(tmp_path, 'bad.gz', gzip.compress(os.urandom(2 * MiB))[:-100])
     before = threading.active_count()
     with pytest.raises(errors.ImageRejected):
-        unpack.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
+        compressed.decompress(src, str(tmp_path / 'out'), limit=8 * MiB)
     assert threading.active_count() == before
     assert not (tmp_path / 'out').exists()
 
@@ -250,11 +250,11 @@ def test_a_failed_decompression_stops_its_hash_thread(tmp_path):
 def test_cancel_and_deadline_stop_decompression(tmp_path):
     src = write(tmp_path, 'big.gz', gzip.compress(bytes(8 * MiB)))
     with pytest.raises(errors.ConversionCancelled):
-        unpack.decompress(src, str(tmp_path / 'a'), limit=16 * MiB,
-                          should_cancel=lambda: True)
+        compressed.decompress(src, str(tmp_path / 'a'), limit=16 * MiB,
+                              should_cancel=lambda: True)
     with pytest.raises(errors.ConversionFailed) as exc:
-        unpack.decompress(src, str(tmp_path / 'b'), limit=16 * MiB,
-                          deadline=0)
+        compressed.decompress(src, str(tmp_path / 'b'), limit=16 * MiB,
+                              deadline=0)
     assert 'longer than the time allowed' in str(exc.value)
     assert sorted(os.listdir(tmp_path)) == ['big.gz']
 
@@ -303,8 +303,8 @@ def test_decompressed_holds_slot_and_records_work_file(tmp_path):
     ws = _workspace(tmp_path)
     data = payload()
     src = write(tmp_path, 'up.xz', COMPRESS['xz'](data))
-    with unpack.decompressed(src, image_id=IMAGE_ID, work_dir=ws.work_dir,
-                             limit=10 * MiB, workspace=ws) as prepared:
+    with compressed.decompressed(src, image_id=IMAGE_ID, work_dir=ws.work_dir,
+                                 limit=10 * MiB, workspace=ws) as prepared:
         assert open(prepared.path, 'rb').read() == data
         assert prepared.path in ws.usage()['paths']
         # The slot is held: a second conversion cannot get one now...
@@ -324,8 +324,8 @@ def test_decompressed_holds_slot_and_records_work_file(tmp_path):
 def test_decompressed_keep_hands_the_file_on(tmp_path):
     ws = _workspace(tmp_path)
     src = write(tmp_path, 'up.gz', COMPRESS['gzip'](payload()))
-    with unpack.decompressed(src, image_id=IMAGE_ID, work_dir=ws.work_dir,
-                             limit=10 * MiB, workspace=ws) as prepared:
+    with compressed.decompressed(src, image_id=IMAGE_ID, work_dir=ws.work_dir,
+                                 limit=10 * MiB, workspace=ws) as prepared:
         prepared.keep()
     assert os.path.exists(prepared.path)
 
@@ -334,9 +334,9 @@ def test_decompressed_refusal_leaves_nothing(tmp_path):
     ws = _workspace(tmp_path)
     src = write(tmp_path, 'bomb.zst', COMPRESS['zstd'](bytes(32 * MiB)))
     with pytest.raises(errors.ImageRejected):
-        with unpack.decompressed(src, image_id=IMAGE_ID,
-                                 work_dir=ws.work_dir, limit=4 * MiB,
-                                 workspace=ws):
+        with compressed.decompressed(src, image_id=IMAGE_ID,
+                                     work_dir=ws.work_dir, limit=4 * MiB,
+                                     workspace=ws):
             pytest.fail('a bomb must not reach the conversion')
     assert os.listdir(ws.work_dir) == [
         n for n in os.listdir(ws.work_dir) if '.glance-convert.' not in n]
@@ -346,12 +346,12 @@ def test_decompressed_refusal_leaves_nothing(tmp_path):
 def test_decompressed_grows_reservation_then_refuses_when_full(
         tmp_path, monkeypatch):
     """Space is reserved as data grows; a full host stops the import."""
-    monkeypatch.setattr(unpack, 'FIRST_RESERVATION', 2 * MiB)
+    monkeypatch.setattr(compressed, 'FIRST_RESERVATION', 2 * MiB)
     data = os.urandom(12 * MiB)
     src = write(tmp_path, 'big.gz', gzip.compress(data, compresslevel=1))
     roomy = _workspace(tmp_path, max_bytes=64 * MiB)
     peaks = []
-    with unpack.decompressed(
+    with compressed.decompressed(
             src, image_id=IMAGE_ID, work_dir=roomy.work_dir,
             limit=64 * MiB, workspace=roomy,
             on_progress=lambda r, w: peaks.append(
@@ -361,9 +361,9 @@ def test_decompressed_grows_reservation_then_refuses_when_full(
 
     tight = _workspace(tmp_path, max_bytes=8 * MiB)
     with pytest.raises(errors.WorkspaceError):
-        with unpack.decompressed(src, image_id=IMAGE_ID,
-                                 work_dir=tight.work_dir, limit=64 * MiB,
-                                 workspace=tight):
+        with compressed.decompressed(src, image_id=IMAGE_ID,
+                                     work_dir=tight.work_dir, limit=64 * MiB,
+                                     workspace=tight):
             pytest.fail('must not fit')
     assert tight.usage()['paths'] == []
     assert not any('.glance-convert.' in n

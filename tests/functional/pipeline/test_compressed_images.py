@@ -12,7 +12,7 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert.host import workspace as ws_mod
 from glance_convert.pipeline import conversion
-from glance_convert.pipeline import unpack
+from glance_convert.pipeline.containers import compressed
 from tests import hostile_corpus
 from tests import imagefactory
 
@@ -60,7 +60,7 @@ def workspace(tmp_path):
 def run_pipeline(src, claimed, workspace, target='raw'):
     """Decompress, then convert like the task does; return (path, facts)."""
     settings = hostile_corpus.pipeline_settings(target)
-    with unpack.decompressed(
+    with compressed.decompressed(
             src, image_id=IMAGE_ID, work_dir=workspace.work_dir,
             limit=settings.policy.max_virtual_size, workspace=workspace,
             timeout=120) as prepared:
@@ -73,7 +73,8 @@ def run_pipeline(src, claimed, workspace, target='raw'):
     return result, prepared
 
 
-CASES = [(fmt, kind) for fmt in formats.CONVERTIBLE for kind in unpack.KINDS]
+CASES = [(fmt, kind) for fmt in formats.CONVERTIBLE
+         for kind in compressed.KINDS]
 
 
 @pytest.mark.parametrize('fmt,kind', CASES,
@@ -121,8 +122,8 @@ def test_sparse_work_file_keeps_holes(tmp_path, workspace, qemu_tools):
     """A 64 MiB raw disk with 4 MiB of data takes about 4 MiB to unpack."""
     raw = imagefactory.make_raw(tmp_path / 'big.raw', size=64 * MiB)
     src = compress(raw, 'xz')
-    with unpack.decompressed(src, image_id=IMAGE_ID,
-                             work_dir=workspace.work_dir, limit=1 << 30,
-                             workspace=workspace) as prepared:
+    with compressed.decompressed(src, image_id=IMAGE_ID,
+                                 work_dir=workspace.work_dir, limit=1 << 30,
+                                 workspace=workspace) as prepared:
         assert os.path.getsize(prepared.path) == 64 * MiB
         assert os.stat(prepared.path).st_blocks * 512 < 8 * MiB
