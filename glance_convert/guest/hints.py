@@ -30,3 +30,8 @@ class Hints:
     #: What the metadata said, verbatim, for the record (e.g.
     #: "vmw:osType=windows2019srv_64Guest").
     said: tuple[str, ...] = ()
+    #: The disk controller's model, in the words of Nova's hw_scsi_model
+    #: where it has one ('lsilogic', 'lsisas1068', 'buslogic', 'vmpvscsi',
+    #: 'virtio-scsi'): a Windows guest without virtio drivers boots from
+    #: the controller it was installed on.
+    disk_model: str | None = None

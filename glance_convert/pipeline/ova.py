@@ -27,6 +27,11 @@ SATA, NVMe) and its ResourceSubType
 Only the firmware maps to a Nova property: it means the same thing in
 both.  A VMware controller model (e.g. ``lsilogic``) has no Nova
 equivalent, so it is kept for the operator, not translated.
+
+What the OVF says about how its guest boots (firmware, OS, disk
+controller and NIC, in VMware's, VirtualBox's and the DMTF's words) is
+read into :attr:`Appliance.hints` by :mod:`.ovf_guest`, for the guest
+decision to weigh.
 """
 
 from __future__ import annotations
@@ -42,9 +47,11 @@ from defusedxml import ElementTree
 from glance_convert import errors
 from glance_convert import safety
 from glance_convert import units
+from glance_convert.guest.hints import Hints
 from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
+from glance_convert.pipeline import ovf_guest
 from glance_convert.pipeline import sparse
 from glance_convert.pipeline import upload_hash
 
@@ -131,6 +138,9 @@ _FORMAT_URIS = (
 )
 _CONTROLLERS = {'5': 'ide', '6': 'scsi', '20': 'sata', '31': 'nvme'}
 _UNITS = re.compile(r'^byte\s*(?:\*\s*2\^(\d+))?$')
+#: Units exporters write in words: VirtualBox states memory in
+#: "MegaBytes" (ApplianceImplExport.cpp), not DSP0004's "byte * 2^20".
+_UNIT_WORDS = {'megabytes': 'byte * 2^20'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +158,8 @@ class Disk:
 class Appliance:
     disk: Disk
     properties: dict       # image properties from the OVF
+    #: what the OVF says about how the guest boots
+    hints: Hints = Hints(source='ovf')
 
 
 def _check_member(m: tarfile.TarInfo, archive_size: int) -> None:
@@ -217,7 +229,8 @@ def _child_text(item, local: str) -> str | None:
 def _scaled(value: str | None, unit: str | None, what: str) -> int | None:
     if value is None:
         return None
-    match = _UNITS.match((unit or 'byte').strip())
+    unit = (unit or 'byte').strip()
+    match = _UNITS.match(_UNIT_WORDS.get(unit.lower(), unit))
     if not value.strip().isdigit() or match is None:
         OVF_INVALID.reject(what='%s %r %r' % (what, value, unit))
     return int(value) << int(match.group(1) or 0)
@@ -230,8 +243,8 @@ def _disk_format(uri: str | None) -> str:
     OVF_UNKNOWN_FORMAT.reject(uri=uri or 'none')
 
 
-def parse_ovf(text: bytes) -> tuple[dict, dict]:
-    """({file href: (size, format, capacity)}, image properties)."""
+def parse_ovf(text: bytes) -> tuple[dict, dict, Hints]:
+    """({file href: (size, format, capacity)}, image properties, hints)."""
     try:
         root = ElementTree.fromstring(text)
     except Exception as exc:  # noqa: BLE001 - ParseError, defusedxml's own
@@ -250,7 +263,7 @@ def parse_ovf(text: bytes) -> tuple[dict, dict]:
             _disk_format(_attr(d, 'format')),
             _scaled(_attr(d, 'capacity'), _attr(d, 'capacityAllocationUnits'),
                     'capacity'))
-    return disks, _properties(root)
+    return disks, _properties(root), ovf_guest.read(root)
 
 
 def _properties(root) -> dict:
@@ -303,7 +316,7 @@ def read(path: str) -> Appliance:
                            % units.human_size(MAX_OVF_BYTES))
     with open(path, 'rb') as f:
         text = os.pread(f.fileno(), ovf.size, ovf.offset_data)
-    described, properties = parse_ovf(text)
+    described, properties, hints = parse_ovf(text)
     others = [m for m in members if m is not ovf and not
               m.name.lower().endswith(('.mf', '.cert'))]
     if len(others) != 1 or len(described) != 1:
@@ -318,7 +331,7 @@ def read(path: str) -> Appliance:
     if stated_size is not None and stated_size != member.size:
         OVF_SIZE.reject(stated=stated_size, actual=member.size)
     return Appliance(Disk(member.name, member.offset_data, member.size,
-                          disk_format, capacity), properties)
+                          disk_format, capacity), properties, hints)
 
 
 def extract(path: str, appliance: Appliance, dst: str):
