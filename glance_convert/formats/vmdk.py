@@ -10,6 +10,7 @@ qemu's ``block/vmdk.c``.
 from __future__ import annotations
 
 import os
+import re
 
 from glance_convert import safety
 from glance_convert.formats import base
@@ -17,6 +18,7 @@ from glance_convert.formats import binary
 from glance_convert.formats.base import Header
 from glance_convert.formats.base import Malformed
 from glance_convert.formats.binary import SECTOR
+from glance_convert.guest.hints import Hints
 
 _read = binary.read
 _unpack = binary.unpack
@@ -205,6 +207,78 @@ def _vmdk_descriptor(h: Header, text: str) -> None:
     elif parent_cid is not None and parent_cid.strip().lower() != 'ffffffff':
         h.parent = '(parentCID %s)' % parent_cid.strip()
     h.extents = vmdk_extents(text)
+
+
+#: The most descriptor read for :func:`hints`.  Real ones are under a
+#: KiB of text (qemu reserves 20 sectors for the embedded one).
+MAX_HINT_DESCRIPTOR = 64 * 1024
+_DDB_LINE = re.compile(
+    r'^\s*(ddb\.[A-Za-z0-9.]{1,64})\s*=\s*"([^"]{0,64})"\s*$', re.I)
+#: ddb.adapterType (qemu's adapter_type option, VMware's lsisas1068 and
+#: pvscsi) -> (Hints.disk_controller, Hints.disk_model).  legacyESX names
+#: no model qemu or VMware document.
+_ADAPTERS = {
+    'ide': ('ide', None), 'buslogic': ('scsi', 'buslogic'),
+    'lsilogic': ('scsi', 'lsilogic'), 'legacyesx': ('scsi', None),
+    'lsisas1068': ('scsi', 'lsisas1068'), 'pvscsi': ('scsi', 'vmpvscsi'),
+}
+
+
+def _hint_text(f, file_size: int) -> str | None:
+    head = _read(f, 0, SECTOR)
+    if head[:4] == MAGIC:
+        fields = _sparse_header(head)
+        start, length = fields[5] * SECTOR, fields[6] * SECTOR
+        if not start or not length or length > MAX_HINT_DESCRIPTOR \
+                or start + length > file_size:
+            return None
+        raw = _read(f, start, length)
+    elif head.startswith(b'#') and file_size <= MAX_HINT_DESCRIPTOR:
+        raw = _read(f, 0, file_size)
+    else:
+        return None
+    try:
+        return raw.split(b'\0', 1)[0].decode('ascii')
+    except UnicodeDecodeError:
+        return None
+
+
+def hints(f, file_size: int) -> Hints | None:
+    """What a VMDK's descriptor says about its guest's hardware.
+
+    The descriptor file itself, or the one embedded in a monolithicSparse
+    or streamOptimized extent.  ``ddb.adapterType`` names the disk's
+    controller; ``ddb.virtualHWVersion`` is kept for the record (qemu
+    always writes 4; it says nothing of the firmware).  Descriptors carry
+    no guest OS.  A descriptor that is not small ASCII text, or that
+    repeats a ddb key, gives None, never an error.
+    """
+    try:
+        text = _hint_text(f, file_size)
+    except Malformed:
+        return None
+    if text is None:
+        return None
+    ddb = {}
+    for line in text.splitlines():
+        found = _DDB_LINE.match(line)
+        key = found.group(1).lower() if found else None
+        if key in ddb:
+            return None
+        if key:
+            ddb[key] = found.group(2).strip()
+    out, said = {}, []
+    adapter = ddb.get('ddb.adaptertype', '')
+    if adapter.lower() in _ADAPTERS:
+        out['disk_controller'], out['disk_model'] = \
+            _ADAPTERS[adapter.lower()]
+        said.append('ddb.adapterType=%s' % adapter)
+    version = ddb.get('ddb.virtualhwversion', '')
+    if version.isdigit() and len(version) < 4:
+        said.append('ddb.virtualHWVersion=%s' % version)
+    if not said:
+        return None
+    return Hints(source='vmdk descriptor', said=tuple(said), **out)
 
 
 CREATE_TYPE = safety.Check(
