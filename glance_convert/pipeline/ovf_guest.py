@@ -147,6 +147,9 @@ _NICS = {
     'virtio': 'virtio',
 }
 _ITEMS = ('Item', 'StorageItem', 'EthernetPortItem')
+#: A machine has a few dozen hardware items; a descriptor with more
+#: than this many gives no hardware hints (and costs no more to read).
+MAX_ITEMS = 1024
 #: VirtualBox firmware types (FirmwareType enum); EFI32 is a 32-bit
 #: UEFI that an x86_64 OVMF cannot start, so it says nothing usable.
 _VBOX_FIRMWARE = {'bios': 'bios', 'efi': 'uefi', 'efi64': 'uefi',
@@ -212,9 +215,13 @@ def _children(item) -> dict:
 
 def _hardware(root, said: list) -> dict:
     controllers, disks, nics = {}, [], []
+    count = 0
     for elem in root.iter():
         if _local(elem.tag) not in _ITEMS:
             continue
+        count += 1
+        if count > MAX_ITEMS:
+            return {}
         item = _children(elem)
         kind = item.get('ResourceType')
         subtype = (item.get('ResourceSubType') or '').lower() or None
@@ -263,9 +270,8 @@ def read(root) -> Hints:
                                                         'bios')
                 said.append('vmw:Config firmware=%s' % value)
             break
-    sections = [e for e in root.iter()
-                if _local(e.tag) == 'OperatingSystemSection']
-    section = sections[0] if sections else None
+    section = next((e for e in root.iter()
+                    if _local(e.tag) == 'OperatingSystemSection'), None)
     vmw_os = _word(section.get('{%s}osType' % VMW_NS)) \
         if section is not None else None
     if vmw_os:
@@ -296,6 +302,7 @@ def read(root) -> Hints:
     if vbox_os is None and section is not None:
         vbox_os = _word(section.findtext('{%s}OSType' % VBOX_NS))
         if vbox_os:
+            dialects.append('VirtualBox')
             said.append('vbox:OSType=%s' % vbox_os)
     if vbox_os:
         _first(found, *_vbox_os(vbox_os))

@@ -360,7 +360,7 @@ def test_virtualbox_os_types(os_type, expected):
 def test_virtualbox_ovf2_storage_and_ethernet_items():
     h = hints_of(VBOX_OVF2.encode())
     assert (h.source, h.os_type, h.os_distro, h.os_version) == (
-        'ovf', 'linux', 'debian', '12')
+        'ovf (VirtualBox)', 'linux', 'debian', '12')
     assert (h.disk_controller, h.nic_model) == ('nvme', 'pcnet')
     assert h.said[0] == 'vbox:OSType=Debian12_64'
 
@@ -458,15 +458,24 @@ def test_repeated_and_conflicting_values_take_the_first():
     assert (h.firmware, h.os_type) == ('bios', 'linux')
 
 
-def test_many_items_cost_little():
-    """Thousands of items (well inside the 1 MiB limit) are one pass."""
+def test_too_many_items_give_no_hardware_hints():
+    """A machine has a few dozen items; thousands (well inside the 1 MiB
+    limit) are not read past ovf_guest.MAX_ITEMS."""
     item = (b'<Item><rasd:InstanceID>%d</rasd:InstanceID>'
             b'<rasd:ResourceType>6</rasd:ResourceType></Item>')
-    many = b''.join(item % (100 + i) for i in range(10000))
-    text = vmware_ovf().replace(b'<vmw:Config', many + b'<vmw:Config', 1)
+
+    def padded(count):
+        many = b''.join(item % (100 + i) for i in range(count))
+        return vmware_ovf().replace(b'<vmw:Config', many + b'<vmw:Config', 1)
+
+    # Controllers, then the disk: what the hardware hints need to see.
+    h = hints_of(padded(ovf_guest.MAX_ITEMS - 10))
+    assert (h.disk_controller, h.disk_model) == ('scsi', 'lsisas1068')
+    text = padded(10000)
     assert len(text) < ova.MAX_OVF_BYTES
     h = hints_of(text)
-    assert (h.disk_controller, h.disk_model) == ('scsi', 'lsisas1068')
+    assert (h.disk_controller, h.nic_model) == (None, None)
+    assert (h.firmware, h.os_type) == ('uefi', 'windows')
 
 
 def test_an_unreadable_ovf_is_still_refused_as_before(tmp_path):
