@@ -122,8 +122,7 @@ OVF_CAPACITY = safety.Check(
 CHECKS = (OVA_NOT_TAR, OVA_MEMBER, OVA_DESCRIPTOR, OVF_INVALID, OVA_DISKS,
           OVF_UNKNOWN_FORMAT, OVF_CLAIM, OVF_FORMAT, OVF_SIZE, OVF_CAPACITY)
 
-OVF_NS = ('http://schemas.dmtf.org/ovf/envelope/1',
-          'http://schemas.dmtf.org/ovf/envelope/2')
+OVF_NS = ovf_guest.OVF_NS
 RASD_NS = ('http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/'
            'CIM_ResourceAllocationSettingData')
 VMW_NS = 'http://www.vmware.com/schema/ovf'

@@ -30,6 +30,8 @@ import re
 
 from glance_convert.guest.hints import Hints
 
+OVF_NS = ('http://schemas.dmtf.org/ovf/envelope/1',
+          'http://schemas.dmtf.org/ovf/envelope/2')
 VMW_NS = 'http://www.vmware.com/schema/ovf'
 VBOX_NS = 'http://www.virtualbox.org/ovf/machine'
 
@@ -259,9 +261,9 @@ def _first(found: dict, os_type, os_distro, version) -> None:
                 found['os_version'] = version
 
 
-def read(root) -> Hints:
-    """The :class:`Hints` in a parsed OVF envelope (never raises)."""
-    said, dialects, found = [], [], {}
+def _vmware(root, section, found: dict, said: list) -> bool:
+    """vmw:Config firmware and vmw:osType; whether either was there."""
+    before = len(said)
     for config in root.iter('{%s}Config' % VMW_NS):
         if config.get('{%s}key' % VMW_NS) == 'firmware':
             value = _word(config.get('{%s}value' % VMW_NS)) or ''
@@ -270,52 +272,55 @@ def read(root) -> Hints:
                                                         'bios')
                 said.append('vmw:Config firmware=%s' % value)
             break
+    name = _word(section.get('{%s}osType' % VMW_NS)) \
+        if section is not None else None
+    if name:
+        said.append('vmw:osType=%s' % name)
+        _first(found, *_vmware_os(name))
+    return len(said) > before
+
+
+def _virtualbox(root, section, found: dict, said: list) -> bool:
+    """vbox:Machine (OSType, Hardware/Firmware) or vbox:OSType."""
+    machine = next(root.iter('{%s}Machine' % VBOX_NS), None)
+    name = None
+    if machine is not None:
+        name = _word(machine.get('OSType'))
+        if name:
+            said.append('vbox:Machine OSType=%s' % name)
+        hardware = next((e for e in machine
+                         if _local(e.tag) == 'Hardware'), [])
+        firmware = next((e for e in hardware
+                         if _local(e.tag) == 'Firmware'), None)
+        value = _word(firmware.get('type')) if firmware is not None else ''
+        if value and value.lower() in _VBOX_FIRMWARE:
+            found.setdefault('firmware', _VBOX_FIRMWARE[value.lower()])
+            said.append('vbox:Firmware type=%s' % value)
+    if name is None and section is not None:
+        name = _word(section.findtext('{%s}OSType' % VBOX_NS))
+        if name:
+            said.append('vbox:OSType=%s' % name)
+    if name:
+        _first(found, *_vbox_os(name))
+    return machine is not None or name is not None
+
+
+def read(root) -> Hints:
+    """The :class:`Hints` in a parsed OVF envelope (never raises)."""
+    said, dialects, found = [], [], {}
     section = next((e for e in root.iter()
                     if _local(e.tag) == 'OperatingSystemSection'), None)
-    vmw_os = _word(section.get('{%s}osType' % VMW_NS)) \
-        if section is not None else None
-    if vmw_os:
-        said.append('vmw:osType=%s' % vmw_os)
-        _first(found, *_vmware_os(vmw_os))
-    if said:
+    if _vmware(root, section, found, said):
         dialects.append('VMware')
-
-    machine = next(root.iter('{%s}Machine' % VBOX_NS), None)
-    vbox_os = None
-    if machine is not None:
+    if _virtualbox(root, section, found, said):
         dialects.append('VirtualBox')
-        vbox_os = _word(machine.get('OSType'))
-        if vbox_os:
-            said.append('vbox:Machine OSType=%s' % vbox_os)
-        for hardware in machine:
-            if _local(hardware.tag) != 'Hardware':
-                continue
-            for child in hardware:
-                if _local(child.tag) == 'Firmware':
-                    value = _word(child.get('type')) or ''
-                    if value.lower() in _VBOX_FIRMWARE:
-                        found.setdefault('firmware',
-                                         _VBOX_FIRMWARE[value.lower()])
-                        said.append('vbox:Firmware type=%s' % value)
-                    break
-            break
-    if vbox_os is None and section is not None:
-        vbox_os = _word(section.findtext('{%s}OSType' % VBOX_NS))
-        if vbox_os:
-            dialects.append('VirtualBox')
-            said.append('vbox:OSType=%s' % vbox_os)
-    if vbox_os:
-        _first(found, *_vbox_os(vbox_os))
-
     cim = None
     if section is not None:
-        cim = _word(section.get('{http://schemas.dmtf.org/ovf/envelope/1}id')
-                    or section.get('{http://schemas.dmtf.org/ovf/envelope/2}'
-                                   'id'))
+        cim = _word(section.get('{%s}id' % OVF_NS[0])
+                    or section.get('{%s}id' % OVF_NS[1]))
     if cim:
         said.append('ovf:id=%s' % cim)
         _first(found, *_cim_os(cim))
-
     found.update(_hardware(root, said))
     return Hints(source='ovf (%s)' % ', '.join(dialects) if dialects
                  else 'ovf', said=tuple(said), **found)
