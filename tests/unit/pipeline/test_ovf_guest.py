@@ -483,3 +483,12 @@ def test_an_unreadable_ovf_is_still_refused_as_before(tmp_path):
                                          ('disk1.vmdk', DISK)])
     with pytest.raises(errors.ImageRejected):
         ova.read(path)
+
+
+def test_a_machine_without_ostype_falls_back_to_vbox_ostype():
+    text = vbox_ovf(os_type='RedHat8_64', os_id='80').replace(
+        b'OSType="RedHat8_64" ', b'')
+    h = hints_of(text)
+    assert (h.source, h.os_distro, h.os_version) == (
+        'ovf (VirtualBox)', 'rhel', '8')
+    assert 'vbox:OSType=RedHat8_64' in h.said
