@@ -1,47 +1,14 @@
 """The ledger: who uses a work area, in one small JSON file per host.
 
-``glance-convert-<key>.ledger`` is read and rewritten under an exclusive
-``flock`` on the lock file beside it (a flock and not an oslo.concurrency
-lock for the reasons given in :mod:`glance_convert.host.slots`).  A
-rewrite goes to a temporary file renamed over the ledger, so a crash never
-leaves a half-written ledger and a reader without the lock always sees a
-whole one.  It holds::
-
-    {"entries": {"<id>": {            # one per reservation
-         "owner": image id, "pid": holder, "start": its start time,
-         "bytes": reserved, "paths": [work files it owns],
-         "processes": [[pid, start], ...],   # its qemu-img children
-         "pidns": the holder's pid namespace,
-         "info": {"task_id": ...}, "active": false once released,
-         "since": epoch,
-         "kind": "import" for an import record (see below),
-         "watch": [files that keep a finished entry, never removed]}},
-     "queue": [{"id", "owner", "pid", "start", "pidns", "since"}],
-                                                        # slot waiters
-     "orphans": [{"owner", "info", "pid", "removed": [paths],
-                  "found_at", "attempts",
-                  "claim": [pid, start, pidns] of the recovery working
-                           on it,
-                  "retry_after": epoch, after a failed release}]}
-
-Older ledgers may lack ``queue``, ``orphans``, ``active``, ``processes``,
-``info``, ``attempts``, ``kind``, ``watch``, ``claim`` and ``pidns``; the
-defaults are empty, active, 0 and none.
-
-An *import record* (``kind: import``, no bytes, no work files) exists
-from the first moment of an import task to its end, so that an import
-whose glance-api dies before it reserves anything (waiting for a slot or
-for space, inspecting) is recovered like one that dies converting.  When
-the task hands its file on to Glance's upload, the record stops being
-active and *watches* that file: it goes once Glance deletes the file after
-the upload, and becomes an orphan if the holder dies first.
-
-An entry whose holder died (its pid is gone, or was reused by a process
-that started at another time) is dropped whenever the ledger is read under
-its lock, unless it was recorded in another pid namespace (a container),
-where its pid means nothing to the reader: its work files are removed,
-any qemu-img it started is killed, and an orphan record remains until
-recovery takes it.
+Read and rewritten under an exclusive ``flock`` (see
+:mod:`~glance_convert.host.slots` for why not oslo.concurrency), through a
+temporary file renamed over it, so nobody ever reads half a ledger.  It
+records each reservation's bytes, work files and qemu-img children, the
+slot waiters, the import records, and the orphans a dead glance-api left
+for recovery; an entry whose holder died is dropped, its files removed
+and its qemu-img killed, whenever the ledger is read under its lock.  Its
+fields are described in the contributor documentation ("The host's
+ledger").
 """
 
 import contextlib

@@ -1,28 +1,13 @@
 """Conversion slots: how many conversions run at once on one host.
 
-A Glance host runs several glance-api processes, each converting in
-several threads.  Slot *i* is an exclusive ``flock`` on
-``<lock_dir>/glance-convert-<key>-slot-<i>.lock``, tried without blocking
-and polled.  The kernel drops a flock when its holder dies, so a crashed
-glance-api never leaks a slot.
-
-Why plain ``fcntl.flock`` and not an oslo.concurrency external lock (this
-holds for the ledger's lock too): the latter is a ``fcntl.lockf`` (POSIX
-record) lock, which belongs to the *process*: two threads of one glance-api
-would both "hold" the same slot, and closing any descriptor of the file
-drops the lock of the whole process.  oslo.concurrency compensates with a
-process-wide semaphore, which is fine for a short critical section but
-cannot express "N slots".  A flock belongs to the open file description, so
-every acquisition opens the file afresh and threads and processes exclude
-each other alike; it needs no ``lock_path`` to be configured and is
-released by the kernel on death.  Descriptors are opened close-on-exec, so
-qemu-img never inherits a slot.
-
-Waiters queue in the ledger, oldest first.  Only the first
-``max_concurrent`` of them (and newcomers while fewer wait) try the slot
-files, so a slot that frees up goes to an import that has waited long, not
-to whichever poller happens to be awake: without this an unlucky import
-could time out behind a stream of later ones.
+Slot *i* is an exclusive ``flock`` on its own lock file, tried without
+blocking and polled; the kernel drops it when its holder dies, so a
+crashed glance-api never leaks a slot.  Not an oslo.concurrency lock: that
+is a ``lockf`` lock, owned by the whole process, so two threads of one
+glance-api would both hold the same slot.  A flock belongs to the open
+file, so threads and processes exclude each other alike.  Waiters queue
+in the ledger, oldest first, so a freed slot goes to an import that has
+waited long rather than to whichever poller wakes first.
 """
 
 import contextlib

@@ -1,37 +1,13 @@
 """OVA uploads (``container_format=ova``): one disk out of a tar, safely.
 
-An OVA is a tar holding an OVF descriptor (XML), the disk it describes
-and optionally a manifest (``.mf``) and certificate (``.cert``).  Nothing
-is extracted with ``tarfile``: its headers are read to learn where each
-member's bytes are, every member is judged (regular files only, plain
-relative names, inside the archive), and the one disk's byte range is
-copied into a sparse work file in one sequential pass over the upload
-that also hashes it.  The OVF is parsed with ``defusedxml`` (no entity
-expansion, no external entities).
-
-What the OVF says is turned into image properties (the documentation's
-page on compressed images and OVA appliances lists them for users):
-
-=====================================  =================================
-OVF                                    image property
-=====================================  =================================
-VMware ``firmware`` = ``efi``/``bios`` ``hw_firmware_type`` = uefi/bios
-OperatingSystemSection ``vmw:osType``  ``glance_convert_ovf_os_type``
-OperatingSystemSection ``ovf:id``      ``glance_convert_ovf_os_id``
-Item ResourceType 3 (CPU) quantity     ``glance_convert_ovf_cpus``
-Item ResourceType 4 (memory), in MiB   ``glance_convert_ovf_memory_mb``
-the disk's controller (IDE, SCSI,      ``glance_convert_ovf_disk_controller``
-SATA, NVMe) and its ResourceSubType
-=====================================  =================================
-
-Only the firmware maps to a Nova property: it means the same thing in
-both.  A VMware controller model (e.g. ``lsilogic``) has no Nova
-equivalent, so it is kept for the operator, not translated.
-
-What the OVF says about how its guest boots (firmware, OS, disk
-controller and NIC, in VMware's, VirtualBox's and the DMTF's words) is
-read into :attr:`Appliance.hints` by :mod:`.ovf_guest`, for the guest
-decision to weigh.
+Nothing is extracted with ``tarfile``: every member is judged from its
+header (regular files only, plain relative names, inside the archive)
+and the one disk's bytes are copied into a sparse work file in one pass
+that also hashes them.  The OVF is parsed with ``defusedxml``.  What it
+says becomes image properties (listed for users in the documentation's
+page on uploads); what it says about how the guest boots is read into
+:attr:`Appliance.hints` by :mod:`.ovf_guest`.  The container's checks are
+defined here, where they refuse.
 """
 
 from __future__ import annotations

@@ -1,39 +1,14 @@
 """Convert one image to raw with several qemu-img processes.
 
-Some sources convert at the speed of one core: qemu-img decompresses a
-streamOptimized VMDK in its single main thread, and walks a
-monolithicSparse VMDK's grain tables at about 0.9 CPU seconds per 819 MiB;
-neither ``-m`` nor ``-W`` changes that.  A compressed qcow2 is
-decompressed in a small thread pool, but one process still got less done
-than two on a busy host (the performance docs).  Raw output can be written
-in disjoint pieces, so N ``qemu-img convert`` processes, each given one
-range of the virtual disk, use N cores.  (The pipeline uses this for those
-sources: see ``conversion.use_parallel``.)
-
-Each process sees its range through qemu's ``raw`` driver with ``offset``
-and ``size`` stacked on the source's format driver, with no backing file
-(as ``qemu-img check`` does), and writes it through the same window onto
-one pre-sized sparse output file::
-
-    qemu-img convert -n --target-is-zero -m 8 \\
-      'json:{"driver": "raw", "offset": O, "size": L, "file":
-             {"driver": "vmdk", "backing": null,
-              "file": {"driver": "file", "filename": SRC}}}' \\
-      --target-image-opts driver=raw,offset=O,size=L,file.driver=file,\\
-                   file.filename=DST
-
-The safety properties of the single-process conversion are kept: the
-source format is named explicitly (no probing, the format driver is given
-in the options), every process runs under the same resource limits and
-wall-clock watchdog (through :mod:`glance_convert.pipeline.qemu_img`),
-and a failure or cancellation of one process kills the others and
-removes the output.
-The ranges are balanced by allocated data (the VMDK's grain tables; the
-qcow2's L2 tables, where compressed clusters weigh more), read without
-qemu (see :func:`allocation_map`), not by virtual size, so both
-processes get about the same amount of work.
-
-Only raw output is supported: other formats cannot be written at an offset.
+Some sources convert at the speed of one core (a streamOptimized VMDK is
+decompressed in qemu-img's main thread; ``-m`` and ``-W`` do not help).
+Raw output can be written in disjoint pieces, so N processes, each given
+one range of the virtual disk through qemu's ``raw`` driver with
+``offset`` and ``size`` (no backing file, the format named, the same
+limits and watchdog), use N cores.  The ranges are balanced by allocated
+data read without qemu (:func:`allocation_map`), and a failure of one
+process kills the others and removes the output.  The figures are in the
+performance documentation.
 """
 
 from __future__ import annotations
