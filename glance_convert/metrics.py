@@ -28,6 +28,7 @@ import threading
 from oslo_log import log as logging
 
 from glance_convert.host import procs
+from glance_convert.pipeline import phases
 
 LOG = logging.getLogger(__name__)
 
@@ -41,16 +42,12 @@ FAILED = 'failed'
 CANCELLED = 'cancelled'
 RESULTS = (CONVERTED, PASSED_THROUGH, REFUSED, FAILED, CANCELLED)
 
-#: Phases of an import (the ``phase`` label of ``conversion_seconds``).
-PHASES = {
-    'prepare': 'the image, the configuration and the import record read',
-    'unpack': 'a compressed or OVA upload unpacked (slot wait included)',
-    'inspect': 'the upload checked: its bytes, qemu-img info and check',
-    'slot_wait': 'waiting for one of the host\'s conversion slots',
-    'convert': 'space reserved, qemu-img convert, the output verified',
-    'hash': 'waiting for the SHA-256 of the upload, once converted',
-    'total': 'the whole conversion task, start to end',
-}
+#: The ``phase`` label of ``conversion_seconds``: the import's phases
+#: (:mod:`~glance_convert.pipeline.phases`), its waits, and the whole task.
+PHASES = dict(
+    [(phases.label(name), text) for name, text in
+     list(phases.DESCRIPTIONS.items()) + list(phases.WAITS.items())]
+    + [('total', 'the whole conversion task, start to end')])
 
 #: Seconds: from a small image's inspection to a large conversion.
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,

@@ -3,9 +3,10 @@ the metrics (:mod:`glance_convert.metrics`).
 
 The conversion task (:mod:`glance_convert.flow.task`) makes one
 :class:`Outcome` per import and calls :meth:`Outcome.finish` once, with
-the exception if it failed; the phases are timed by laps and by
-:class:`TimedWorkspace`, which sees when the import asks for a
-conversion slot and for space, so that the pipeline needs no hook.
+the exception if it failed; the phases are timed by one
+:class:`~glance_convert.pipeline.phases.Timings`, and the wait for a
+conversion slot by :class:`TimedWorkspace`, so the pipeline needs no
+hook.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from oslo_log import log as logging
 from glance_convert import errors
 from glance_convert import metrics
 from glance_convert.pipeline import check_table
+from glance_convert.pipeline import phases
 
 LOG = logging.getLogger(__name__)
 
@@ -53,25 +55,26 @@ class Outcome:
         self.image_id = image_id
         self.task_id = task_id
         self.clock = clock
-        self.started = self._mark = clock()
+        self.started = clock()
         self.source_format: str | None = None
         self.target_format: str | None = None
         self.container_format: str | None = None
         self.bytes_read = 0
         self.bytes_written = 0
-        self.seconds: dict[str, float] = {}
+        #: The one timer of the import's phases and waits.
+        self.timings = phases.Timings()
         self.result: str | None = None
         self.check: str | None = None
         self.workspace = None
-        #: The phase that runs now; a lap ends it.
-        self.stage = 'prepare'
 
-    def lap(self, phase: str | None = None) -> None:
-        """End the phase running now (``phase``, default :attr:`stage`)."""
-        now = self.clock()
-        phase = phase or self.stage
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._mark
-        self._mark = now
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds by metric label: each phase that ran, each wait, and
+        ``total``."""
+        found = {phases.label(name): secs
+                 for name, secs in self.timings.seconds.items()}
+        found['total'] = self.clock() - self.started
+        return found
 
     def upload(self, path: str, claimed: str, container: str) -> None:
         self.source_format, self.container_format = claimed, container
@@ -96,23 +99,22 @@ class Outcome:
         Never raises: the import's own result or exception goes on.
         """
         try:
-            self.lap()
-            self.seconds['total'] = self._mark - self.started
+            seconds = self.seconds
             failed, check = classify(exc)
             if failed:
                 self.result, self.check = failed, check
             metrics.import_done(
                 self.source_format, self.target_format,
-                self.result or metrics.FAILED, self.seconds,
+                self.result or metrics.FAILED, seconds,
                 bytes_read=self.bytes_read,
                 bytes_written=self.bytes_written, check=self.check)
-            LOG.info('%s', self.summary())
+            LOG.info('%s', self.summary(seconds))
             metrics.textfile_after_import(self.workspace)
         except Exception:  # noqa: BLE001 - never fail an import
             LOG.exception('Cannot record the import of image %s',
                           self.image_id)
 
-    def summary(self) -> str:
+    def summary(self, seconds: dict[str, float] | None = None) -> str:
         """One ``key=value`` line for log pipelines."""
         fields = [('image_id', self.image_id), ('task_id', self.task_id),
                   ('result', self.result or metrics.FAILED)]
@@ -124,7 +126,7 @@ class Outcome:
                    ('bytes_read', self.bytes_read),
                    ('bytes_written', self.bytes_written)]
         fields += [('%s_s' % phase, '%.3f' % secs)
-                   for phase, secs in self.seconds.items()]
+                   for phase, secs in (seconds or self.seconds).items()]
         return 'Import summary: ' + ' '.join('%s=%s' % kv for kv in fields)
 
 
@@ -142,9 +144,6 @@ class TimedWorkspace:
 
     @contextlib.contextmanager
     def slot(self, owner, timeout, on_wait=None, should_cancel=None):
-        outcome = self._outcome
-        before = outcome.stage
-        outcome.lap()
         waiting = []
 
         def wait():
@@ -153,13 +152,14 @@ class TimedWorkspace:
             if on_wait is not None:
                 on_wait()
         try:
-            with self._workspace.slot(owner, timeout, on_wait=wait,
-                                      should_cancel=should_cancel):
+            with contextlib.ExitStack() as stack:
+                with self._outcome.timings.phase(phases.SLOT_WAIT):
+                    stack.enter_context(self._workspace.slot(
+                        owner, timeout, on_wait=wait,
+                        should_cancel=should_cancel))
                 if waiting:
                     waiting.pop()
                     metrics.waiting(-1)
-                outcome.lap('slot_wait')
-                outcome.stage = 'convert' if before == 'inspect' else before
                 metrics.running(1)
                 try:
                     yield
@@ -168,10 +168,3 @@ class TimedWorkspace:
         finally:
             if waiting:
                 metrics.waiting(-1)
-
-    def reservation(self, owner, nbytes, **kwargs):
-        # The conversion reserves its output once its checks passed.
-        if self._outcome.stage == 'inspect':
-            self._outcome.lap()
-            self._outcome.stage = 'convert'
-        return self._workspace.reservation(owner, nbytes, **kwargs)

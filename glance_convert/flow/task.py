@@ -160,7 +160,7 @@ class ConvertImage(task.Task):
         # (glance_convert.flow.outcome) and its phases' log line
         # (glance_convert.pipeline.phases) are recorded.
         outcome = outcomes.Outcome(self.image_id, self.task_id)
-        timings = phases.Timings()
+        timings = outcome.timings
         try:
             provided = self._convert(file_path, outcome, timings)
         except BaseException as exc:
@@ -174,24 +174,25 @@ class ConvertImage(task.Task):
 
     def _convert(self, file_path: str, outcome: outcomes.Outcome,
                  timings: phases.Timings) -> str:
-        src = _local_path(file_path)
-        self._source = src
-        with self.action_wrapper as action:
-            claimed = action.image_disk_format
-            container = action.image_container_format
-            properties = dict(action.image_extra_properties)
-            old = (action.image_disk_format, action.image_container_format)
-        outcome.upload(src, claimed, container)
-        config = self.config()
-        # From here on, a death of this process leaves a record that
-        # recovery uses to release the image, whatever the import is doing.
-        self._record = config.workspace.begin_import(
-            self.image_id, {'task_id': self.task_id, 'formats': list(old)})
-        settings = config.settings
-        outcome.target_format = settings.target
-        outcome.workspace = config.workspace
-        workspace = outcomes.TimedWorkspace(config.workspace, outcome)
-        outcome.lap()
+        with timings.phase(phases.PREPARE):
+            src = _local_path(file_path)
+            self._source = src
+            with self.action_wrapper as action:
+                claimed = action.image_disk_format
+                container = action.image_container_format
+                properties = dict(action.image_extra_properties)
+                old = (claimed, container)
+            outcome.upload(src, claimed, container)
+            config = self.config()
+            # From here on, a death of this process leaves a record that
+            # recovery uses to release the image, whatever the import does.
+            self._record = config.workspace.begin_import(
+                self.image_id,
+                {'task_id': self.task_id, 'formats': list(old)})
+            settings = config.settings
+            outcome.target_format = settings.target
+            outcome.workspace = config.workspace
+            workspace = outcomes.TimedWorkspace(config.workspace, outcome)
         if containers.check_signed(properties, settings.signed_images):
             LOG.info('Image %s is signed; storing it unconverted',
                      self.image_id)
@@ -215,7 +216,6 @@ class ConvertImage(task.Task):
                       work_dir=config.workspace.work_dir,
                       slot_timeout=config.slot_timeout,
                       info_for_ledger={'task_id': self.task_id})
-        outcome.stage = 'unpack'
         with contextlib.ExitStack() as stack:
             with timings.phase(phases.OPEN_CONTAINER):
                 disk = stack.enter_context(containers.opened(
@@ -225,9 +225,6 @@ class ConvertImage(task.Task):
                     workspace=workspace,
                     bare_compression=settings.bare_compression,
                     status=_UserStatus(self.status, 1), **common))
-            if container in containers.UNPACKED:
-                outcome.lap()
-            outcome.stage = 'inspect'
             self.status.set_message('Checking the %s image'
                                     % disk.disk_format)
             result = conversion.convert_image(
@@ -237,17 +234,15 @@ class ConvertImage(task.Task):
                 status=_UserStatus(self.status,
                                    units.allocated_bytes(disk.path)),
                 timings=timings, **common)
-            outcome.lap()
             try:
                 # Before anything is stored: refuses on a checksum
                 # mismatch (bare uploads are hashed while qemu-img works).
-                digest = disk.source_sha256()
+                with timings.phase(phases.HASH):
+                    digest = disk.source_sha256()
             except BaseException:
                 if result.converted:
                     layout.remove(result.path)
                 raise
-            if digest:
-                outcome.lap('hash')
             if not result.converted:
                 disk.keep()
         with timings.phase(phases.HAND_ON):
