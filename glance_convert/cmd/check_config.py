@@ -25,9 +25,9 @@ from oslo_config import cfg
 
 from glance_convert import errors
 from glance_convert import options
-from glance_convert import settings as config_check
+from glance_convert import settings
 from glance_convert import units
-from glance_convert.cmd import common as cli
+from glance_convert.cmd import common
 from glance_convert.cmd import glance_rules
 from glance_convert.flow import glance_conf
 from glance_convert.host import layout as layout_
@@ -52,12 +52,12 @@ def add_parser(sub) -> None:
                        'and this host for the plugin.')
     p.add_argument('--json', action='store_true',
                    help='Print the findings as JSON.')
-    cli.config_args(p)
+    common.config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    config_dir = cli.config_dir(args) or glance_conf.DEFAULT_CONFIG_DIR
+    config_dir = common.config_dir(args) or glance_conf.DEFAULT_CONFIG_DIR
     found = check_host(config_dir, args.config_file or [])
     if not has_errors(found):
         found += interrupted_findings(config_dir, args.config_file or [])
@@ -73,7 +73,7 @@ def run(args) -> int:
         errors_ = sum(f.severity == ERROR for f in found)
         warnings = sum(f.severity == WARNING for f in found)
         print('%d error(s), %d warning(s).' % (errors_, warnings))
-    return cli.EXIT_FAILED if has_errors(found) else cli.EXIT_OK
+    return common.EXIT_FAILED if has_errors(found) else common.EXIT_OK
 
 
 def interrupted_findings(config_dir: str, extra_files) -> list[Finding]:
@@ -84,8 +84,8 @@ def interrupted_findings(config_dir: str, extra_files) -> list[Finding]:
         work_dir = glance_conf.work_dir(conf)
         if not work_dir:
             return []
-        found = recover.peek_orphans(config_check.host_workspace(conf=conf))
-    except (cfg.Error, ValueError, cli.UsageError, errors.ConversionError):
+        found = recover.peek_orphans(settings.host_workspace(conf=conf))
+    except (cfg.Error, ValueError, common.UsageError, errors.ConversionError):
         return []  # reported by the other checks
     if not found:
         return [Finding(OK, 'recover', 'No interrupted conversion awaits '
@@ -124,7 +124,7 @@ def self_healing_findings(config_dir: str, extra_files) -> list[Finding]:
     with no operator: a ``glance-convert recover --follow`` runs for the
     host's work area."""
     try:
-        ws = config_check.host_workspace(
+        ws = settings.host_workspace(
             conf=glance_conf.load(config_dir, extra_files))
     except (cfg.Error, ValueError, errors.ConversionError):
         return []  # reported by the other checks
@@ -402,7 +402,7 @@ def check_host(config_dir: str, extra_files=()) -> list[Finding]:
     found += check_metrics(conf)
     found += check_deprecated(files)
     found += glance_rules.check_glance_rules(conf, config_dir)
-    option_findings = config_check.validate_options(conf)
+    option_findings = settings.validate_options(conf)
     found += option_findings or [Finding(
         OK, 'options', '[glance_convert] options are valid (output_format '
         '= %s).' % conf[options.GROUP].output_format)]

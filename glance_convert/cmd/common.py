@@ -14,7 +14,7 @@ import sys
 from oslo_config import cfg
 
 from glance_convert import options
-from glance_convert import settings as config_check
+from glance_convert import settings
 from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.pipeline import config
@@ -94,9 +94,9 @@ def plugin_settings(conf, target: str | None = None) -> config.Settings:
     if target:
         conf.set_override('output_format', target, group=options.GROUP)
     try:
-        config_check.ensure_valid(conf)
-        return config_check.from_conf(conf)
-    except config_check.InvalidConfiguration as exc:
+        settings.ensure_valid(conf)
+        return settings.from_conf(conf)
+    except settings.InvalidConfiguration as exc:
         raise UsageError(str(exc))
 
 

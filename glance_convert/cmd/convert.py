@@ -11,7 +11,7 @@ import uuid
 from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
-from glance_convert.cmd import common as cli
+from glance_convert.cmd import common
 from glance_convert.host import layout
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
@@ -36,8 +36,8 @@ def add_parser(sub) -> None:
                    help='Replace OUT if it exists.')
     p.add_argument('-q', '--quiet', action='store_true',
                    help='No progress bar and no summary.')
-    cli.upload_args(p)
-    cli.config_args(p)
+    common.upload_args(p)
+    common.config_args(p)
     p.set_defaults(func=run)
 
 
@@ -77,29 +77,29 @@ def _output_path(args, target: str) -> str:
         out = '%s.%s' % (stem if ext else base, target)
     out = os.path.abspath(out)
     if os.path.exists(out) and os.path.samefile(out, args.file):
-        raise cli.UsageError('the output %s is the input file' % out)
+        raise common.UsageError('the output %s is the input file' % out)
     if os.path.isdir(out):
-        raise cli.UsageError('the output %s is a directory' % out)
+        raise common.UsageError('the output %s is a directory' % out)
     if os.path.exists(out) and not args.force:
-        raise cli.UsageError('%s exists; use --force to replace it' % out)
+        raise common.UsageError('%s exists; use --force to replace it' % out)
     if not os.path.isdir(os.path.dirname(out)):
-        raise cli.UsageError('the directory of %s does not exist' % out)
+        raise common.UsageError('the directory of %s does not exist' % out)
     return out
 
 
 def run(args) -> int:
-    cli.check_file(args.file)
+    common.check_file(args.file)
     if args.disk_format is None and not containers.get(
             args.container_format).states_disk_format:
-        raise cli.UsageError('--disk-format is required')
+        raise common.UsageError('--disk-format is required')
     if args.disk_format is not None and not formats.is_convertible(
             args.disk_format):
-        raise cli.UsageError(
+        raise common.UsageError(
             '--disk-format %s: the plugin converts only %s'
             % (args.disk_format, ', '.join(formats.CONVERTIBLE)))
-    conf = cli.load_conf(args)
+    conf = common.load_conf(args)
     target = args.to or conf[options.GROUP].output_format
-    settings = cli.plugin_settings(conf, target)
+    settings = common.plugin_settings(conf, target)
     out = _output_path(args, target)
     image_id = 'cli-%s' % uuid.uuid4().hex
     work_dir = os.path.dirname(out)
@@ -108,7 +108,7 @@ def run(args) -> int:
     with containers.opened(
             args.file, container_format=args.container_format,
             disk_format=args.disk_format,
-            properties=cli.upload_properties(args), image_id=image_id,
+            properties=common.upload_properties(args), image_id=image_id,
             work_dir=work_dir, policy=settings.policy,
             bare_compression=settings.bare_compression,
             timeout=settings.convert_limits.timeout) as disk:
@@ -123,12 +123,12 @@ def run(args) -> int:
                       're-write, or not in source_formats/in '
                       'keep_formats); nothing written.'
                       % (disk.disk_format, target))
-                return cli.EXIT_OK
+                return common.EXIT_OK
             # The plugin stores the unpacked disk as it is.
             os.replace(disk.path, out)
             disk.keep()
             _summary(args, disk, out, 'Unpacked')
-            return cli.EXIT_OK
+            return common.EXIT_OK
         result = _convert(args, disk, image_id, work_dir, settings)
         try:
             disk.source_sha256()
@@ -139,10 +139,10 @@ def run(args) -> int:
     if not args.quiet:
         print('Converted %s (%s) to %s (%s): virtual size %s, file size %s, '
               '%.1f s.' % (args.file, disk.disk_format, out, target,
-                           cli.human(result.virtual_size),
-                           cli.human(result.size), result.duration))
+                           common.human(result.virtual_size),
+                           common.human(result.size), result.duration))
     _summary(args, disk, out, None)
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def _convert(args, disk, image_id, work_dir, settings):

@@ -15,7 +15,7 @@ from glance_convert import errors
 from glance_convert import formats
 from glance_convert import options
 from glance_convert import units
-from glance_convert.cmd import common as cli
+from glance_convert.cmd import common
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
                         'names (default: the detected format).')
     p.add_argument('--json', action='store_true',
                    help='Print the report as JSON.')
-    cli.upload_args(p)
-    cli.config_args(p)
+    common.upload_args(p)
+    common.config_args(p)
     p.set_defaults(func=run)
 
 
@@ -64,7 +64,7 @@ def inspect_file(path: str, claimed: str | None, conf,
     against ``properties``' ``glance_convert_source_sha256``) and the
     properties the OVF gives.
     """
-    settings = cli.plugin_settings(conf)
+    settings = common.plugin_settings(conf)
     upload = {'container_format': container,
               'upload_size': os.path.getsize(path),
               'source_sha256': None, 'image_properties': {}}
@@ -155,9 +155,9 @@ def _print_inspect(report: dict) -> None:
         print('Upload SHA-256:   %s' % report['source_sha256'])
     print('Claimed format:   %s' % report['claimed_format'])
     print('Detected format:  %s' % report['detected_format'])
-    print('Virtual size:     %s' % cli.human(report['virtual_size']))
-    print('File size:        %s' % cli.human(report['file_size']))
-    print('Allocated:        %s' % cli.human(report['allocated_size']))
+    print('Virtual size:     %s' % common.human(report['virtual_size']))
+    print('File size:        %s' % common.human(report['file_size']))
+    print('Allocated:        %s' % common.human(report['allocated_size']))
     print('Verdict:          %s' % report['verdict'])
     confined = ', '.join(report['confinement']) or 'nothing (sandbox = off)'
     print('qemu-img confined: %s' % confined)
@@ -171,19 +171,20 @@ def _print_inspect(report: dict) -> None:
     if report['space_needed']:
         print('Space needed to convert to:')
         for fmt, n in report['space_needed'].items():
-            print('  %-6s %s' % (fmt, cli.human(n)))
+            print('  %-6s %s' % (fmt, common.human(n)))
 
 
 def run(args) -> int:
-    cli.check_file(args.file)
-    conf = cli.load_conf(args)
+    common.check_file(args.file)
+    conf = common.load_conf(args)
     report = inspect_file(args.file, args.disk_format, conf,
-                          args.container_format, cli.upload_properties(args))
+                          args.container_format,
+                          common.upload_properties(args))
     if args.json:
         json.dump(report, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write('\n')
     else:
         _print_inspect(report)
     if report['verdict'] == 'rejected':
-        return cli.EXIT_REJECTED
-    return cli.EXIT_OK
+        return common.EXIT_REJECTED
+    return common.EXIT_OK

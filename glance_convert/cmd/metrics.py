@@ -20,7 +20,7 @@ from glance_convert import errors
 from glance_convert import metrics
 from glance_convert import options
 from glance_convert import settings
-from glance_convert.cmd import common as cli
+from glance_convert.cmd import common
 
 
 def add_parser(sub) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
                      help='Write them to PATH atomically, for '
                           'node_exporter\'s textfile collector (the name '
                           'must end in .prom).')
-    cli.config_args(p)
+    common.config_args(p)
     p.set_defaults(func=run)
 
 
@@ -50,8 +50,8 @@ def listen_address(value: str) -> tuple[str, int]:
     host = host.strip('[]')
     if not sep or not host or not port.isdigit() or not (
             0 < int(port) < 65536):
-        raise cli.UsageError('--listen takes HOST:PORT, e.g. '
-                             '127.0.0.1:9720, not %r' % value)
+        raise common.UsageError('--listen takes HOST:PORT, e.g. '
+                                '127.0.0.1:9720, not %r' % value)
     return host, int(port)
 
 
@@ -70,7 +70,7 @@ def serve(host: str, port: int, reg) -> None:
     from prometheus_client import start_http_server
     started = start_http_server(port, addr=host, registry=reg)
     server = started[0] if isinstance(started, tuple) else None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(cli.EXIT_OK))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(common.EXIT_OK))
     print('glance-convert: serving metrics on http://%s:%d/metrics'
           % ('[%s]' % host if ':' in host else host,
              server.server_port if server else port),
@@ -81,14 +81,14 @@ def serve(host: str, port: int, reg) -> None:
 
 def run(args) -> int:
     address = listen_address(args.listen) if args.listen else None
-    conf = cli.load_conf(args)
+    conf = common.load_conf(args)
     directory = conf[options.GROUP].metrics_dir
     if not directory:
-        raise cli.UsageError('metrics are off: set [glance_convert] '
-                             'metrics_dir in the glance-api configuration')
+        raise common.UsageError('metrics are off: set [glance_convert] '
+                                'metrics_dir in the glance-api configuration')
     if not os.path.isdir(directory):
-        raise cli.UsageError('%s does not exist: no glance-api process '
-                             'has recorded metrics yet' % directory)
+        raise common.UsageError('%s does not exist: no glance-api process '
+                                'has recorded metrics yet' % directory)
     reg = metrics.registry(directory, _workspace(conf))
     if args.textfile:
         metrics.write_textfile(args.textfile, reg)
@@ -97,4 +97,4 @@ def run(args) -> int:
     else:
         sys.stdout.buffer.write(metrics.exposition(reg))
         sys.stdout.flush()
-    return cli.EXIT_OK
+    return common.EXIT_OK

@@ -24,7 +24,7 @@ from oslo_config import cfg
 
 from glance_convert import errors
 from glance_convert import settings
-from glance_convert.cmd import common as cli
+from glance_convert.cmd import common
 from glance_convert.flow import glance_conf
 from glance_convert.flow import recovery
 from glance_convert.host import layout as layout_
@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
                    metavar='SECONDS',
                    help='With --follow: seconds between two looks at the '
                    'ledger (default %(default)s).')
-    cli.config_args(p)
+    common.config_args(p)
     p.set_defaults(func=run)
 
 
@@ -85,28 +85,28 @@ def load_glance_conf(config_dir: str | None, extra_files) -> list[str]:
     """Load the configuration into ``cfg.CONF`` with all of Glance's
     options, as glance-api does; return the files read."""
     if not config_dir:
-        raise cli.UsageError('no Glance configuration directory: pass '
-                             '--config-dir (the directory of '
-                             'glance-api.conf)')
+        raise common.UsageError('no Glance configuration directory: pass '
+                                '--config-dir (the directory of '
+                                'glance-api.conf)')
     if not os.path.isdir(config_dir):
-        raise cli.UsageError('configuration directory %s does not exist'
-                             % config_dir)
+        raise common.UsageError('configuration directory %s does not exist'
+                                % config_dir)
     if not os.path.isfile(os.path.join(config_dir, glance_conf.API_CONF)):
-        raise cli.UsageError('no glance-api.conf in %s: pass the directory '
-                             'of glance-api.conf with --config-dir'
-                             % config_dir)
+        raise common.UsageError('no glance-api.conf in %s: pass the directory '
+                                'of glance-api.conf with --config-dir'
+                                % config_dir)
     for path in extra_files:
         if not os.path.isfile(path):
-            raise cli.UsageError('%s: no such configuration file' % path)
+            raise common.UsageError('%s: no such configuration file' % path)
     try:
         glance_conf.load(config_dir, extra_files, glance=True)
         cfg.CONF.database.connection  # a bad value is a config error
     except ImportError as exc:
-        raise cli.UsageError('Glance is not installed in this Python (%s): '
-                             '%s; run the glance-convert of the glance-api '
-                             'environment' % (sys.executable, exc))
+        raise common.UsageError('Glance is not installed in this Python (%s): '
+                                '%s; run the glance-convert of the glance-api '
+                                'environment' % (sys.executable, exc))
     except (cfg.Error, ValueError) as exc:
-        raise cli.UsageError('cannot read the configuration: %s' % exc)
+        raise common.UsageError('cannot read the configuration: %s' % exc)
     return glance_conf.config_files(config_dir, extra_files)
 
 
@@ -115,21 +115,21 @@ def _glance_repos(files: list[str]):
     from glance import context as glance_context
     from oslo_db import exception as db_exc
     if not cfg.CONF.database.connection:
-        raise cli.UsageError('[database] connection is not set in %s: recover '
-                             'needs the database of glance-api'
-                             % ', '.join(files))
+        raise common.UsageError('[database] connection is not set in %s: '
+                                'recover needs the database of glance-api'
+                                % ', '.join(files))
     image_repo, task_repo = recovery.admin_repos(
         glance_context.get_admin_context())
     try:
         image_repo.list(limit=1)
     except db_exc.CantStartEngineError as exc:
-        raise cli.UsageError('cannot use the Glance database: %s'
-                             % recovery.one_line(exc))
+        raise common.UsageError('cannot use the Glance database: %s'
+                                % recovery.one_line(exc))
     except Exception as exc:  # noqa: BLE001 - any driver error
-        raise cli.UsageError('cannot use the Glance database ([database] '
-                             'connection in %s): %s: %s'
-                             % (', '.join(files), type(exc).__name__,
-                                recovery.one_line(exc)))
+        raise common.UsageError('cannot use the Glance database ([database] '
+                                'connection in %s): %s: %s'
+                                % (', '.join(files), type(exc).__name__,
+                                   recovery.one_line(exc)))
     return image_repo, task_repo
 
 
@@ -138,7 +138,7 @@ def peek_orphans(ws) -> list[dict]:
     try:
         return ws.peek_orphans()
     except errors.WorkspaceError as exc:
-        raise cli.UsageError(exc.detail)
+        raise common.UsageError(exc.detail)
 
 
 def _check_user(path: str) -> None:
@@ -152,7 +152,7 @@ def _check_user(path: str) -> None:
             name = pwd.getpwuid(owner).pw_name
         except KeyError:
             name = str(owner)
-        raise cli.UsageError(
+        raise common.UsageError(
             'run recover as the user glance-api runs as (%s owns %s), e.g. '
             'sudo -u %s glance-convert recover ...; as root it would leave '
             'files glance-api cannot use' % (name, path, name))
@@ -175,8 +175,8 @@ def recover(ws, image_repo, task_repo, staging_dir: str | None,
         return recovery.recover(ws, lambda: (image_repo, task_repo),
                                 staging_dir, due_only=False)
     except errors.WorkspaceError as exc:
-        raise cli.UsageError('conversion work area %s: %s'
-                             % (ws.work_dir, exc.detail))
+        raise common.UsageError('conversion work area %s: %s'
+                                % (ws.work_dir, exc.detail))
 
 
 def _print_recover(reports, ws, dry_run: bool) -> None:
@@ -222,9 +222,9 @@ def follow(ws, files: list[str], interval: float) -> int:
     reason to stop.
     """
     if not cfg.CONF.database.connection:
-        raise cli.UsageError('[database] connection is not set in %s: '
-                             'recover needs the database of glance-api'
-                             % ', '.join(files))
+        raise common.UsageError('[database] connection is not set in %s: '
+                                'recover needs the database of glance-api'
+                                % ', '.join(files))
     _check_user(ws.ledger_path)
     _check_user(ws.lock_dir)
     from glance import context as glance_context
@@ -240,11 +240,11 @@ def follow(ws, files: list[str], interval: float) -> int:
             recovery.follow(ws, lambda: repos, glance_conf.staging_dir(),
                             interval, stop)
     except errors.WorkspaceError as exc:
-        raise cli.UsageError('conversion work area %s: %s'
-                             % (ws.work_dir, exc.detail))
+        raise common.UsageError('conversion work area %s: %s'
+                                % (ws.work_dir, exc.detail))
     logging.getLogger(__name__).info('Stopped looking for interrupted '
                                      'imports')
-    return cli.EXIT_OK
+    return common.EXIT_OK
 
 
 def run(args) -> int:
@@ -254,8 +254,8 @@ def run(args) -> int:
         level=logging.INFO if args.verbose or args.follow
         else logging.ERROR)
     if args.follow and (args.dry_run or args.json):
-        raise cli.UsageError('--follow cannot be combined with --dry-run '
-                             'or --json')
+        raise common.UsageError('--follow cannot be combined with --dry-run '
+                                'or --json')
     if not args.verbose:
         # Import-time noise of Glance's dependencies, not about recovery:
         # eventlet's deprecation and store drivers that are not installed.
@@ -265,12 +265,12 @@ def run(args) -> int:
              and not (args.follow or args.dry_run) else None)
     if quiet is not None:
         _report([], quiet, args)
-        return cli.EXIT_OK
-    files = load_glance_conf(cli.config_dir(args), args.config_file or [])
+        return common.EXIT_OK
+    files = load_glance_conf(common.config_dir(args), args.config_file or [])
     try:
         ws = settings.host_workspace()
     except errors.WorkspaceError as exc:
-        raise cli.UsageError('no conversion work area: %s' % exc.detail)
+        raise common.UsageError('no conversion work area: %s' % exc.detail)
     if args.follow:
         return follow(ws, files, args.interval)
     image_repo, task_repo = _glance_repos(files)
@@ -281,7 +281,7 @@ def run(args) -> int:
     for r in failed:
         print('glance-convert: error: image %s was not released: %s'
               % (r['image_id'], r['reason']), file=sys.stderr)
-    return cli.EXIT_FAILED if failed else cli.EXIT_OK
+    return common.EXIT_FAILED if failed else common.EXIT_OK
 
 
 def _quiet_workspace(args):
@@ -293,7 +293,7 @@ def _quiet_workspace(args):
     (a configuration or ledger that cannot be read) returns None: the
     full run reports it.
     """
-    directory = cli.config_dir(args)
+    directory = common.config_dir(args)
     if not directory or not os.path.isfile(
             os.path.join(directory, glance_conf.API_CONF)) or not all(
             os.path.isfile(f) for f in args.config_file or []):

@@ -2,7 +2,7 @@
 
 Glance loads ``get_flow`` through stevedore (namespace
 ``glance.image_import.plugins``) and adds the returned flow between its
-staging and store-upload tasks.
+staging and store-upload task.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from oslo_log import log as logging
 from taskflow.patterns import linear_flow as lf
 
 from glance_convert import options
-from glance_convert.flow import task as tasks
+from glance_convert.flow import task
 
 LOG = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ def get_flow(**kwargs):
         refresh_interval=_refresh_interval())
     flow = lf.Flow(task_type)
     if context is not None:
-        flow.add(tasks.RecoverInterrupted(task_id, task_type, context))
+        flow.add(task.RecoverInterrupted(task_id, task_type, context))
     method = ((kwargs.get('import_req') or {}).get('method') or {}).get(
         'name')
-    return flow.add(tasks.ConvertImage(task_id, task_type, action_wrapper,
-                                       kwargs.get('backend') or [],
-                                       status=status, import_method=method))
+    return flow.add(task.ConvertImage(task_id, task_type, action_wrapper,
+                                      kwargs.get('backend') or [],
+                                      status=status, import_method=method))

@@ -20,10 +20,10 @@ from glance_convert import options
 from glance_convert import settings
 from glance_convert import units
 from glance_convert.flow import glance_conf
-from glance_convert.flow import outcome as outcomes
+from glance_convert.flow import outcome
 from glance_convert.flow import recovery
 from glance_convert.host import layout
-from glance_convert.host import workspace as workspaces
+from glance_convert.host.workspace import Workspace
 
 LOG = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class TaskConfig:
     """What one conversion task reads from the configuration, at once."""
 
     settings: conversion.Settings
-    workspace: workspaces.Workspace
+    workspace: Workspace
     slot_timeout: float = 600
     record_properties: bool = True
 
@@ -159,20 +159,20 @@ class ConvertImage(task.Task):
         # The one place where an import's metrics and summary line
         # (glance_convert.flow.outcome) and its phases' log line
         # (glance_convert.pipeline.phases) are recorded.
-        outcome = outcomes.Outcome(self.image_id, self.task_id)
-        timings = outcome.timings
+        report = outcome.Outcome(self.image_id, self.task_id)
+        timings = report.timings
         try:
-            provided = self._convert(file_path, outcome, timings)
+            provided = self._convert(file_path, report, timings)
         except BaseException as exc:
-            outcome.finish(exc)
+            report.finish(exc)
             raise
         finally:
             LOG.info('Image %s import phases: %s', self.image_id,
                      timings.summary() or 'none ran')
-        outcome.finish()
+        report.finish()
         return provided
 
-    def _convert(self, file_path: str, outcome: outcomes.Outcome,
+    def _convert(self, file_path: str, report: outcome.Outcome,
                  timings: phases.Timings) -> str:
         with timings.phase(phases.PREPARE):
             src = _local_path(file_path)
@@ -182,7 +182,7 @@ class ConvertImage(task.Task):
                 container = action.image_container_format
                 properties = dict(action.image_extra_properties)
                 old = (claimed, container)
-            outcome.upload(src, claimed, container)
+            report.upload(src, claimed, container)
             config = self.config()
             # From here on, a death of this process leaves a record that
             # recovery uses to release the image, whatever the import does.
@@ -190,16 +190,16 @@ class ConvertImage(task.Task):
                 self.image_id,
                 {'task_id': self.task_id, 'formats': list(old)})
             settings = config.settings
-            outcome.target_format = settings.target
-            outcome.workspace = config.workspace
-            workspace = outcomes.TimedWorkspace(config.workspace, outcome)
+            report.target_format = settings.target
+            report.workspace = config.workspace
+            workspace = outcome.TimedWorkspace(config.workspace, report)
         if containers.check_signed(properties, settings.signed_images):
             LOG.info('Image %s is signed; storing it unconverted',
                      self.image_id)
             self.status.set_message('Signed image stored as uploaded, '
                                     'without conversion')
             self._end_record(watch=src)
-            outcome.stored(False, claimed)
+            report.stored(False, claimed)
             return file_path
         if (container == 'compressed'
                 and settings.compressed_images == 'keep'):
@@ -208,7 +208,7 @@ class ConvertImage(task.Task):
             self.status.set_message('Compressed image stored as uploaded, '
                                     'without unpacking')
             self._end_record(watch=src)
-            outcome.stored(False, claimed)
+            report.stored(False, claimed)
             return file_path
         if container in containers.UNPACKED:
             self.status.set_message('Unpacking the %s upload' % container)
@@ -262,7 +262,7 @@ class ConvertImage(task.Task):
                 with self.action_wrapper as action:
                     action.set_image_extra_properties(properties)
                 self._end_record(watch=src)
-                outcome.stored(False, claimed)
+                report.stored(False, claimed)
                 return file_path
             self._output = result.path
             self._old_formats = old
@@ -285,7 +285,7 @@ class ConvertImage(task.Task):
             # Only the image to store is kept: the staged upload goes now.
             layout.remove(src)
             self._end_record(watch=result.path)
-            outcome.stored(True, result.disk_format, result.size)
+            report.stored(True, result.disk_format, result.size)
             return FILE_SCHEME + result.path
 
     def _end_record(self, watch: str | None = None,
