@@ -6,7 +6,7 @@ them), qemu-img, the plugin's place in Glance's import flow, the work
 directory, the lock directory, Glance's settings that undo the plugin
 (:mod:`~glance_convert.cmd.glance_rules`), conversions that a dead
 glance-api left for recovery, and whether the look-out service that
-releases them runs.  Every :class:`~glance_convert.settings.Finding` says
+releases them runs.  Every :class:`~glance_convert.flow.settings.Finding` says
 what is wrong and how to fix it.
 """
 
@@ -25,7 +25,7 @@ from oslo_config import cfg
 
 from glance_convert import errors
 from glance_convert import options
-from glance_convert import settings
+from glance_convert.flow import settings
 from glance_convert import units
 from glance_convert.cmd import common
 from glance_convert.cmd import glance_rules
@@ -34,10 +34,10 @@ from glance_convert.host import layout as layout_
 from glance_convert.host import watch
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
-from glance_convert.settings import ERROR
-from glance_convert.settings import Finding
-from glance_convert.settings import OK
-from glance_convert.settings import WARNING
+from glance_convert.flow.settings import ERROR
+from glance_convert.flow.settings import Finding
+from glance_convert.flow.settings import OK
+from glance_convert.flow.settings import WARNING
 
 PLUGIN_NAME = 'glance_convert'
 PLUGIN_NAMESPACE = 'glance.image_import.plugins'

@@ -14,7 +14,7 @@ import sys
 from oslo_config import cfg
 
 from glance_convert import options
-from glance_convert import settings
+from glance_convert.flow import settings
 from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.pipeline import config

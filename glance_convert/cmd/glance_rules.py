@@ -17,10 +17,10 @@ import yaml
 from glance_convert import options
 from glance_convert import units
 from glance_convert.flow import glance_conf
-from glance_convert.settings import ERROR
-from glance_convert.settings import Finding
-from glance_convert.settings import OK
-from glance_convert.settings import WARNING
+from glance_convert.flow.settings import ERROR
+from glance_convert.flow.settings import Finding
+from glance_convert.flow.settings import OK
+from glance_convert.flow.settings import WARNING
 
 #: ``upload_image`` rules that let no project member upload image data.
 CLOSED_RULES = ('!', 'role:admin', 'rule:context_is_admin',

@@ -19,7 +19,7 @@ import sys
 from glance_convert import errors
 from glance_convert import metrics
 from glance_convert import options
-from glance_convert import settings
+from glance_convert.flow import settings
 from glance_convert.cmd import common
 
 

@@ -23,7 +23,7 @@ import warnings
 from oslo_config import cfg
 
 from glance_convert import errors
-from glance_convert import settings
+from glance_convert.flow import settings
 from glance_convert.cmd import common
 from glance_convert.flow import glance_conf
 from glance_convert.flow import recovery

@@ -17,7 +17,7 @@ from glance_convert.pipeline import phases
 from glance_convert.pipeline import upload_hash
 from glance_convert import errors
 from glance_convert import options
-from glance_convert import settings
+from glance_convert.flow import settings
 from glance_convert import units
 from glance_convert.flow import glance_conf
 from glance_convert.flow import outcome

@@ -1,6 +1,6 @@
 """What the pipeline reads from the configuration, as one frozen value.
 
-Built by :func:`glance_convert.settings.from_conf` (which validates the
+Built by :func:`glance_convert.flow.settings.from_conf` (which validates the
 options and reads Glance's settings) or directly by the tests and tools;
 the pipeline itself never reads the configuration.
 """

@@ -4,7 +4,7 @@ tests/unit/flow/test_glance_conf.py)."""
 import pytest
 
 from glance_convert import options
-from glance_convert import settings
+from glance_convert.flow import settings
 
 
 @pytest.fixture

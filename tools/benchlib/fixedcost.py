@@ -15,9 +15,9 @@ import time
 
 #: (module, attribute, label) of what is timed, in pipeline order.
 PHASES = (
-    ('glance_convert.settings', 'from_conf',
+    ('glance_convert.flow.settings', 'from_conf',
      'settings from the configuration'),
-    ('glance_convert.settings', 'host_workspace', 'workspace setup'),
+    ('glance_convert.flow.settings', 'host_workspace', 'workspace setup'),
     ('glance_convert.pipeline.inspection', 'inspect_bytes',
      'source bytes inspection'),
     ('glance_convert.pipeline.conversion', 'inspect_source',

@@ -178,7 +178,7 @@ def plugin_setup():
     the task does.
     """
     from oslo_config import cfg
-    from glance_convert import settings as settings_mod
+    from glance_convert.flow import settings as settings_mod
     from glance_convert.pipeline import parallel  # noqa: F401
     from glance_convert.flow import task as tasks  # noqa: F401
     from glance_convert.host import workspace  # noqa: F401
@@ -261,7 +261,7 @@ def single_convert_template(claimed, target, src):
     from oslo_config import cfg
     from glance_convert.pipeline import conversion
     from glance_convert import options
-    from glance_convert import settings as settings_mod
+    from glance_convert.flow import settings as settings_mod
     from glance_convert.pipeline import qemu_img
     cfg.CONF.set_override('output_format', target, group=options.GROUP)
     settings = settings_mod.from_conf()
@@ -285,7 +285,7 @@ def parallel_step(src, claimed, target, work_dir, image_id, workers):
     from glance_convert.pipeline import conversion
     from glance_convert.pipeline import inspection
     from glance_convert import options
-    from glance_convert import settings as settings_mod
+    from glance_convert.flow import settings as settings_mod
     from glance_convert.pipeline import parallel
     from glance_convert.pipeline import qemu_img
     if target != 'raw':

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from glance_convert import settings as config_check
+from glance_convert.flow import settings as config_check
 from glance_convert.pipeline import conversion
 from glance_convert import options
 from glance_convert.flow import glance_conf

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from glance_convert import errors
-from glance_convert import settings as config_check
+from glance_convert.flow import settings as config_check
 from glance_convert.cmd import check_config
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection

@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from glance_convert import options
-from glance_convert import settings as config_check
+from glance_convert.flow import settings as config_check
 from glance_convert.cmd import check_config
 from glance_convert.flow import glance_conf
 from glance_convert.host import layout as layout_

@@ -6,9 +6,9 @@ import pytest
 from glance_convert.cmd import check_config
 from glance_convert.cmd import glance_rules
 from glance_convert.flow import glance_conf
-from glance_convert.settings import ERROR
-from glance_convert.settings import OK
-from glance_convert.settings import WARNING
+from glance_convert.flow.settings import ERROR
+from glance_convert.flow.settings import OK
+from glance_convert.flow.settings import WARNING
 
 GiB = 1024 ** 3
 

@@ -8,7 +8,7 @@ from oslo_config import cfg
 
 from glance_convert import options
 from glance_convert.flow import glance_conf
-from glance_convert import settings as settings_mod
+from glance_convert.flow import settings as settings_mod
 
 
 @pytest.fixture

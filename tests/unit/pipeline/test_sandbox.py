@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from glance_convert import errors
-from glance_convert import settings as config_check
+from glance_convert.flow import settings as config_check
 from glance_convert.cmd import check_config
 from glance_convert.pipeline import sandbox
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from glance_convert import settings as settings_mod
+from glance_convert.flow import settings as settings_mod
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import qemu_img

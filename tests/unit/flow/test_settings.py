@@ -3,7 +3,7 @@ are in tests/unit/cmd)."""
 
 import pytest
 
-from glance_convert import settings as config_check
+from glance_convert.flow import settings as config_check
 from glance_convert import options
 from glance_convert.flow import glance_conf
 
