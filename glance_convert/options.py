@@ -311,8 +311,51 @@ _metrics_opts = [
              'metrics_dir.'),
 ]
 
+_guest_opts = [
+    cfg.BoolOpt(
+        'guest_properties',
+        default=True,
+        help='Set the image properties a converted guest needs to boot '
+             'under Nova (hw_firmware_type, hw_machine_type, os_type, '
+             'os_distro, os_version and, for Windows guests from another '
+             'hypervisor, hw_disk_bus and hw_vif_model), read from the '
+             'guest\'s disk and the appliance\'s metadata, plus '
+             '"glance_convert_guest" saying what was found and where. '
+             'Properties the user set are never changed. Without them '
+             'Nova boots every image with BIOS firmware and virtio '
+             'devices, so UEFI and Windows guests do not boot.'),
+    cfg.BoolOpt(
+        'guest_from_disk',
+        default=True,
+        help='Read the guest\'s own disk (partition table, filesystem '
+             'signatures, the EFI system partition and os-release) for '
+             'these properties, a few hundred KiB at most. The disk wins '
+             'over the appliance\'s metadata when they disagree: it is '
+             'what boots.'),
+    cfg.BoolOpt(
+        'guest_from_appliance',
+        default=True,
+        help='Read the appliance\'s metadata (an OVA\'s OVF, a VMDK '
+             'descriptor) for these properties, where the disk does not '
+             'answer.'),
+    cfg.StrOpt(
+        'windows_devices',
+        default='boot-safe',
+        choices=[
+            ('boot-safe', 'hw_disk_bus=sata and hw_vif_model=e1000, '
+                          'which Windows drives without added drivers.'),
+            ('virtio', 'hw_disk_bus=virtio and hw_vif_model=virtio, '
+                       'faster, for images that carry the virtio '
+                       'drivers.'),
+        ],
+        help='Devices of Windows guests that come from another '
+             'hypervisor (VMDK, VHD, VHDX, OVA). The plugin cannot '
+             'inject drivers: a Windows guest without the virtio drivers '
+             'stops at INACCESSIBLE_BOOT_DEVICE on virtio devices.'),
+]
+
 ALL_OPTS = (_format_opts + _output_opts + _safety_opts + _workspace_opts
-            + _tuning_opts + _metrics_opts)
+            + _tuning_opts + _metrics_opts + _guest_opts)
 
 CONF = cfg.CONF
 CONF.register_opts(ALL_OPTS, group=GROUP)
