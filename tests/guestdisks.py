@@ -10,7 +10,9 @@ write; the loaders are stand-in files unless a test provides real ones.
 
 import dataclasses
 import os
+import shutil
 import subprocess
+import tempfile
 
 MiB = 1024 * 1024
 
@@ -137,14 +139,17 @@ def build(path, parts, *, label='gpt', workdir):
                 run('parted', '-s', path, 'set', str(number), 'boot', 'on')
             offsets.append(start * MiB)
             start += part.size_mib
-    for number, (part, offset) in enumerate(zip(parts, offsets), 1):
-        if part.fs is None:
-            continue
-        fs_file = os.path.join(workdir, 'fs%d.img' % number)
-        make_fs(fs_file, part.fs, part.size_mib, part.files,
-                part.symlinks, workdir)
-        copy_into(path, fs_file, offset)
-        os.unlink(fs_file)
+    scratch = tempfile.mkdtemp(dir=workdir)
+    try:
+        for number, (part, offset) in enumerate(zip(parts, offsets), 1):
+            if part.fs is None:
+                continue
+            fs_file = os.path.join(scratch, 'fs%d.img' % number)
+            make_fs(fs_file, part.fs, part.size_mib, part.files,
+                    part.symlinks, scratch)
+            copy_into(path, fs_file, offset)
+    finally:
+        shutil.rmtree(scratch)
     return path
 
 

@@ -612,3 +612,33 @@ def version() -> str:
     first = out.splitlines()[0] if out else ''
     parts = first.split()
     return parts[2] if len(parts) > 2 else first
+
+
+def read_range(path: str, fmt: str, offset: int, length: int,
+               limits: Limits, scratch_dir: str) -> bytes:
+    """``length`` guest bytes at ``offset`` of an image, through
+    ``qemu-img dd`` (fewer at the end of the disk).
+
+    ``offset`` and ``length`` must be multiples of ``length``'s block
+    (the caller reads aligned chunks).  qemu-img 7.2 counts ``count``
+    from the start of the image, not from ``skip``, so ``count`` is
+    ``skip`` plus the blocks wanted; the output file size limit is
+    ``length``, so a qemu-img that counts otherwise fails at once
+    instead of copying the rest of the disk.  No backing file is opened.
+    """
+    if length <= 0 or offset % length:
+        raise ValueError('offset must be a multiple of length')
+    skip = offset // length
+    scratch = os.path.join(scratch_dir, 'guest-read-%d-%d.raw'
+                           % (os.getpid(), threading.get_ident()))
+    try:
+        _run(['dd', '-O', 'raw', 'bs=%d' % length, 'skip=%d' % skip,
+              'count=%d' % (skip + 1), 'if=' + no_backing_spec(path, fmt),
+              'of=' + scratch],
+             dataclasses.replace(limits, file_size=length),
+             reads=[path], writes=[scratch])
+        with open(scratch, 'rb') as f:
+            return f.read(length + 1)[:length]
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)

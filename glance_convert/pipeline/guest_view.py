@@ -1,0 +1,79 @@
+"""A guest disk in any format, read through the confined ``qemu-img``.
+
+:class:`ImageReader` serves the guest parsers' reads
+(:mod:`glance_convert.guest`) from aligned chunks that one
+``qemu-img dd`` each copies out of the image; the chunks are kept, at
+most :data:`MAX_CHUNKS` of them, so the many small reads of a partition
+table or a directory cost one qemu-img run per chunk.  For a raw image
+use :class:`glance_convert.guest.reader.FileReader`: no qemu-img at all.
+"""
+
+import collections
+
+from glance_convert.pipeline import qemu_img
+
+#: Bytes copied out per qemu-img run, and chunks kept.
+CHUNK = 256 * 1024
+MAX_CHUNKS = 32
+
+
+class ImageReader:
+    """A :class:`~glance_convert.guest.reader.Reader` over an image file.
+
+    ``size`` is the virtual size (from ``qemu-img info``, which the
+    pipeline has already run).  ``max_runs`` bounds the qemu-img runs;
+    past it :class:`TooManyRuns` is raised, which the guest reader's own
+    budget normally prevents.
+    """
+
+    def __init__(self, path: str, fmt: str, virtual_size: int,
+                 limits: qemu_img.Limits, scratch_dir: str, *,
+                 chunk: int = CHUNK, max_chunks: int = MAX_CHUNKS,
+                 max_runs: int = 64):
+        self.path = path
+        self.fmt = fmt
+        self.size = virtual_size
+        self.limits = limits
+        self.scratch_dir = scratch_dir
+        self.chunk = chunk
+        self.max_chunks = max_chunks
+        self.max_runs = max_runs
+        self.runs = 0
+        self._chunks: collections.OrderedDict[int, bytes] = \
+            collections.OrderedDict()
+
+    def _get(self, index: int) -> bytes:
+        if index in self._chunks:
+            self._chunks.move_to_end(index)
+            return self._chunks[index]
+        if self.runs >= self.max_runs:
+            raise TooManyRuns('more than %d qemu-img reads of %s'
+                              % (self.max_runs, self.path))
+        self.runs += 1
+        data = qemu_img.read_range(self.path, self.fmt, index * self.chunk,
+                                   self.chunk, self.limits,
+                                   self.scratch_dir)
+        self._chunks[index] = data
+        while len(self._chunks) > self.max_chunks:
+            self._chunks.popitem(last=False)
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length <= 0 or offset >= self.size:
+            return b''
+        end = min(offset + length, self.size)
+        out = bytearray()
+        position = offset
+        while position < end:
+            index, skip = divmod(position, self.chunk)
+            data = self._get(index)
+            piece = data[skip:skip + end - position]
+            if not piece:
+                break
+            out += piece
+            position += len(piece)
+        return bytes(out)
+
+
+class TooManyRuns(Exception):
+    """More qemu-img runs than a guest's reading may cost."""
