@@ -98,13 +98,21 @@ class _Collector:
         self.accepted: list[Partition] = []
         self.notes: list[str] = []
 
-    def add(self, part: Partition) -> None:
+    def add(self, part: Partition,
+            container: Partition | None = None) -> None:
+        """Keep ``part`` if sane; a logical partition must lie inside
+        its ``container`` (the extended partition) and may overlap it."""
         end = part.start + part.size
-        if part.size <= 0 or part.start <= 0 or end > self.disk_size:
-            self.notes.append('partition %d outside the disk'
-                              % part.number)
+        lo, hi = (0, self.disk_size) if container is None else (
+            container.start, container.start + container.size)
+        if part.size <= 0 or part.start <= lo or end > hi:
+            self.notes.append('partition %d outside the %s' % (
+                part.number, 'disk' if container is None else
+                'extended partition'))
             return
         for other in self.accepted:
+            if other is container:
+                continue
             if part.start < other.start + other.size and \
                     other.start < end:
                 self.notes.append('partition %d overlaps partition %d'
@@ -188,7 +196,8 @@ def _read_logical(reader, extended: Partition, found: _Collector, *,
         if ptype and count:
             found.add(Partition(number, ebr + lba * 512, count * 512,
                                 _MBR_KINDS.get(ptype, OTHER),
-                                '0x%02x' % ptype, active=flag == 0x80))
+                                '0x%02x' % ptype, active=flag == 0x80),
+                      extended)
         number += 1
         if next_type not in (0x05, 0x0F, 0x85) or next_lba == 0:
             return

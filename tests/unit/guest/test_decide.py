@@ -1,0 +1,136 @@
+import pytest
+
+from glance_convert.guest import decide
+from glance_convert.guest import disk
+from glance_convert.guest import fat
+from glance_convert.guest import filesystems as fs
+from glance_convert.guest import hints
+from glance_convert.guest import partitions as pt
+
+MiB = 1024 * 1024
+
+
+def part(number, kind, filesystem=None, active=False):
+    return disk.PartitionFacts(
+        pt.Partition(number, number * MiB, MiB, kind, '', active),
+        fs.Filesystem(filesystem) if filesystem else None)
+
+
+WINDOWS_UEFI = disk.DiskFacts(
+    scheme='gpt',
+    partitions=(part(1, pt.ESP, fs.FAT16), part(2, pt.MSR),
+                part(3, pt.BASIC_DATA, fs.NTFS)),
+    esp=fat.EspContents(('Microsoft', 'Boot'),
+                        ('EFI/Boot/bootx64.efi',
+                         'EFI/Microsoft/Boot/bootmgfw.efi')),
+    esp_partition=1)
+
+LINUX_BIOS = disk.DiskFacts(
+    scheme='gpt',
+    partitions=(part(1, pt.BIOS_BOOT), part(2, pt.LINUX, fs.EXT4)),
+    os_release={'ID': 'ubuntu', 'VERSION_ID': '22.04'},
+    os_release_at='partition 2 (ext4) /etc/os-release')
+
+
+def test_windows_uefi_from_vmdk():
+    decision = decide.decide(WINDOWS_UEFI, None, source_format='vmdk')
+    assert decision.properties == {
+        'hw_firmware_type': 'uefi', 'hw_machine_type': 'q35',
+        'os_type': 'windows', 'os_distro': 'windows',
+        'hw_disk_bus': 'sata', 'hw_vif_model': 'e1000'}
+    assert decision.record.startswith('gpt, esp, msr, ntfs')
+    assert 'firmware from the partition table' in decision.record
+
+
+def test_windows_virtio_when_asked():
+    decision = decide.decide(WINDOWS_UEFI, None, source_format='vhdx',
+                             windows_devices='virtio')
+    assert decision.properties['hw_disk_bus'] == 'virtio'
+    assert decision.properties['hw_vif_model'] == 'virtio'
+
+
+def test_windows_from_qcow2_without_hints_gets_no_devices():
+    decision = decide.decide(WINDOWS_UEFI, None, source_format='qcow2')
+    assert 'hw_disk_bus' not in decision.properties
+    assert decision.properties['os_type'] == 'windows'
+
+
+def test_windows_devices_refuses_unknown_values():
+    with pytest.raises(ValueError):
+        decide.decide(WINDOWS_UEFI, None, source_format='vmdk',
+                      windows_devices='scsi')
+
+
+def test_linux_bios_with_os_release():
+    decision = decide.decide(LINUX_BIOS, None, source_format='qcow2')
+    assert decision.properties == {
+        'hw_firmware_type': 'bios', 'os_type': 'linux',
+        'os_distro': 'ubuntu', 'os_version': '22.04'}
+    assert 'os-release in partition 2' in decision.record
+
+
+def test_undocumented_distro_sets_no_os_distro():
+    facts = disk.DiskFacts(scheme='gpt', partitions=LINUX_BIOS.partitions,
+                           os_release={'ID': 'almalinux',
+                                       'VERSION_ID': '9.3'})
+    decision = decide.decide(facts, None, source_format='raw')
+    assert 'os_distro' not in decision.properties
+    assert 'os_version' not in decision.properties
+    assert decision.properties['os_type'] == 'linux'
+    assert 'no os_distro for ID=almalinux' in decision.record
+
+
+def test_the_disk_wins_over_the_appliance():
+    ovf = hints.Hints('ovf (VMware)', firmware='bios', os_type='windows')
+    decision = decide.decide(WINDOWS_UEFI, ovf, source_format='ova')
+    assert decision.properties['hw_firmware_type'] == 'uefi'
+    assert 'ovf (VMware) said bios' in decision.record
+
+
+def test_hints_fill_what_the_disk_does_not_say():
+    unreadable = disk.DiskFacts(scheme=None, complete=False)
+    ovf = hints.Hints('ovf (VMware)', firmware='uefi', os_type='windows',
+                      os_distro='windows', os_version='10')
+    decision = decide.decide(unreadable, ovf, source_format='ova')
+    assert decision.properties == {
+        'hw_firmware_type': 'uefi', 'hw_machine_type': 'q35',
+        'os_type': 'windows', 'os_distro': 'windows', 'os_version': '10',
+        'hw_disk_bus': 'sata', 'hw_vif_model': 'e1000'}
+    assert '(facts incomplete)' in decision.record
+    assert 'firmware from the ovf (VMware)' in decision.record
+
+
+def test_each_source_can_be_turned_off():
+    ovf = hints.Hints('vmdk descriptor', firmware='bios')
+    only_hints = decide.decide(WINDOWS_UEFI, ovf, source_format='vmdk',
+                               from_disk=False)
+    assert only_hints.properties == {'hw_firmware_type': 'bios'}
+    only_disk = decide.decide(WINDOWS_UEFI, ovf, source_format='qcow2',
+                              from_appliance=False)
+    assert only_disk.properties['hw_firmware_type'] == 'uefi'
+    assert 'hw_disk_bus' not in only_disk.properties
+    nothing = decide.decide(WINDOWS_UEFI, ovf, source_format='vmdk',
+                            from_disk=False, from_appliance=False)
+    assert nothing.properties == {}
+    assert nothing.record == 'nothing found'
+
+
+def test_hybrid_disk_leaves_firmware_to_nova():
+    hybrid = disk.DiskFacts(
+        scheme='gpt', partitions=(part(1, pt.BIOS_BOOT),
+                                  part(2, pt.ESP, fs.FAT32),
+                                  part(3, pt.LINUX_ROOT, fs.EXT4)),
+        esp=fat.EspContents(('BOOT', 'ubuntu'), ('EFI/BOOT/BOOTX64.EFI',)))
+    decision = decide.decide(hybrid, None, source_format='qcow2')
+    assert 'hw_firmware_type' not in decision.properties
+    assert decision.properties['os_type'] == 'linux'
+    assert decision.properties['os_distro'] == 'ubuntu'
+    assert 'os from EFI/ubuntu' in decision.record
+
+
+def test_record_fits_a_property():
+    many = disk.DiskFacts(scheme='gpt', partitions=tuple(
+        part(n, pt.LINUX, fs.EXT4) for n in range(1, 200)),
+        os_release={'ID': 'debian'}, os_release_at='x' * 1000)
+    assert len(decide.decide(many, None, source_format='raw').record) \
+        <= 255
