@@ -162,9 +162,7 @@ class ExtVolume:
                            % (size, limit))
         flags, = struct.unpack_from('<I', inode, 0x20)
         if flags & _FLAG_INLINE:
-            if size > 60:
-                raise ExtError('inline data beyond i_block not read')
-            return inode[0x28:0x28 + size]
+            return (inode[0x28:0x28 + 60] + _inline_tail(inode))[:size]
         count = (size + self.block - 1) // self.block
         data = bytearray(count * self.block)
         for logical, physical, length in self._blocks(inode, count):
@@ -185,8 +183,18 @@ class ExtVolume:
         if number not in self._dirs:
             if self.mode(number) != _S_IFDIR:
                 raise ExtError('inode %d is not a directory' % number)
-            raw = self.read_file(number, MAX_DIR_BYTES)
-            self._dirs[number] = dict(parse_directory(raw, self.block))
+            inode = self.inode(number)
+            flags, = struct.unpack_from('<I', inode, 0x20)
+            if flags & _FLAG_INLINE:
+                # The parent's inode number, then entries; more entries
+                # in the "system.data" attribute.
+                tail = _inline_tail(inode)
+                entries = list(parse_directory(inode[0x2C:0x28 + 60], 56))
+                entries += parse_directory(tail, max(len(tail), 1))
+            else:
+                raw = self.read_file(number, MAX_DIR_BYTES)
+                entries = list(parse_directory(raw, self.block))
+            self._dirs[number] = dict(entries)
         return self._dirs[number]
 
     def symlink(self, number: int) -> str:
@@ -231,6 +239,30 @@ class ExtVolume:
             else:
                 raise ExtError('%s is not a regular file' % name)
         raise ExtError('%s names a directory' % path)
+
+
+def _inline_tail(inode: bytes) -> bytes:
+    """The value of an inode's in-inode "system.data" attribute: where
+    inline data longer than i_block continues."""
+    if len(inode) <= 128 + 2:
+        return b''
+    extra, = struct.unpack_from('<H', inode, 128)
+    base = 128 + extra
+    if base + 4 > len(inode) or \
+            struct.unpack_from('<I', inode, base)[0] != 0xEA020000:
+        return b''
+    first = base + 4
+    offset = first
+    while offset + 16 <= len(inode):
+        name_len, index, value_offs, _inum, value_size = \
+            struct.unpack_from('<BBHII', inode, offset)
+        if name_len == 0 and index == 0:
+            break
+        name = inode[offset + 16:offset + 16 + name_len]
+        if index == 7 and name == b'data':
+            return inode[first + value_offs:first + value_offs + value_size]
+        offset += (16 + name_len + 3) & ~3
+    return b''
 
 
 def parse_directory(raw: bytes, block: int):

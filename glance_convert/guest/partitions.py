@@ -134,7 +134,8 @@ def read_table(reader: guest_reader.Reader) -> Table:
             if table is not None:
                 return table
         return Table('mbr', notes=('protective MBR without a valid GPT',))
-    if _looks_like_boot_sector(mbr, primaries):
+    if _looks_like_boot_sector(mbr, primaries) or \
+            not any(ptype for _f, ptype, _s, _n in primaries):
         return Table(None)
     return _read_mbr(reader, mbr, primaries)
 
