@@ -292,15 +292,15 @@ def os_release(reader: guest_reader.Reader, start: int) -> tuple[
         volume = ExtVolume(reader, start)
     except ExtError as exc:
         return None, str(exc)
-    why = ''
+    why = []
     for path in OS_RELEASE_PATHS:
         try:
             text = volume.read_file(volume.lookup(path), MAX_FILE_BYTES)
         except ExtError as exc:
-            why = '%s: %s' % (path, exc)
+            why.append('%s: %s' % (path, exc))
             continue
         return parse_os_release(text.decode('utf-8', 'replace')), path
-    return None, why
+    return None, '; '.join(why)
 
 
 def parse_os_release(text: str) -> dict[str, str]:
