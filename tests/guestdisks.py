@@ -124,8 +124,8 @@ def build(path, parts, *, label='gpt', workdir):
     offsets = []
     if label == 'gpt':
         for number, part in enumerate(parts, 1):
-            run('sgdisk', '-n', '%d:%dM:+%dM' % (number, start,
-                                                  part.size_mib),
+            new = '%d:%dM:+%dM' % (number, start, part.size_mib)
+            run('sgdisk', '-n', new,
                 '-t', '%d:%s' % (number, part.gpt_type), path)
             offsets.append(start * MiB)
             start += part.size_mib
