@@ -126,8 +126,12 @@ def os_from_disk(facts: guest_disk.DiskFacts) -> tuple[_Answer, str | None,
             distro = ESP_DISTROS.get(vendor.lower())
             if distro:
                 return (_Answer('linux', 'EFI/%s' % vendor), distro, None)
-    if fss & _LINUX_FS and (partitions.BIOS_BOOT in kinds
-                            or partitions.LINUX_ROOT in kinds):
+    # A Linux filesystem on a disk made to boot: a BIOS boot partition,
+    # a root partition type, or an MBR with boot code (GRUB's).
+    bootable = (partitions.BIOS_BOOT in kinds
+                or partitions.LINUX_ROOT in kinds
+                or (facts.scheme == 'mbr' and facts.mbr_boot_code))
+    if fss & _LINUX_FS and bootable:
         return _Answer('linux', 'linux filesystem'), None, None
     return _Answer(), None, None
 

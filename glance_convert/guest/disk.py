@@ -70,7 +70,7 @@ def read_disk(source: guest_reader.Reader, *,
     found: dict = {'notes': []}
     try:
         _read(reader, found)
-    except guest_reader.BudgetSpent as exc:
+    except (guest_reader.ReadFailed, OSError) as exc:
         found['complete'] = False
         found['notes'].append(str(exc))
     except (struct.error, ValueError, IndexError) as exc:

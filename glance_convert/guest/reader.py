@@ -4,8 +4,8 @@ A guest disk is untrusted: its partition table and filesystems can point
 anywhere, loop, or claim millions of entries.  Every parser of this
 package reads through a :class:`Budgeted` reader, which stops after a
 fixed number of bytes and of reads, so a hostile disk costs at most that
-much.  :class:`BudgetSpent` is internal: the caller turns it into "facts
-incomplete", never into a failed import.
+much.  :class:`BudgetSpent` and :class:`ReadFailed` are internal: the
+caller turns them into "facts incomplete", never into a failed import.
 """
 
 import os
@@ -17,7 +17,11 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_READS = 512
 
 
-class BudgetSpent(Exception):
+class ReadFailed(Exception):
+    """The disk could not be read (an I/O error, a failed qemu-img)."""
+
+
+class BudgetSpent(ReadFailed):
     """The bytes or reads allowed for one disk are spent."""
 
 

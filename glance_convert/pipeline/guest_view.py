@@ -10,7 +10,9 @@ use :class:`glance_convert.guest.reader.FileReader`: no qemu-img at all.
 
 import collections
 
+from glance_convert.guest import reader as guest_reader
 from glance_convert.pipeline import qemu_img
+from glance_convert.pipeline import sandbox
 
 #: Bytes copied out per qemu-img run, and chunks kept.
 CHUNK = 256 * 1024
@@ -23,7 +25,9 @@ class ImageReader:
     ``size`` is the virtual size (from ``qemu-img info``, which the
     pipeline has already run).  ``max_runs`` bounds the qemu-img runs;
     past it :class:`TooManyRuns` is raised, which the guest reader's own
-    budget normally prevents.
+    budget normally prevents.  A failed qemu-img raises
+    :class:`~glance_convert.guest.reader.ReadFailed`: the facts are then
+    incomplete, and the import goes on.
     """
 
     def __init__(self, path: str, fmt: str, virtual_size: int,
@@ -50,9 +54,14 @@ class ImageReader:
             raise TooManyRuns('more than %d qemu-img reads of %s'
                               % (self.max_runs, self.path))
         self.runs += 1
-        data = qemu_img.read_range(self.path, self.fmt, index * self.chunk,
-                                   self.chunk, self.limits,
-                                   self.scratch_dir)
+        try:
+            data = qemu_img.read_range(self.path, self.fmt,
+                                       index * self.chunk, self.chunk,
+                                       self.limits, self.scratch_dir)
+        except (qemu_img.QemuImgError, sandbox.ConfinementUnavailable,
+                OSError) as exc:
+            raise guest_reader.ReadFailed(
+                'qemu-img could not read the guest disk: %s' % exc)
         self._chunks[index] = data
         while len(self._chunks) > self.max_chunks:
             self._chunks.popitem(last=False)
@@ -75,5 +84,5 @@ class ImageReader:
         return bytes(out)
 
 
-class TooManyRuns(Exception):
+class TooManyRuns(guest_reader.ReadFailed):
     """More qemu-img runs than a guest's reading may cost."""

@@ -168,3 +168,18 @@ def test_fat_sizes(tmp_path, fat):
     guestdisks.run('mkfs.vfat', '-F', fat, image)
     with reader.FileReader(image) as raw:
         assert disk.read_disk(raw).whole_disk.kind == 'fat' + fat
+
+
+def test_a_failing_qemu_img_leaves_the_facts_incomplete(tmp_path):
+    image = tmp_path / 'broken.qcow2'
+    image.write_bytes(b'QFI\xfb' + bytes(4092))
+    view = guest_view.ImageReader(str(image), 'qcow2', 64 * 1024 * 1024,
+                                  qemu_img.Limits(timeout=60),
+                                  str(tmp_path))
+    facts = disk.read_disk(view)
+    assert not facts.complete
+    assert facts.notes[0].startswith('qemu-img could not read')
+    decision = decide.decide(facts, None, source_format='qcow2')
+    assert decision.properties == {}
+    assert '(facts incomplete)' in decision.record
+    assert os.listdir(tmp_path) == ['broken.qcow2']

@@ -134,3 +134,23 @@ def test_record_fits_a_property():
         os_release={'ID': 'debian'}, os_release_at='x' * 1000)
     assert len(decide.decide(many, None, source_format='raw').record) \
         <= 255
+
+
+def test_linux_without_os_release():
+    """An XFS root (not read) behind an ESP names the distribution by
+    the ESP's directory; on an MBR with boot code it is only linux."""
+    rhel = disk.DiskFacts(
+        scheme='gpt', partitions=(part(1, pt.ESP, fs.FAT16),
+                                  part(2, pt.LINUX, fs.XFS)),
+        esp=fat.EspContents(('BOOT', 'redhat'), ('EFI/BOOT/BOOTX64.EFI',)))
+    props = decide.decide(rhel, None, source_format='vmdk').properties
+    assert props == {'hw_firmware_type': 'uefi', 'hw_machine_type': 'q35',
+                     'os_type': 'linux', 'os_distro': 'rhel'}
+    mbr = disk.DiskFacts(scheme='mbr', mbr_boot_code=True,
+                         partitions=(part(1, pt.LINUX, fs.XFS, True),))
+    assert decide.decide(mbr, None, source_format='vmdk').properties == {
+        'hw_firmware_type': 'bios', 'os_type': 'linux'}
+    data_disk = disk.DiskFacts(scheme='gpt',
+                               partitions=(part(1, pt.LINUX, fs.XFS),))
+    assert decide.decide(data_disk, None,
+                         source_format='vmdk').properties == {}
