@@ -81,12 +81,16 @@ def test_distributions(tmp_path, distro, expected):
     assert props['os_type'] == 'linux'
 
 
-@pytest.mark.parametrize('fmt', ['qcow2', 'vmdk', 'vhdx'])
+@pytest.mark.parametrize('fmt,options', [
+    ('qcow2', []), ('vmdk', []),
+    ('vmdk', ['-o', 'subformat=streamOptimized']), ('vhdx', []),
+    ('vpc', [])], ids=['qcow2', 'vmdk', 'vmdk-stream', 'vhdx', 'vhd'])
 @pytest.mark.parametrize('name', ['windows_uefi', 'linux_uefi'])
-def test_converted_image_read_through_qemu_img(disks, tmp_path, fmt, name):
+def test_converted_image_read_through_qemu_img(disks, tmp_path, fmt,
+                                               options, name):
     image = str(tmp_path / ('disk.' + fmt))
-    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', fmt,
-                    disks[name], image], check=True)
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', fmt]
+                   + options + [disks[name], image], check=True)
     size = qemu_img.info(image, fmt, qemu_img.Limits())['virtual-size']
     scratch = tmp_path / 'scratch'
     scratch.mkdir()

@@ -167,3 +167,34 @@ def test_overlapping_partitions_from_parted(tmp_path):
     assert [p.partition.number for p in facts.partitions] == [1]
     assert 'partition 2 overlaps partition 1' in facts.notes
     assert facts.os_release['ID'] == 'debian'
+
+
+def test_scattered_partitions_cost_a_bounded_number_of_qemu_img_runs(
+        tmp_path):
+    """Each of 20 partitions in a chunk of its own: reading them all
+    through qemu-img would take 21 runs; it stops at MAX_RUNS."""
+    from glance_convert.pipeline import guest_view
+    from glance_convert.pipeline import qemu_img
+
+    path = str(tmp_path / 'disk.raw')
+    with open(path, 'wb') as f:
+        f.truncate(64 * MiB)
+    for number in range(1, 21):
+        guestdisks.run('sgdisk', '-n', '%d:%dM:+1M' % (number, 2 * number),
+                       '-t', '%d:8300' % number, path)
+    image = str(tmp_path / 'disk.qcow2')
+    guestdisks.run('qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', path,
+                   image)
+
+    def view(**bound):
+        return guest_view.ImageReader(image, 'qcow2', 64 * MiB,
+                                      qemu_img.Limits(timeout=60),
+                                      str(tmp_path), **bound)
+
+    bounded = view()
+    facts = disk.read_disk(bounded)
+    assert not facts.complete
+    assert bounded.runs == guest_view.MAX_RUNS
+    unbounded = view(max_runs=10 ** 6)
+    disk.read_disk(unbounded)
+    assert unbounded.runs > guest_view.MAX_RUNS
