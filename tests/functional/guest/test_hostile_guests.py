@@ -198,3 +198,62 @@ def test_scattered_partitions_cost_a_bounded_number_of_qemu_img_runs(
     unbounded = view(max_runs=10 ** 6)
     disk.read_disk(unbounded)
     assert unbounded.runs > guest_view.MAX_RUNS
+
+
+class Overlay:
+    """A reader that shows ``changes`` ({offset: byte}) over a disk."""
+
+    def __init__(self, source, changes):
+        self.source = source
+        self.size = source.size
+        self.changes = changes
+
+    def read(self, offset, length):
+        data = bytearray(self.source.read(offset, length))
+        for position, value in self.changes.items():
+            if offset <= position < offset + len(data):
+                data[position - offset] = value
+        return bytes(data)
+
+
+class Recorder:
+    def __init__(self, source):
+        self.source = source
+        self.size = source.size
+        self.ranges = []
+
+    def read(self, offset, length):
+        data = self.source.read(offset, length)
+        self.ranges.append((offset, len(data)))
+        return data
+
+
+@pytest.mark.parametrize('layout', ['windows_uefi', 'linux_uefi',
+                                    'linux_bios'])
+def test_corrupted_metadata_never_escapes(tmp_path, layout):
+    """Bytes that the reading of a clean disk read (tables, boot sectors,
+    FAT, directories, superblock, group descriptors, inodes, extents)
+    changed at random (seeded): every reading ends within the budget,
+    with or without facts, and raises nothing."""
+    import random
+
+    path = getattr(guestdisks, layout)(str(tmp_path / 'disk.raw'),
+                                       str(tmp_path))
+    with reader.FileReader(path) as raw:
+        recorder = Recorder(raw)
+        clean = disk.read_disk(recorder)
+        seed = random.Random(layout)
+        outcomes = set()
+        for _ in range(500):
+            changes = {}
+            for _ in range(seed.choice((1, 2, 8))):
+                offset, length = seed.choice(recorder.ranges)
+                changes[offset + seed.randrange(min(length, 4096))] = \
+                    seed.randrange(256)
+            facts = disk.read_disk(Overlay(raw, changes))
+            assert facts.bytes_read <= reader.MAX_BYTES
+            assert facts.reads <= reader.MAX_READS
+            outcomes.add((facts.complete, facts == clean))
+    # Some changes are harmless, some change the facts, none escapes.
+    assert (True, True) in outcomes
+    assert (True, False) in outcomes or (False, False) in outcomes
