@@ -207,6 +207,7 @@ def decide(disk: guest_disk.DiskFacts | None,
             (kind is None or hints.os_type in (None, kind)):
         distro = hints.os_distro
         version = version or hints.os_version
+        said.append('os_distro from the %s' % hints.source)
     elif distro and hints and hints.os_distro == distro:
         version = version or hints.os_version
     if distro:

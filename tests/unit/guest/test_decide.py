@@ -154,3 +154,19 @@ def test_linux_without_os_release():
                                partitions=(part(1, pt.LINUX, fs.XFS),))
     assert decide.decide(data_disk, None,
                          source_format='vmdk').properties == {}
+
+
+def test_distribution_from_the_appliance_when_the_disk_names_none():
+    lvm_root = disk.DiskFacts(
+        scheme='gpt', partitions=(part(1, pt.BIOS_BOOT),
+                                  part(2, pt.LINUX_LVM)))
+    ovf = hints.Hints('ovf (VirtualBox)', os_type='linux',
+                      os_distro='centos', os_version='7')
+    decision = decide.decide(lvm_root, ovf, source_format='ova')
+    assert 'os_distro from the ovf (VirtualBox)' in decision.record
+    props = decision.properties
+    assert props == {'hw_firmware_type': 'bios', 'os_type': 'linux',
+                     'os_distro': 'centos', 'os_version': '7'}
+    # The disk's os-release wins over the appliance's distribution.
+    props = decide.decide(LINUX_BIOS, ovf, source_format='ova').properties
+    assert (props['os_distro'], props['os_version']) == ('ubuntu', '22.04')
