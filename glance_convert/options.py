@@ -342,8 +342,11 @@ _guest_opts = [
         'windows_devices',
         default='boot-safe',
         choices=[
-            ('boot-safe', 'hw_disk_bus=sata and hw_vif_model=e1000, '
-                          'which Windows drives without added drivers.'),
+            ('boot-safe', 'hw_disk_bus=sata (ide where the source '
+                          'disk was on IDE and the guest boots with BIOS) '
+                          'and hw_vif_model=e1000 (e1000e where the '
+                          'source had one), which Windows drives without '
+                          'added drivers.'),
             ('virtio', 'hw_disk_bus=virtio and hw_vif_model=virtio, '
                        'faster, for images that carry the virtio '
                        'drivers.'),

@@ -9,10 +9,13 @@ disagree the disk's answer is kept and the record says so.
 Windows guests from another hypervisor (a VMDK, VHD, VHDX or OVA, or any
 image with appliance hints) get a disk bus and NIC model their inbox
 drivers know (``windows_devices='boot-safe'``: SATA/AHCI and the Intel
-e1000), or ``virtio`` when the operator says their images carry the
-virtio drivers.  The plugin cannot inject drivers into a guest: a
+e1000; IDE where the source's controller was IDE and the guest boots
+with BIOS, since Windows starts at boot only the storage drivers it was
+installed with), or ``virtio`` when the operator says their images carry
+the virtio drivers.  The plugin cannot inject drivers into a guest: a
 Windows guest without virtio drivers given virtio devices stops at
-INACCESSIBLE_BOOT_DEVICE.
+INACCESSIBLE_BOOT_DEVICE, and one installed on a SCSI or NVMe controller
+may need its AHCI driver enabled before it is moved.
 """
 
 import dataclasses
@@ -217,6 +220,14 @@ def decide(disk: guest_disk.DiskFacts | None,
     foreign = source_format in FOREIGN_FORMATS or hints is not None
     if kind == 'windows' and foreign:
         bus, vif = DEVICES[windows_devices]
+        if windows_devices == BOOT_SAFE and hints is not None:
+            # The controller Windows was installed on has its driver
+            # enabled at boot; i440fx (BIOS) has IDE, q35 has not.
+            if hints.disk_controller == 'ide' and \
+                    props.get('hw_firmware_type') != 'uefi':
+                bus = 'ide'
+            if hints.nic_model == 'e1000e':
+                vif = 'e1000e'
         props['hw_disk_bus'] = bus
         props['hw_vif_model'] = vif
         said.append('%s devices for windows' % windows_devices)

@@ -170,3 +170,29 @@ def test_distribution_from_the_appliance_when_the_disk_names_none():
     # The disk's os-release wins over the appliance's distribution.
     props = decide.decide(LINUX_BIOS, ovf, source_format='ova').properties
     assert (props['os_distro'], props['os_version']) == ('ubuntu', '22.04')
+
+
+WINDOWS_BIOS = disk.DiskFacts(
+    scheme='mbr', mbr_boot_code=True,
+    partitions=(part(1, pt.BASIC_DATA, fs.NTFS, active=True),))
+
+
+def devices(props):
+    return props['hw_disk_bus'], props['hw_vif_model']
+
+
+def test_boot_safe_devices_follow_the_source_controller():
+    ide = hints.Hints('vmdk descriptor', disk_controller='ide',
+                      nic_model='e1000e')
+    props = decide.decide(WINDOWS_BIOS, ide, source_format='vmdk').properties
+    assert devices(props) == ('ide', 'e1000e')
+    # q35, which every UEFI guest gets, has no IDE controller.
+    props = decide.decide(WINDOWS_UEFI, ide, source_format='vmdk').properties
+    assert props['hw_disk_bus'] == 'sata'
+    scsi = hints.Hints('vmdk descriptor', disk_controller='scsi')
+    props = decide.decide(WINDOWS_BIOS, scsi, source_format='vmdk').properties
+    assert devices(props) == ('sata', 'e1000')
+    # virtio is virtio, whatever the source had.
+    props = decide.decide(WINDOWS_BIOS, ide, source_format='vmdk',
+                          windows_devices='virtio').properties
+    assert devices(props) == ('virtio', 'virtio')
