@@ -99,7 +99,7 @@ class ExtVolume:
     def _extents(self, node: bytes, depth_left: int, runs, visited,
                  count: int) -> None:
         magic, entries, _max, depth = struct.unpack_from('<HHHH', node, 0)
-        if magic != 0xF30A or depth > depth_left:
+        if magic != 0xF30A or not _depth_ok(depth, depth_left):
             raise ExtError('bad extent node')
         visited[0] += 1
         if visited[0] > MAX_EXTENT_NODES:
@@ -239,6 +239,11 @@ class ExtVolume:
             else:
                 raise ExtError('%s is not a regular file' % name)
         raise ExtError('%s names a directory' % path)
+
+
+def _depth_ok(depth: int, depth_left: int) -> bool:
+    """A node lies below its parent: a tree that points back up is cut."""
+    return depth <= depth_left
 
 
 def _inline_tail(inode: bytes) -> bytes:
