@@ -58,13 +58,24 @@ def upload_args(p: argparse.ArgumentParser) -> None:
                    help='The SHA-256 the publisher gave for FILE, as the '
                         'image property glance_convert_source_sha256: '
                         'refused if FILE differs.')
+    p.add_argument('--property', metavar='KEY=VALUE', action='append',
+                   default=[], dest='properties',
+                   help='An image property the image already has (may be '
+                        'repeated): the guest properties the plugin would '
+                        'set leave out those the user set.')
 
 
 def upload_properties(args) -> dict:
     """The image properties the command line stands for."""
-    if args.source_sha256 is None:
-        return {}
-    return {'glance_convert_source_sha256': args.source_sha256}
+    found = {}
+    for item in getattr(args, 'properties', None) or ():
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise UsageError('--property wants KEY=VALUE, not %r' % item)
+        found[key] = value
+    if args.source_sha256 is not None:
+        found['glance_convert_source_sha256'] = args.source_sha256
+    return found
 
 
 def human(n: int | None) -> str:

@@ -18,6 +18,7 @@ from glance_convert import units
 from glance_convert.cmd import common
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import describe
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import sandbox
 from glance_convert.pipeline import check_table
@@ -67,7 +68,8 @@ def inspect_file(path: str, claimed: str | None, conf,
     settings = common.plugin_settings(conf)
     upload = {'container_format': container,
               'upload_size': os.path.getsize(path),
-              'source_sha256': None, 'image_properties': {}}
+              'source_sha256': None, 'image_properties': {},
+              'guest_properties': {}, 'guest': None}
     try:
         with tempfile.TemporaryDirectory(prefix='glance-convert-') as work, \
                 containers.opened(
@@ -83,6 +85,8 @@ def inspect_file(path: str, claimed: str | None, conf,
             report['image_properties'] = dict(disk.properties)
             if report['verdict'] == 'accepted':
                 report['source_sha256'] = disk.source_sha256()
+                report.update(_guest(disk, report, settings, work,
+                                     properties or {}))
     except errors.ImageRejected as exc:
         report = dict(upload, file=path, claimed_format=claimed,
                       detected_format=None, file_size=upload['upload_size'],
@@ -92,6 +96,25 @@ def inspect_file(path: str, claimed: str | None, conf,
                       plugin_action='refuse the import', space_needed={},
                       confinement=sandbox.applied_layers())
     return report
+
+
+def _guest(disk, report: dict, settings, work_dir: str,
+           properties: dict) -> dict:
+    """The properties the plugin would set for the guest to boot, and
+    what they were decided from."""
+    image = describe.Image(disk.path, report['claimed_format'],
+                           report['virtual_size'] or 0)
+    guest = describe.describe(image, image, settings=settings,
+                              image_id='cli-guest', work_dir=work_dir,
+                              appliance=disk.hints,
+                              user_properties=properties)
+    if guest is None:
+        return {}
+    facts = guest.facts
+    return {'guest_properties': guest.properties,
+            'guest': {'record': guest.record, 'read_from': guest.read_from,
+                      'complete': facts.complete if facts else None,
+                      'notes': list(facts.notes) if facts else []}}
 
 
 def _inspect_disk(path: str, claimed: str | None, conf, settings,
@@ -168,6 +191,13 @@ def _print_inspect(report: dict) -> None:
     print('Plugin would:     %s' % report['plugin_action'])
     for key, value in sorted(report['image_properties'].items()):
         print('Image property:   %s=%s' % (key, value))
+    guest = report.get('guest')
+    if guest:
+        print('Guest:            %s' % (guest['record'] or 'nothing found'))
+        if guest['complete'] is False:
+            print('  incomplete: %s' % '; '.join(guest['notes']))
+        for key, value in sorted(report['guest_properties'].items()):
+            print('Would set:        %s=%s' % (key, value))
     if report['space_needed']:
         print('Space needed to convert to:')
         for fmt, n in report['space_needed'].items():

@@ -25,7 +25,7 @@ from glance_convert.pipeline import phases
 LOG = logging.getLogger(__name__)
 
 
-def _aborted_errors() -> tuple:
+def aborted_errors() -> tuple:
     """Glance's exceptions for an image deleted or an import taken over
     while it ran: the import was cancelled."""
     try:
@@ -42,7 +42,7 @@ def classify(exc: BaseException | None) -> tuple[str | None, str | None]:
     if isinstance(exc, errors.ImageRejected):
         check = check_table.matching(exc.reason)
         return metrics.REFUSED, check.name if check else 'unknown'
-    if isinstance(exc, (errors.ConversionCancelled,) + _aborted_errors()):
+    if isinstance(exc, (errors.ConversionCancelled,) + aborted_errors()):
         return metrics.CANCELLED, None
     return metrics.FAILED, None
 

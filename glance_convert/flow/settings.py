@@ -108,6 +108,10 @@ def from_conf(conf: cfg.ConfigOpts | None = None) -> config.Settings:
         signed_images=group.signed_images,
         compressed_images=group.compressed_images,
         bare_compression=group.bare_compression,
+        guest_properties=group.guest_properties,
+        guest_from_disk=group.guest_from_disk,
+        guest_from_appliance=group.guest_from_appliance,
+        windows_devices=group.windows_devices,
         progress_interval=group.progress_interval)
 
 

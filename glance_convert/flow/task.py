@@ -13,6 +13,7 @@ from taskflow.types import failure
 
 from glance_convert.pipeline import containers
 from glance_convert.pipeline import conversion
+from glance_convert.pipeline import describe
 from glance_convert.pipeline import phases
 from glance_convert.pipeline import upload_hash
 from glance_convert import errors
@@ -234,6 +235,9 @@ class ConvertImage(task.Task):
                 status=_UserStatus(self.status,
                                    units.allocated_bytes(disk.path)),
                 timings=timings, **common)
+            with timings.phase(phases.DESCRIBE):
+                guest = self._describe(result, disk, settings, properties,
+                                       config.workspace.work_dir)
             try:
                 # Before anything is stored: refuses on a checksum
                 # mismatch (bare uploads are hashed while qemu-img works).
@@ -261,6 +265,7 @@ class ConvertImage(task.Task):
                          settings.target)
                 with self.action_wrapper as action:
                     action.set_image_extra_properties(properties)
+                self._set_guest_properties(guest)
                 self._end_record(watch=src)
                 report.stored(False, claimed)
                 return file_path
@@ -274,6 +279,7 @@ class ConvertImage(task.Task):
                     attributes['virtual_size'] = result.virtual_size
                 action.set_image_attribute(**attributes)
                 action.set_image_extra_properties(properties)
+            self._set_guest_properties(guest)
             if result.converted:
                 self.status.set_message('Converted from %s to %s'
                                         % (result.source_format,
@@ -287,6 +293,59 @@ class ConvertImage(task.Task):
             self._end_record(watch=result.path)
             report.stored(True, result.disk_format, result.size)
             return FILE_SCHEME + result.path
+
+    def _describe(self, result: conversion.Result, disk: containers.Opened,
+                  settings, user_properties: dict,
+                  work_dir: str) -> describe.Guest | None:
+        """The guest's boot properties; None, logged, if they cannot be
+        had: they are worth an import's success, not its failure."""
+        try:
+            guest = describe.describe(
+                describe.Image(result.path, result.disk_format,
+                               result.virtual_size),
+                describe.Image(disk.path, disk.disk_format),
+                settings=settings, image_id=self.image_id,
+                work_dir=work_dir,
+                appliance=disk.hints, user_properties=user_properties)
+        except Exception:  # noqa: BLE001 - never fail an import for it
+            LOG.exception('Image %s: cannot read what its guest needs to '
+                          'boot; no guest properties set', self.image_id)
+            return None
+        if guest is not None:
+            LOG.info('Image %s guest: %s (read from %s)%s', self.image_id,
+                     guest.record or 'nothing found',
+                     guest.read_from or 'nowhere',
+                     '' if guest.facts is None or guest.facts.complete
+                     else '; incomplete: %s' % '; '.join(guest.facts.notes))
+        return guest
+
+    def _set_guest_properties(self, guest: describe.Guest | None) -> None:
+        """Set the guest's properties, each that Glance allows.
+
+        Property protections or the image property quota may refuse one:
+        it is logged and skipped, and the import goes on.
+        """
+        if guest is None or not guest.properties:
+            return
+        try:
+            with self.action_wrapper as action:
+                action.set_image_extra_properties(guest.properties)
+            return
+        except outcome.aborted_errors():
+            raise
+        except Exception as exc:  # noqa: BLE001 - Glance's refusals vary
+            LOG.warning('Image %s: Glance refused the guest properties '
+                        'together (%s); setting them one by one',
+                        self.image_id, exc)
+        for key, value in guest.properties.items():
+            try:
+                with self.action_wrapper as action:
+                    action.set_image_extra_properties({key: value})
+            except outcome.aborted_errors():
+                raise
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning('Image %s: property %s=%s not set: %s',
+                            self.image_id, key, value, exc)
 
     def _end_record(self, watch: str | None = None,
                     abandon: str | None = None) -> None:

@@ -35,3 +35,22 @@ class Hints:
     #: 'virtio-scsi'): a Windows guest without virtio drivers boots from
     #: the controller it was installed on.
     disk_model: str | None = None
+
+
+def combined(*found: Hints | None) -> Hints | None:
+    """One :class:`Hints` from several sources, the first that answers
+    each field winning (an OVF before the descriptor of its disk)."""
+    found = [h for h in found if h is not None]
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    values = {}
+    for field in dataclasses.fields(Hints):
+        if field.name in ('source', 'said'):
+            continue
+        values[field.name] = next(
+            (getattr(h, field.name) for h in found
+             if getattr(h, field.name) is not None), None)
+    return Hints(source=', '.join(h.source for h in found),
+                 said=tuple(s for h in found for s in h.said), **values)

@@ -34,3 +34,10 @@ class Settings:
     signed_images: str = 'refuse'
     compressed_images: str = 'unpack'
     bare_compression: str = 'unpack'
+    #: What decides how the guest boots (:mod:`.describe`): on or off,
+    #: read from the disk and from the appliance, and the devices of
+    #: Windows guests from another hypervisor.
+    guest_properties: bool = True
+    guest_from_disk: bool = True
+    guest_from_appliance: bool = True
+    windows_devices: str = 'boot-safe'

@@ -321,8 +321,10 @@ class _Conversion:
 
     def result(self, timings: phases.Timings) -> Result:
         if self.final is None:
-            return Result(self.src, False, self.claimed, self.claimed, 0,
-                          self.bytes_in, self.bytes_in, 0.0, timings)
+            virtual_size = int(self.info.get('virtual-size') or 0)
+            return Result(self.src, False, self.claimed, self.claimed,
+                          virtual_size, self.bytes_in, self.bytes_in, 0.0,
+                          timings)
         return Result(self.final, True, self.claimed, self.target,
                       self.out_virtual, os.path.getsize(self.final),
                       self.bytes_in, time.monotonic() - self.started,

@@ -36,12 +36,13 @@ class ImageReader:
     def __init__(self, path: str, fmt: str, virtual_size: int,
                  limits: qemu_img.Limits, scratch_dir: str, *,
                  chunk: int = CHUNK, max_chunks: int = MAX_CHUNKS,
-                 max_runs: int = MAX_RUNS):
+                 max_runs: int = MAX_RUNS, scratch: str | None = None):
         self.path = path
         self.fmt = fmt
         self.size = virtual_size
         self.limits = limits
         self.scratch_dir = scratch_dir
+        self.scratch = scratch
         self.chunk = chunk
         self.max_chunks = max_chunks
         self.max_runs = max_runs
@@ -60,7 +61,8 @@ class ImageReader:
         try:
             data = qemu_img.read_range(self.path, self.fmt,
                                        index * self.chunk, self.chunk,
-                                       self.limits, self.scratch_dir)
+                                       self.limits, self.scratch_dir,
+                                       scratch=self.scratch)
         except (qemu_img.QemuImgError, sandbox.ConfinementUnavailable,
                 OSError) as exc:
             raise guest_reader.ReadFailed(

@@ -242,12 +242,9 @@ def parse_ovf(text: bytes) -> tuple[dict, dict, Hints]:
 
 
 def _properties(root) -> dict:
+    # The firmware, the OS and the devices are hints for the guest's
+    # decision (ovf_guest), which weighs them against the disk.
     props = {}
-    for config in root.iter('{%s}Config' % VMW_NS):
-        if config.get('{%s}key' % VMW_NS) == 'firmware':
-            value = (config.get('{%s}value' % VMW_NS) or '').lower()
-            if value in ('efi', 'bios'):
-                props['hw_firmware_type'] = {'efi': 'uefi'}.get(value, value)
     os_section = _ns_find(root, 'OperatingSystemSection')
     if os_section is not None:
         if os_section.get('{%s}osType' % VMW_NS):

@@ -20,6 +20,7 @@ CHECK = 'check'
 RESERVE = 'reserve'
 CONVERT = 'convert'
 VERIFY = 'verify'
+DESCRIBE = 'describe'
 HASH = 'hash'
 HAND_ON = 'hand on'
 
@@ -33,6 +34,7 @@ DESCRIPTIONS = {
     RESERVE: 'a conversion slot and the output\'s space (waits included)',
     CONVERT: 'qemu-img convert',
     VERIFY: 'the output judged as an upload of its own format',
+    DESCRIBE: 'the guest\'s disk read for the properties it needs to boot',
     HASH: 'waiting for the SHA-256 of the upload, once converted',
     HAND_ON: 'the image\'s properties set and the file handed to Glance',
 }

@@ -615,7 +615,8 @@ def version() -> str:
 
 
 def read_range(path: str, fmt: str, offset: int, length: int,
-               limits: Limits, scratch_dir: str) -> bytes:
+               limits: Limits, scratch_dir: str, *,
+               scratch: str | None = None) -> bytes:
     """``length`` guest bytes at ``offset`` of an image, through
     ``qemu-img dd`` (fewer at the end of the disk).
 
@@ -625,12 +626,15 @@ def read_range(path: str, fmt: str, offset: int, length: int,
     ``skip`` plus the blocks wanted; the output file size limit is
     ``length``, so a qemu-img that counts otherwise fails at once
     instead of copying the rest of the disk.  No backing file is opened.
+    ``scratch`` names the file qemu-img writes (an import's work file, so
+    the reaper knows it after a crash); by default one in ``scratch_dir``.
     """
     if length <= 0 or offset % length:
         raise ValueError('offset must be a multiple of length')
     skip = offset // length
-    scratch = os.path.join(scratch_dir, 'guest-read-%d-%d.raw'
-                           % (os.getpid(), threading.get_ident()))
+    scratch = scratch or os.path.join(
+        scratch_dir, 'guest-read-%d-%d.raw' % (os.getpid(),
+                                               threading.get_ident()))
     try:
         _run(['dd', '-O', 'raw', 'bs=%d' % length, 'skip=%d' % skip,
               'count=%d' % (skip + 1), 'if=' + no_backing_spec(path, fmt),

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable, ContextManager
 
 from glance_convert import safety
+from glance_convert.guest.hints import Hints
 from glance_convert.pipeline import upload_hash
 
 
@@ -18,6 +19,8 @@ class Opened:
     container_format: str      # the upload's
     workspace: object          # for convert_image (slot held if unpacked)
     properties: dict           # image properties the container gave
+    #: What the container's metadata says about the guest (an OVF).
+    hints: Hints | None = None
     _digest: str | None = None
     _hash: upload_hash.BackgroundHash | upload_hash.Hasher | None = None
     _expected: str | None = None

@@ -33,7 +33,8 @@ def open_upload(request: base.Request):
         try:
             disk = base.checked_first(base.Opened(
                 path, appliance.disk.disk_format, request.container_format,
-                work, dict(appliance.properties), _hash=sha256,
+                work, dict(appliance.properties), hints=appliance.hints,
+                _hash=sha256,
                 _expected=request.expected_sha256,
                 _keep=lambda: work.keep(path)))
             ova.check_disk(path, appliance, request.policy)

@@ -76,8 +76,9 @@ def test_vmware_ova_hints_and_its_disks_agree(tmp_path, qemu_tools):
     from_disk = vmdk_hints(disk)
     assert (from_disk.disk_controller, from_disk.disk_model) == (
         app.hints.disk_controller, app.hints.disk_model)
-    # The record properties are those of today.
-    assert app.properties['hw_firmware_type'] == 'uefi'
+    # The firmware is a hint for the guest's decision, not a property.
+    assert app.hints.firmware == 'uefi'
+    assert 'hw_firmware_type' not in app.properties
     assert app.properties['glance_convert_ovf_disk_controller'] == \
         'scsi:lsilogic'
 

@@ -39,7 +39,7 @@ def test_tar_made_ova_converts_to_raw(tmp_path, stream_vmdk, qemu_tools):
 
     assert digest == imagefactory.sha256_of(src)
     assert imagefactory.compare(result.path, 'raw', reference, 'raw')
-    assert app.properties['hw_firmware_type'] == 'uefi'
+    assert app.hints.firmware == 'uefi'
 
 
 def _refusal(tmp_path, src):

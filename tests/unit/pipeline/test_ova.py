@@ -86,8 +86,8 @@ def test_read_finds_the_disk_and_properties(tmp_path):
         assert f.read(app.disk.size) == DISK
     assert app.disk.disk_format == 'vmdk'
     assert app.disk.capacity == 4 * units.MiB
+    assert app.hints.firmware == 'uefi'
     assert app.properties == {
-        'hw_firmware_type': 'uefi',
         'glance_convert_ovf_os_type': 'ubuntu64Guest',
         'glance_convert_ovf_os_id': '101',
         'glance_convert_ovf_cpus': '2',
@@ -254,7 +254,8 @@ def test_bios_firmware_and_missing_capacity(tmp_path):
     path = make_ova(tmp_path / 'a.ova', [('vm.ovf', text),
                                          ('disk1.vmdk', DISK)])
     app = ova.read(path)
-    assert app.properties['hw_firmware_type'] == 'bios'
+    assert app.hints.firmware == 'bios'
+    assert 'hw_firmware_type' not in app.properties
     assert app.disk.capacity is None
 
 

@@ -10,7 +10,8 @@ from glance_convert.pipeline import phases
 def test_phases_are_named_once_in_import_order():
     assert phases.ORDER == (
         phases.PREPARE, phases.OPEN_CONTAINER, phases.INSPECT, phases.CHECK,
-        phases.RESERVE, phases.CONVERT, phases.VERIFY, phases.HASH,
+        phases.RESERVE, phases.CONVERT, phases.VERIFY, phases.DESCRIBE,
+        phases.HASH,
         phases.HAND_ON)
     assert not set(phases.WAITS) & set(phases.ORDER)
     assert len(set(phases.ORDER)) == len(phases.ORDER)
