@@ -79,16 +79,18 @@ def load_conf(tmp_path):
 
 
 @pytest.fixture
-def start_paths(monkeypatch):
-    """How each qemu-img of the test was started (qemu_img.THREAD...)."""
-    seen = []
+def start_paths():
+    """How each qemu-img of the test that ran was started
+    (qemu_img.THREAD...)."""
     from glance_convert.pipeline import qemu_img
-    real = qemu_img._start
+    seen = []
 
-    def recording(*a, **kw):
-        started = real(*a, **kw)
-        seen.append(started[1])
-        return started
+    def recording(runner):
+        def run(args, limits, **options):
+            result = runner(args, limits, **options)
+            seen.append(result.started_by)
+            return result
+        return run
 
-    monkeypatch.setattr(qemu_img, '_start', recording)
-    return seen
+    with qemu_img.using(recording):
+        yield seen

@@ -151,11 +151,11 @@ def convert_to_raw(src: str, fmt: str, dst: str, virtual_size: int, *,
                  '--target-image-opts',
                  window('raw', dst, offset, length)]
         try:
-            qemu_img._run(args, limits, should_cancel=cancelled,
-                          on_start=on_start,
-                          on_tick=tick if on_progress else None,
-                          tick_interval=progress_interval,
-                          reads=[src], writes=[dst])
+            qemu_img.run(args, limits, should_cancel=cancelled,
+                         on_start=on_start,
+                         on_tick=tick if on_progress else None,
+                         tick_interval=progress_interval,
+                         reads=[src], writes=[dst])
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
             failed.set()

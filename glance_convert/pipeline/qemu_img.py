@@ -32,6 +32,9 @@ cannot work (Linux < 5.5, Python < 3.11.7) or where threads are green
 threads sharing one kernel thread, a ``preexec_fn`` does it all in a
 forked child: the same protection, only slower.
 
+Every command goes through :func:`run`, and :func:`using` is how a test
+watches or alters those runs (see there why).
+
 Format arguments are qemu-img driver names (``vpc``, not Glance's ``vhd``);
 see :mod:`glance_convert.formats`.
 """
@@ -49,7 +52,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from oslo_log import log as logging
 
@@ -108,6 +111,16 @@ class QemuImgCancelled(QemuImgError):
 
 class QemuImgLimitExceeded(QemuImgError):
     """qemu-img hit a resource limit (file size, CPU time)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What one qemu-img run gave back."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    started_by: str    # THREAD, DIRECT or FORK: how it was started
 
 
 _ENV = {'LC_ALL': 'C', 'MALLOC_ARENA_MAX': '2'}
@@ -232,9 +245,12 @@ def launcher_tools() -> tuple[str, str] | None:
         return _TOOLS[0]
 
 
-def start_path(confinement: sandbox.Confinement) -> str:
-    """How a qemu-img run confined so will be started here."""
-    if launcher_tools() is None:
+def start_path(confinement: sandbox.Confinement, fork: bool = False) -> str:
+    """How a qemu-img run confined so will be started here.
+
+    ``fork``: the forked child even where a launcher thread would do.
+    """
+    if fork or launcher_tools() is None:
         return FORK
     if not confinement.nnp:
         return DIRECT
@@ -246,7 +262,7 @@ class _Launch:
 
     def __init__(self, argv, env, confinement):
         self.argv, self.env, self.confinement = argv, env, confinement
-        self.caller_tid = sandbox._gettid()
+        self.caller_tid = sandbox.gettid()
         self.proc: subprocess.Popen | None = None
         self.error: BaseException | None = None
         self.gate: sandbox.ProcessGate | None = None
@@ -312,7 +328,7 @@ def _kill_and_reap(proc: subprocess.Popen) -> None:
 
 
 def _start(cmd: list[str], limits: Limits, env: dict,
-           confinement: sandbox.Confinement
+           confinement: sandbox.Confinement, fork: bool
            ) -> tuple[subprocess.Popen, str, threading.Thread | None]:
     """Start qemu-img (``cmd[0]`` its full path).
 
@@ -320,7 +336,7 @@ def _start(cmd: list[str], limits: Limits, env: dict,
     join once qemu-img has exited), if any.
     """
     rlimits = limits.rlimits()
-    path = start_path(confinement)
+    path = start_path(confinement, fork)
     common = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                   close_fds=True)
     if path != FORK:
@@ -350,23 +366,67 @@ def _not_confined(detail: str) -> sandbox.ConfinementUnavailable:
         'please contact the cloud operator.', detail)
 
 
-def _run(args: Sequence[str], limits: Limits, *,
-         check_exit_code: Sequence[int] = (0,),
-         should_cancel: Callable[[], bool] | None = None,
-         on_tick: Callable[[int], None] | None = None,
-         tick_interval: float = 5.0,
-         on_start: Callable[[int], None] | None = None,
-         reads: Sequence[str] = (), writes: Sequence[str] = ()
-         ) -> tuple[int, str, str]:
-    """Run qemu-img; return (exit code, stdout, stderr).
+def run(args: Sequence[str], limits: Limits, *,
+        check_exit_code: Sequence[int] = (0,),
+        should_cancel: Callable[[], bool] | None = None,
+        on_tick: Callable[[int], None] | None = None,
+        tick_interval: float = 5.0,
+        on_start: Callable[[int], None] | None = None,
+        reads: Sequence[str] = (), writes: Sequence[str] = (),
+        fork: bool = False) -> Result:
+    """Run ``qemu-img ARGS`` under ``limits``, confined; its :class:`Result`.
 
     ``reads`` and ``writes`` are the only files it may read and write
     (besides what it needs to run); a missing ``writes`` file is created
-    empty first.  Raises :class:`sandbox.ConfinementUnavailable` when it
-    cannot be confined as the ``sandbox`` option asks.  Never through a
-    shell; the environment is ``LC_ALL=C`` and a system PATH
-    (:func:`sandbox.environment`).
+    empty first.  An exit code outside ``check_exit_code`` raises
+    :class:`QemuImgError` (or a subclass: time-out, cancelled, limit).
+    Raises :class:`sandbox.ConfinementUnavailable` when it cannot be
+    confined as the ``sandbox`` option asks.  Never through a shell; the
+    environment is ``LC_ALL=C`` and a system PATH
+    (:func:`sandbox.environment`).  ``should_cancel`` is asked, and
+    ``on_tick(pid)`` called, between waits; ``on_start(pid)`` once it
+    runs.  ``fork``: start it in a forked child even where a launcher
+    thread could (the slower path that some hosts take).
     """
+    return _RUNNERS[-1](
+        args, limits, check_exit_code=check_exit_code,
+        should_cancel=should_cancel, on_tick=on_tick,
+        tick_interval=tick_interval, on_start=on_start, reads=reads,
+        writes=writes, fork=fork)
+
+
+#: What runs qemu-img: :func:`run`'s signature, returns a :class:`Result`.
+Runner = Callable[..., Result]
+
+
+@contextlib.contextmanager
+def using(wrap: Callable[[Runner], Runner]) -> Iterator[None]:
+    """Within the block, every :func:`run` goes through ``wrap(runner)``.
+
+    ``runner`` is the one in place (the real one, or another test's); the
+    wrapper may record the arguments or the :class:`Result`, change the
+    keyword arguments (``fork=True``), act before or after it, or not call
+    it at all.  Wrappers nest, and hold in every thread.
+
+    Why: tests watch and alter qemu-img runs (the commands an import
+    runs, what a hostile stand-in reports, a source changed just before
+    the convert, the start path) through this one seam, instead of
+    patching how this module starts and waits for qemu-img, which can
+    then change without them.
+    """
+    runner = wrap(_RUNNERS[-1])
+    _RUNNERS.append(runner)
+    try:
+        yield
+    finally:
+        _RUNNERS.remove(runner)
+
+
+def _real_run(args: Sequence[str], limits: Limits, *,
+              check_exit_code: Sequence[int], should_cancel, on_tick,
+              tick_interval: float, on_start, reads: Sequence[str],
+              writes: Sequence[str], fork: bool) -> Result:
+    """The real runner (see :func:`run`)."""
     cmd = (QEMU_IMG,) + tuple(args)
     printable = ' '.join(cmd)
     # Found on glance-api's PATH, started by its full path with nothing
@@ -381,7 +441,7 @@ def _run(args: Sequence[str], limits: Limits, *,
     try:
         try:
             proc, path, launcher = _start([executable] + list(args), limits,
-                                          env, confinement)
+                                          env, confinement, fork)
         except sandbox.ThreadNotConfined as exc:
             raise _not_confined(str(exc))
         except OSError as exc:
@@ -406,7 +466,7 @@ def _run(args: Sequence[str], limits: Limits, *,
     stdout = out.decode('utf-8', 'replace')
     stderr = err.decode('utf-8', 'replace')
     if code in check_exit_code and killed is None:
-        return code, stdout, stderr
+        return Result(code, stdout, stderr, path)
     LOG.debug('%s exited with %s: %s', printable, code, stderr.strip())
     if (code == sandbox.EXIT_NOT_CONFINED
             and stderr.startswith(sandbox.FAILED_PREFIX)):
@@ -430,6 +490,10 @@ def _run(args: Sequence[str], limits: Limits, *,
     raise QemuImgError(printable, code, stderr or stdout)
 
 
+#: The runners in place: the real one, then those of :func:`using`.
+_RUNNERS: list[Runner] = [_real_run]
+
+
 def _options_arg(options: Mapping[str, object]) -> list[str]:
     if not options:
         return []
@@ -443,8 +507,8 @@ def _options_arg(options: Mapping[str, object]) -> list[str]:
 
 def info(path: str, fmt: str, limits: Limits) -> dict:
     """``qemu-img info -f FMT --output=json``; the parsed JSON."""
-    _code, out, _err = _run(['info', '-f', fmt, '--output=json', path],
-                            limits, reads=[path])
+    out = run(['info', '-f', fmt, '--output=json', path], limits,
+              reads=[path]).stdout
     try:
         return json.loads(out)
     except ValueError as exc:
@@ -462,7 +526,7 @@ def measure(path: str, fmt: str, out_fmt: str,
     args = ['measure', '--output=json', '-f', fmt, '-O', out_fmt]
     args += _options_arg(out_options) + [path]
     try:
-        _code, out, _err = _run(args, limits, reads=[path])
+        out = run(args, limits, reads=[path]).stdout
     except QemuImgError as exc:
         if 'does not support size measurement' in exc.stderr:
             return None
@@ -493,19 +557,19 @@ def check(path: str, fmt: str, limits: Limits, *,
     been judged: it opens nothing that ``info`` would not open too.
     """
     try:
-        code, out, err = _run(['check', '--output=json',
-                               no_backing_spec(path, fmt)],
-                              limits, check_exit_code=(0, 2, 3),
-                              should_cancel=should_cancel, reads=[path])
+        result = run(['check', '--output=json', no_backing_spec(path, fmt)],
+                     limits, check_exit_code=(0, 2, 3),
+                     should_cancel=should_cancel, reads=[path])
     except QemuImgError as exc:
         if exc.exit_code == 63 or 'does not support checks' in exc.stderr:
             return {'exit-code': 0, 'unsupported': True}
         raise
+    out = result.stdout
     try:
         report = json.loads(out) if out.strip() else {}
     except ValueError:
         report = {'raw-output': out}
-    report['exit-code'] = code
+    report['exit-code'] = result.exit_code
     return report
 
 
@@ -516,9 +580,8 @@ def compare(a: str, a_fmt: str, b: str, b_fmt: str,
     Trailing zeros past the end of the shorter image count as equal, as
     qemu-img's non-strict mode says.
     """
-    code, _out, _err = _run(['compare', '-f', a_fmt, '-F', b_fmt, a, b],
-                            limits, check_exit_code=(0, 1), reads=[a, b])
-    return code == 0
+    return run(['compare', '-f', a_fmt, '-F', b_fmt, a, b], limits,
+               check_exit_code=(0, 1), reads=[a, b]).exit_code == 0
 
 
 def tuning_args(tuning: Tuning, compressed: bool = False) -> list[str]:
@@ -559,8 +622,8 @@ def convert_args(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
 def create(path: str, fmt: str, size: int,
            options: Mapping[str, object], limits: Limits) -> None:
     """``qemu-img create -f FMT -o OPTIONS PATH SIZE``: a new, empty image."""
-    _run(['create', '-q', '-f', fmt] + _options_arg(options)
-         + [path, str(size)], limits, writes=[path])
+    run(['create', '-q', '-f', fmt] + _options_arg(options)
+        + [path, str(size)], limits, writes=[path])
 
 
 def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
@@ -588,10 +651,10 @@ def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, *,
         if read is not None and on_progress is not None:
             on_progress(read)
 
-    _run(args, limits, should_cancel=should_cancel,
-         on_tick=tick if on_progress else None,
-         tick_interval=progress_interval, on_start=on_start,
-         reads=[src], writes=[dst])
+    run(args, limits, should_cancel=should_cancel,
+        on_tick=tick if on_progress else None,
+        tick_interval=progress_interval, on_start=on_start,
+        reads=[src], writes=[dst])
 
 
 def bytes_read(pid: int) -> int | None:
@@ -608,7 +671,7 @@ def bytes_read(pid: int) -> int | None:
 
 def version() -> str:
     """qemu-img's version string, e.g. ``7.2.22``."""
-    _code, out, _err = _run(['--version'], Limits(timeout=30))
+    out = run(['--version'], Limits(timeout=30)).stdout
     first = out.splitlines()[0] if out else ''
     parts = first.split()
     return parts[2] if len(parts) > 2 else first

@@ -757,7 +757,7 @@ class Confinement:
         Raises :class:`ThreadNotConfined` when a
         layer cannot be applied.
         """
-        tid = _gettid()
+        tid = gettid()
         if tid is None or tid == caller_tid:
             raise NotAThread('not a separate kernel thread')
         if not self.nnp:
@@ -913,7 +913,7 @@ class ThreadNotConfined(Exception):
     """A launcher thread could not confine itself (message: why)."""
 
 
-def _gettid() -> int | None:
+def gettid() -> int | None:
     """The kernel id of the calling thread (not Python's, which a green
     thread library may replace)."""
     try:

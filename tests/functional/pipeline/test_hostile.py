@@ -77,17 +77,18 @@ def work_dir(tmp_path, qemu_tools):
 
 
 @pytest.fixture
-def qemu_calls(monkeypatch):
+def qemu_calls():
     """Record every qemu-img command line the pipeline runs."""
     calls = []
-    real = qemu_img._run
 
-    def recording(args, *a, **kw):
-        calls.append(list(args))
-        return real(args, *a, **kw)
+    def recording(runner):
+        def run(args, limits, **options):
+            calls.append(list(args))
+            return runner(args, limits, **options)
+        return run
 
-    monkeypatch.setattr(qemu_img, '_run', recording)
-    return calls
+    with qemu_img.using(recording):
+        yield calls
 
 
 def test_corpus_is_big_enough(qemu_tools):

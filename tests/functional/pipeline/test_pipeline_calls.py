@@ -26,16 +26,18 @@ IMAGE = '6a1f0c3e-3333-4c4c-8e8e-00112233aabb'
 
 
 @pytest.fixture
-def calls(monkeypatch):
+def calls():
     """The qemu-img subcommands run, in order."""
     seen = []
-    real = qemu_img._run
 
-    def spy(args, *a, **kw):
-        seen.append(args[0])
-        return real(args, *a, **kw)
-    monkeypatch.setattr(qemu_img, '_run', spy)
-    return seen
+    def spy(runner):
+        def run(args, limits, **options):
+            seen.append(args[0])
+            return runner(args, limits, **options)
+        return run
+
+    with qemu_img.using(spy):
+        yield seen
 
 
 def _convert(tmp_path, fmt, target, ws=None, size=16 * MiB, name=None):
@@ -203,7 +205,7 @@ def test_upper_bound_covers_a_fully_allocated_output(target, cluster,
 
 @pytest.mark.parametrize('change', [None, 'truncate'])
 def test_a_source_truncated_under_the_conversion_fails_it(
-        tmp_path, monkeypatch, change):
+        tmp_path, change):
     # qemu reads past the end of a truncated qcow2 as zeros, so without
     # the check the conversion "succeeds" with the data lost.
     staging = tmp_path / 'staging'
@@ -211,20 +213,22 @@ def test_a_source_truncated_under_the_conversion_fails_it(
     src = imagefactory.make_image(staging, 'qcow2', size=16 * MiB)
     work = tmp_path / 'work'
     work.mkdir()
-    real = qemu_img._run
 
-    def truncating(args, *a, **kw):
-        if args[0] == 'convert' and change:
-            os.truncate(src, os.path.getsize(src) // 2)
-        return real(args, *a, **kw)
-    monkeypatch.setattr(qemu_img, '_run', truncating)
+    def truncating(runner):
+        def run(args, limits, **options):
+            if args[0] == 'convert' and change:
+                os.truncate(src, os.path.getsize(src) // 2)
+            return runner(args, limits, **options)
+        return run
+
     settings = hostile_corpus.pipeline_settings('raw')
-    if not change:
-        conversion.convert_image(src, 'qcow2', image_id=IMAGE,
-                                 work_dir=str(work), settings=settings)
-        return
-    with pytest.raises(errors.ConversionFailed) as exc:
-        conversion.convert_image(src, 'qcow2', image_id=IMAGE,
-                                 work_dir=str(work), settings=settings)
+    with qemu_img.using(truncating):
+        if not change:
+            conversion.convert_image(src, 'qcow2', image_id=IMAGE,
+                                     work_dir=str(work), settings=settings)
+            return
+        with pytest.raises(errors.ConversionFailed) as exc:
+            conversion.convert_image(src, 'qcow2', image_id=IMAGE,
+                                     work_dir=str(work), settings=settings)
     assert 'changed during the conversion' in str(exc.value)
     assert os.listdir(work) == []

@@ -73,20 +73,21 @@ def scene(tmp_path, qemu_tools):
 
 
 @pytest.fixture
-def reports(monkeypatch):
+def reports():
     """The stand-in's reports, from qemu-img's stdout."""
     found = []
-    real = qemu_img._run
 
-    def recording(args, *a, **kw):
-        result = real(args, *a, **kw)
-        report = standin.report(result[1])
-        if report is not None:
-            found.append(report)
-        return result
+    def recording(runner):
+        def run(args, limits, **options):
+            result = runner(args, limits, **options)
+            report = standin.report(result.stdout)
+            if report is not None:
+                found.append(report)
+            return result
+        return run
 
-    monkeypatch.setattr(qemu_img, '_run', recording)
-    return found
+    with qemu_img.using(recording):
+        yield found
 
 
 def _force_start(monkeypatch, how):

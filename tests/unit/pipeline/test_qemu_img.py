@@ -18,13 +18,24 @@ needs_fast_path = pytest.mark.skipif(
     'Linux 5.5 and Python 3.11.7 (the process gate)')
 
 
+def forked(runner):
+    """``runner``, starting qemu-img in a forked child (qemu_img.using)."""
+    def run(args, limits, **options):
+        return runner(args, limits, **dict(options, fork=True))
+    return run
+
+
 @pytest.fixture(params=[pytest.param('fast', marks=needs_fast_path),
                         'fork'])
-def start(request, monkeypatch):
+def start(request, start_paths):
     """Each test once through the launcher thread, once through a fork."""
-    if request.param == 'fork':
-        monkeypatch.setattr(qemu_img, '_TOOLS', [None])
-    return request.param
+    if request.param == 'fast':
+        yield request.param
+        assert set(start_paths) <= {qemu_img.THREAD}, start_paths
+        return
+    with qemu_img.using(forked):
+        yield request.param
+    assert set(start_paths) <= {qemu_img.FORK}, start_paths
 
 
 @pytest.fixture
@@ -50,9 +61,9 @@ def _ppid(pid):
 def test_timeout_kills_qemu_img(fifo, start):
     started = []
     with pytest.raises(qemu_img.QemuImgTimeout):
-        qemu_img._run(['info', '-f', 'raw', fifo],
-                      qemu_img.Limits(timeout=1), on_start=started.append,
-                      reads=[fifo])
+        qemu_img.run(['info', '-f', 'raw', fifo],
+                     qemu_img.Limits(timeout=1), on_start=started.append,
+                     reads=[fifo])
     assert started and started[0] not in _qemu_img_pids()
 
 
@@ -83,11 +94,11 @@ def test_limits_apply_to_qemu_img_itself(fifo, start):
         threading.Thread(target=read).start()
 
     with pytest.raises(qemu_img.QemuImgCancelled):
-        qemu_img._run(['info', '-f', 'raw', fifo],
-                      qemu_img.Limits(address_space=1 << 30, cpu_time=7,
-                                      file_size=12345 * 512, timeout=60),
-                      should_cancel=flag.is_set, on_start=on_start,
-                      reads=[fifo])
+        qemu_img.run(['info', '-f', 'raw', fifo],
+                     qemu_img.Limits(address_space=1 << 30, cpu_time=7,
+                                     file_size=12345 * 512, timeout=60),
+                     should_cancel=flag.is_set, on_start=on_start,
+                     reads=[fifo])
     rows = {line[:26].strip(): line[26:].split()
             for line in seen['limits'].splitlines()[1:]}
     assert rows['Max address space'][:2] == [str(1 << 30)] * 2
@@ -169,13 +180,14 @@ def test_qemu_img_dies_with_its_glance_process(fifo, tmp_path, start):
     import sys
     script = tmp_path / 'parent.py'
     script.write_text(
-        'import os, sys, threading, time\n'
+        'import contextlib, sys, threading, time\n'
         'from glance_convert.pipeline import qemu_img\n'
-        'if sys.argv[2] == "fork":\n'
-        '    qemu_img._TOOLS = [None]\n'
+        'from tests.unit.pipeline.test_qemu_img import forked\n'
         'def run():\n'
-        '    qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
-        '        timeout=120, cpu_time=60))\n'
+        '    with (qemu_img.using(forked) if sys.argv[2] == "fork"\n'
+        '          else contextlib.nullcontext()):\n'
+        '        qemu_img.info(sys.argv[1], "raw", qemu_img.Limits(\n'
+        '            timeout=120, cpu_time=60))\n'
         'threading.Thread(target=run, daemon=True).start()\n'
         'time.sleep(120)\n')
     parent = subprocess.Popen([sys.executable, str(script), fifo, start],
@@ -211,9 +223,9 @@ def test_sigkill_from_outside_is_not_a_limit(fifo, cpu_time, start):
     def kill(pid):
         threading.Timer(0.3, os.kill, (pid, 9)).start()
     with pytest.raises(qemu_img.QemuImgError) as exc:
-        qemu_img._run(['info', '-f', 'raw', fifo],
-                      qemu_img.Limits(timeout=60, cpu_time=cpu_time),
-                      on_start=kill, reads=[fifo])
+        qemu_img.run(['info', '-f', 'raw', fifo],
+                     qemu_img.Limits(timeout=60, cpu_time=cpu_time),
+                     on_start=kill, reads=[fifo])
     assert isinstance(exc.value, qemu_img.QemuImgLimitExceeded) == bool(
         cpu_time)
 
@@ -252,10 +264,10 @@ def test_launcher_thread_confines_qemu_img_not_its_caller(fifo, tmp_path,
         threading.Thread(target=read).start()
 
     with pytest.raises(qemu_img.QemuImgCancelled):
-        qemu_img._run(['info', '-f', 'raw', fifo],
-                      qemu_img.Limits(cpu_time=7, timeout=60),
-                      should_cancel=flag.is_set, on_start=on_start,
-                      reads=[fifo])
+        qemu_img.run(['info', '-f', 'raw', fifo],
+                     qemu_img.Limits(cpu_time=7, timeout=60),
+                     should_cancel=flag.is_set, on_start=on_start,
+                     reads=[fifo])
     [(argv, preexec_fn, tid)] = started
     assert preexec_fn is None
     assert os.path.basename(argv[0]) == 'setpriv'
@@ -277,7 +289,7 @@ def test_one_kernel_thread_for_all_falls_back_to_fork(
         tmp_path, monkeypatch, start_paths):
     """Green threads (eventlet) share one kernel thread: restricting the
     "launcher" would restrict the caller for good.  It forks instead."""
-    monkeypatch.setattr(sandbox, '_gettid', lambda: 4242)
+    monkeypatch.setattr(sandbox, 'gettid', lambda: 4242)
     before = _status('/proc/thread-self/status')
     img = tmp_path / 'a.raw'
     img.write_bytes(b'\0' * 65536)
