@@ -329,13 +329,29 @@ _PROBE_LOCK = threading.Lock()
 _PROBED: list[Layer] | None = None
 
 
-def layers(refresh: bool = False) -> list[Layer]:
+def layers() -> list[Layer]:
     """The confinement layers and whether this host provides each one."""
     global _PROBED
     with _PROBE_LOCK:
-        if _PROBED is None or refresh:
+        if _PROBED is None:
             _PROBED = _probe()
         return list(_PROBED)
+
+
+def probe_again() -> None:
+    """Forget what was found and logged about this host.
+
+    The probes (:func:`landlock_abi`, :func:`seccomp_table`,
+    :func:`process_gate_usable`) run once per process, and what they find
+    is logged once per mode.  A test that simulates another host replaces
+    a probe, calls this, and calls it again once the probe is back.
+    """
+    global _PROBED
+    with _PROBE_LOCK:
+        _PROBED = None
+        _LOGGED.clear()
+        _GATE_USABLE.clear()
+        _PROGRAMS.clear()
 
 
 def _probe() -> list[Layer]:

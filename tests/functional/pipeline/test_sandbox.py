@@ -90,16 +90,27 @@ def reports():
         yield found
 
 
-def _force_start(monkeypatch, how):
+@pytest.fixture
+def simulate():
+    """``simulate(module, name, fn)``: another host, on which the public
+    probe ``module.name`` is ``fn``.  The real host is probed again after
+    the test."""
+    with pytest.MonkeyPatch.context() as patch:
+        def replace(module, name, fn):
+            patch.setattr(module, name, fn)
+            sandbox.probe_again()
+        yield replace
+    sandbox.probe_again()
+
+
+def _force_start(simulate, how):
     """Start qemu-img as ``how`` says, simulating what forces the fork."""
     if how == 'no-setpriv':
-        monkeypatch.setattr(qemu_img, '_TOOLS', [None])
+        simulate(qemu_img, 'launcher_tools', lambda: None)
     elif how == 'landlock-abi-5':
-        monkeypatch.setattr(sandbox, 'landlock_abi',
-                            lambda: (5, 'simulated: ABI 5'))
-        monkeypatch.setattr(sandbox, '_PROBED', sandbox._probe())
+        simulate(sandbox, 'landlock_abi', lambda: (5, 'simulated: ABI 5'))
     elif how == 'no-process-gate':   # Linux < 5.5 or Python < 3.11.7
-        monkeypatch.setattr(sandbox, '_GATE_USABLE', [False])
+        simulate(sandbox, 'process_gate_usable', lambda: False)
     return qemu_img.THREAD if how == 'fast' else qemu_img.FORK
 
 
@@ -152,9 +163,9 @@ def _assert_linger_rewrites(scene, out):
 
 @pytest.mark.parametrize('how', START)
 def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode,
-                                       start_paths, how):
+                                       simulate, start_paths, how):
     """Through the launcher thread (vfork) and the forked child alike."""
-    expected = _force_start(monkeypatch, how)
+    expected = _force_start(simulate, how)
     mode(sandbox.AUTO)
     result = _convert_in_process(scene, monkeypatch)
     assert start_paths and set(start_paths) == {expected}, start_paths
@@ -171,9 +182,9 @@ def test_confined_standin_gets_nothing(scene, reports, monkeypatch, mode,
 
 @pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
 def test_unconfined_standin_steals(scene, reports, monkeypatch, mode,
-                                   start_paths, how):
+                                   simulate, start_paths, how):
     """The control: the same stand-in, unconfined, gets everything."""
-    expected = _force_start(monkeypatch, how)
+    expected = _force_start(simulate, how)
     mode(sandbox.OFF)
     result = _convert_in_process(scene, monkeypatch)
     # Unconfined, nothing needs a thread of its own.
@@ -192,14 +203,18 @@ def test_unconfined_standin_steals(scene, reports, monkeypatch, mode,
 
 @pytest.mark.skipif(not LAUNCHER_USABLE, reason='no launcher thread here')
 def test_launcher_thread_needs_its_seccomp_guard(scene, reports, monkeypatch,
-                                                 mode, start_paths):
+                                                 mode, simulate, start_paths):
     """Why the launcher's filter refuses signals to glance-api's pid and
     the launcher's tid: Landlock's scoping lets a signal to the launcher
     thread through (it is in the domain), and a signal to one thread acts
     on the whole process.  Without the rule, the stand-in finds it."""
-    real = sandbox._Program.patched
-    monkeypatch.setattr(sandbox._Program, 'patched',
-                        lambda self, tid, pid: real(self, 0, 0))
+    real = sandbox.build_launcher_program
+
+    def unguarded(*args):
+        # No slot for the tid and pid: the rule compares with 0.
+        prog, _threads, _processes = real(*args)
+        return prog, [], []
+    simulate(sandbox, 'build_launcher_program', unguarded)
     mode(sandbox.AUTO)
     _convert_in_process(scene, monkeypatch)
     assert set(start_paths) == {qemu_img.THREAD}
@@ -223,12 +238,12 @@ RAISES = {'success': None, 'failure': qemu_img.QemuImgError,
 @pytest.mark.parametrize('outcome', sorted(BEHAVIOUR))
 @pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
 @pytest.mark.parametrize('mode_name', [sandbox.AUTO, sandbox.OFF])
-def test_nothing_outlives_qemu_img(scene, monkeypatch, mode, tmp_path,
-                                   mode_name, how, outcome):
+def test_nothing_outlives_qemu_img(scene, monkeypatch, mode, simulate,
+                                   tmp_path, mode_name, how, outcome):
     """Success, failure, time-out or cancellation: when qemu-img's run
     ends, no process of it is left (the stand-in's setsid and double
     fork included).  Unconfined (the control), one is left behind."""
-    _force_start(monkeypatch, how)
+    _force_start(simulate, how)
     mode(mode_name)
     monkeypatch.setenv('PATH', scene.env()['PATH'])
     scene.set_behaviour(BEHAVIOUR[outcome])
@@ -407,22 +422,19 @@ def test_cli_parallel_conversion_is_confined(scene, tmp_path):
 
 # --- a layer missing (simulated) ---------------------------------------------
 
-def _without(monkeypatch, layer):
+def _without(simulate, layer):
     if layer == sandbox.LANDLOCK_FS:
-        monkeypatch.setattr(sandbox, 'landlock_abi',
-                            lambda: (0, 'simulated: no Landlock'))
+        simulate(sandbox, 'landlock_abi',
+                 lambda: (0, 'simulated: no Landlock'))
     else:
-        monkeypatch.setattr(sandbox, 'seccomp_table',
-                            lambda: (None, 'simulated: no seccomp'))
-    # The probe's cache is put back as it was when the test ends.
-    monkeypatch.setattr(sandbox, '_PROBED', sandbox._probe())
-    monkeypatch.setattr(sandbox, '_LOGGED', set())
+        simulate(sandbox, 'seccomp_table',
+                 lambda: (None, 'simulated: no seccomp'))
 
 
 @pytest.mark.parametrize('layer', [sandbox.LANDLOCK_FS, sandbox.SECCOMP])
 def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
-                                                mode, caplog, layer):
-    _without(monkeypatch, layer)
+                                                mode, simulate, caplog, layer):
+    _without(simulate, layer)
     with caplog.at_level(logging.WARNING):
         mode(sandbox.AUTO)
     assert any(layer in r.getMessage() and 'simulated' in r.getMessage()
@@ -469,7 +481,7 @@ def test_auto_without_a_layer_converts_and_logs(scene, reports, monkeypatch,
         assert qemu_img.compare(scene.src, 'qcow2', converted, 'raw')
 
 
-def test_check_config_and_inspect_show_the_new_layers(scene, monkeypatch):
+def test_check_config_and_inspect_show_the_new_layers(scene, simulate):
     """check-config names each layer, what it stops and, when missing,
     how to get it; inspect lists the layers its qemu-img runs had."""
     def finding(layer):
@@ -490,16 +502,16 @@ def test_check_config_and_inspect_show_the_new_layers(scene, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     confinement = json.loads(proc.stdout)['confinement']
     assert {sandbox.ONE_PROCESS, sandbox.MINIMAL_ENV} <= set(confinement)
-    _without(monkeypatch, sandbox.SECCOMP)
+    _without(simulate, sandbox.SECCOMP)
     missing = finding(sandbox.ONE_PROCESS)
     assert missing.severity == config_check.WARNING
     assert 'not available' in missing.message and 'seccomp' in missing.fix
 
 
 @pytest.mark.parametrize('layer', [sandbox.LANDLOCK_FS, sandbox.SECCOMP])
-def test_required_without_a_layer_refuses(scene, monkeypatch, mode, caplog,
-                                          layer):
-    _without(monkeypatch, layer)
+def test_required_without_a_layer_refuses(scene, monkeypatch, mode, simulate,
+                                          caplog, layer):
+    _without(simulate, layer)
     mode(sandbox.REQUIRED)
     ran = []
     monkeypatch.setattr(qemu_img.subprocess, 'Popen',
@@ -520,12 +532,23 @@ def test_required_without_a_layer_refuses(scene, monkeypatch, mode, caplog,
 
 
 @pytest.mark.parametrize('how', [FAST, 'no-setpriv'])
-def test_failure_in_the_child_refuses(scene, monkeypatch, mode, how):
+def test_failure_in_the_child_refuses(scene, monkeypatch, mode, simulate,
+                                      how):
     """A layer the probe saw but the child (or the launcher thread)
     cannot apply: no qemu-img."""
-    _force_start(monkeypatch, how)
+    _force_start(simulate, how)
     mode(sandbox.AUTO)
-    monkeypatch.setattr(sandbox, '_SYS_LANDLOCK_RESTRICT_SELF', 99999)
+    real = sandbox.prepare
+
+    def not_a_ruleset(*args, **kwargs):
+        # A Landlock domain the probe allows but the kernel refuses to
+        # enforce: landlock_restrict_self fails on this descriptor.
+        confinement = real(*args, **kwargs)
+        os.close(confinement.ruleset_fd)
+        confinement.ruleset_fd = os.open(os.devnull,
+                                         os.O_RDONLY | os.O_CLOEXEC)
+        return confinement
+    monkeypatch.setattr(sandbox, 'prepare', not_a_ruleset)
     before = sorted(os.listdir(scene.staging))
     with pytest.raises(sandbox.ConfinementUnavailable) as exc_info:
         _convert_in_process(scene, monkeypatch)

@@ -220,12 +220,18 @@ def _layers(**available):
 
 
 @pytest.fixture
-def host(monkeypatch):
-    def set_layers(**available):
-        monkeypatch.setattr(sandbox, '_PROBED', _layers(**available))
-    monkeypatch.setattr(sandbox, '_MODE', sandbox.AUTO)
-    monkeypatch.setattr(sandbox, '_LOGGED', set())
-    return set_layers
+def host():
+    """Mode auto, nothing logged yet; ``host(layer=False...)`` simulates a
+    host without those layers.  The real host and mode come back after."""
+    before = sandbox.mode()
+    sandbox.configure(sandbox.AUTO)
+    sandbox.probe_again()
+    with pytest.MonkeyPatch.context() as patch:
+        def set_layers(**available):
+            patch.setattr(sandbox, 'layers', lambda: _layers(**available))
+        yield set_layers
+    sandbox.probe_again()
+    sandbox.configure(before)
 
 
 def test_unknown_mode_is_refused():
