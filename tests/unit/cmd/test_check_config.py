@@ -292,8 +292,26 @@ def test_unusable_metrics_settings_warn(tmp_path):
         assert errors_of(found) == [], case
 
 
-def test_self_healing_is_reported_with_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(check_config, '_timer_active', lambda: False)
+@pytest.fixture
+def systemctl(tmp_path, monkeypatch):
+    """``systemctl(active)``: a systemctl first on PATH that says whether
+    the recovery timer is active, and records what it was asked."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    asked = tmp_path / 'systemctl-asked'
+    monkeypatch.setenv('PATH', '%s:%s' % (bin_dir, os.environ['PATH']))
+
+    def install(active):
+        tool = bin_dir / 'systemctl'
+        tool.write_text('#!/bin/sh\necho "$@" >> %s\nexit %d\n'
+                        % (asked, 0 if active else 3))
+        tool.chmod(0o755)
+        return asked
+    return install
+
+
+def test_self_healing_is_reported_with_what_to_do(tmp_path, systemctl):
+    asked = systemctl(active=False)
     config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
     [missing] = check_config.self_healing_findings(config_dir, [])
     assert missing.severity == config_check.WARNING
@@ -304,12 +322,13 @@ def test_self_healing_is_reported_with_what_to_do(tmp_path, monkeypatch):
         [running] = check_config.self_healing_findings(config_dir, [])
     assert running.severity == config_check.OK, running
     assert 'within seconds' in running.message
+    assert asked.read_text() == 'is-active --quiet %s\n' % (
+        check_config.RECOVER_TIMER)
 
 
-def test_self_healing_by_the_shipped_timer_is_reported(
-        tmp_path, monkeypatch):
+def test_self_healing_by_the_shipped_timer_is_reported(tmp_path, systemctl):
     config_dir = write_conf(tmp_path / 'etc', good_api_conf(tmp_path))
-    monkeypatch.setattr(check_config, '_timer_active', lambda: True)
+    systemctl(active=True)
     [timer] = check_config.self_healing_findings(config_dir, [])
     assert timer.severity == config_check.OK, timer
     assert check_config.RECOVER_TIMER in timer.message
