@@ -9,6 +9,7 @@ inspection already read.
 """
 
 import os
+import shutil
 
 import pytest
 
@@ -143,25 +144,44 @@ def test_measured_need_that_does_not_fit_is_refused(tmp_path, calls,
     assert os.listdir(ws.work_dir) == []
 
 
+def _leaving(tmp, replacement):
+    """A qemu-img whose convert leaves a copy of ``replacement`` at
+    ``tmp``, as a broken or compromised one could (qemu_img.using)."""
+    def wrap(runner):
+        def run(args, limits, **options):
+            result = runner(args, limits, **options)
+            if args[0] == 'convert':
+                shutil.copyfile(replacement, tmp)
+            return result
+        return run
+    return wrap
+
+
 @pytest.mark.parametrize('target', ['raw', 'qcow2'])
 def test_output_smaller_than_the_source_fails_verification(tmp_path, target,
                                                            qemu_tools):
-    out = imagefactory.make_image(tmp_path, target, size=4 * MiB)
-    settings = hostile_corpus.pipeline_settings(target)
-    assert conversion._verify_output(out, target, 4 * MiB,
-                                     settings) == 4 * MiB
-    with pytest.raises(errors.ConversionFailed) as exc_info:
-        conversion._verify_output(out, target, 8 * MiB, settings)
+    source = 'qcow2' if target == 'raw' else 'raw'
+    small = imagefactory.make_image(tmp_path, target, size=4 * MiB)
+    _src, result = _convert(tmp_path, source, target, size=8 * MiB)
+    assert result.converted and result.virtual_size == 8 * MiB  # control
+    os.remove(result.path)
+    tmp = conversion.work_paths(str(tmp_path / 'work'), IMAGE, target)[0]
+    with pytest.raises(errors.ConversionFailed) as exc_info, \
+            qemu_img.using(_leaving(tmp, small)):
+        _convert(tmp_path, source, target, size=8 * MiB)
     assert 'virtual size %d (source %d)' % (4 * MiB, 8 * MiB) in \
         exc_info.value.detail
+    assert os.listdir(tmp_path / 'work') == []
 
 
 def test_qcow2_output_that_is_not_qcow2_fails_verification(tmp_path,
                                                            qemu_tools):
-    out = imagefactory.make_image(tmp_path, 'vdi', size=4 * MiB)
-    settings = hostile_corpus.pipeline_settings('qcow2')
-    with pytest.raises(errors.ConversionFailed):
-        conversion._verify_output(out, 'qcow2', 4 * MiB, settings)
+    vdi = imagefactory.make_image(tmp_path, 'vdi', size=4 * MiB)
+    tmp = conversion.work_paths(str(tmp_path / 'work'), IMAGE, 'qcow2')[0]
+    with pytest.raises(errors.ConversionFailed), \
+            qemu_img.using(_leaving(tmp, vdi)):
+        _convert(tmp_path, 'raw', 'qcow2', size=4 * MiB)
+    assert os.listdir(tmp_path / 'work') == []
 
 
 @pytest.mark.parametrize('target,cluster', [
