@@ -9,6 +9,7 @@ import os
 import pytest
 
 from glance_convert.cmd import common as cli
+from glance_convert.cmd import main
 from glance_convert.cmd import recover as cmd
 from glance_convert.flow import recovery
 from glance_convert.host import ledger
@@ -283,7 +284,11 @@ def test_a_run_with_nothing_to_release_reads_only_the_ledger(
 
 
 @pytest.mark.parametrize('text', ['0', '-1', 'soon', '7200'])
-def test_follow_interval_must_be_a_sane_number(text):
-    with pytest.raises(argparse.ArgumentTypeError):
-        cmd._interval(text)
-    assert cmd._interval('2.5') == 2.5
+def test_follow_interval_must_be_a_sane_number(text, capsys):
+    parser = main.build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(['recover', '--follow', '--interval', text])
+    assert ('not a number of seconds from 0.1 to 3600: %r' % text
+            in capsys.readouterr().err)
+    assert parser.parse_args(
+        ['recover', '--follow', '--interval', '2.5']).interval == 2.5

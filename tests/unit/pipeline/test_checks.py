@@ -1,5 +1,6 @@
 """The table of safety checks: complete, and the only source of refusals."""
 
+import os
 import re
 
 import pytest
@@ -11,7 +12,6 @@ from glance_convert.formats import vmdk
 from glance_convert.pipeline import check_table
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
-from glance_convert.pipeline import hold
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ova
 from glance_convert.pipeline import qemu_img
@@ -153,7 +153,19 @@ def test_refusals_from_the_bytes_are_table_sentences(tmp_path):
         assert check.matches(exc_info.value.reason), exc_info.value.reason
 
 
-def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
+def _failing(command, error):
+    """A qemu-img whose ``command`` fails with ``error``, without running
+    (qemu_img.using); the other commands run."""
+    def wrap(runner):
+        def run(args, limits, **options):
+            if args[0] == command:
+                raise error
+            return runner(args, limits, **options)
+        return run
+    return wrap
+
+
+def test_qemu_img_refusals_are_table_sentences(tmp_path):
     """qemu-img info failing, and the conversion hitting its size limit."""
     src = tmp_path / 'disk.raw'
     src.write_bytes(b'\0' * MiB)
@@ -163,22 +175,23 @@ def test_qemu_img_refusals_are_table_sentences(monkeypatch, tmp_path):
         convert_limits=qemu_img.Limits(), tuning=qemu_img.Tuning(),
         out_options={}, compressed=False, progress_interval=5)
 
-    def info_fails(*args, **kwargs):
-        raise qemu_img.QemuImgError('qemu-img info', 1, 'no')
-    monkeypatch.setattr(qemu_img, 'info', info_fails)
-    with pytest.raises(errors.ImageRejected) as exc_info:
-        conversion.inspect_source(str(src), 'raw', settings)
+    with qemu_img.using(_failing('info', qemu_img.QemuImgError(
+            'qemu-img info', 1, 'no'))):
+        with pytest.raises(errors.ImageRejected) as exc_info:
+            conversion.inspect_source(str(src), 'raw', settings)
     assert checks.QEMU_INFO.matches(exc_info.value.reason)
     assert 'raw' in exc_info.value.reason
 
-    def too_big(*args, **kwargs):
-        raise qemu_img.QemuImgLimitExceeded('qemu-img convert', 1, 'big')
-    monkeypatch.setattr(qemu_img, 'convert', too_big)
-    with pytest.raises(errors.ImageRejected) as exc_info:
-        conversion._run_convert(str(src), 'raw', str(tmp_path / 'out'),
-                                'qcow2', MiB, MiB, settings,
-                                hold.NoStatus())
+    work = tmp_path / 'work'
+    work.mkdir()
+    with qemu_img.using(_failing('convert', qemu_img.QemuImgLimitExceeded(
+            'qemu-img convert', 1, 'big'))):
+        with pytest.raises(errors.ImageRejected) as exc_info:
+            conversion.convert_image(
+                str(src), 'raw', image_id='0b5f0c3e-1111-4c4c-8e8e-'
+                '00112233aabb', work_dir=str(work), settings=settings)
     assert exc_info.value.reason == checks.OUTPUT_LIMIT.sentence
+    assert os.listdir(work) == []
 
 
 def test_upload_refusals_are_table_sentences(tmp_path):
