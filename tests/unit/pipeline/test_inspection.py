@@ -207,12 +207,27 @@ def test_every_extent_like_line_is_reported():
         ('NOACCESS', None, None, None)]
 
 
+def sparse_vmdk(path, descriptor):
+    """A hand-made sparse VMDK header (1 MiB) and its embedded descriptor
+    in the next sector, parsed."""
+    head = struct.pack('<4sIIQQQQIQQ', vmdk.MAGIC, 1, 0, 2048, 128, 1, 1,
+                       512, 0, 2)
+    data = head.ljust(512, b'\0') + descriptor.encode().ljust(512, b'\0')
+    path.write_bytes(data)
+    with open(path, 'rb') as f:
+        return vmdk.parse(f, len(data))
+
+
 def test_a_descriptor_with_two_create_types_is_not_trusted(tmp_path):
-    h = formats.Header('vmdk')
-    vmdk._vmdk_descriptor(
-        h, 'createType="streamOptimized"\nCREATETYPE="vmfs"\n')
-    with pytest.raises(errors.ImageRejected):
-        inspection.check_header(h, 'vmdk', POLICY)
+    extent = 'RW 2048 SPARSE "img.vmdk"\n'
+    one = sparse_vmdk(tmp_path / 'one.vmdk',
+                      'createType="streamOptimized"\n' + extent)
+    inspection.check_header(one, 'vmdk', POLICY)      # the control
+    two = sparse_vmdk(tmp_path / 'two.vmdk', 'createType="streamOptimized"'
+                      '\nCREATETYPE="vmfs"\n' + extent)
+    with pytest.raises(errors.ImageRejected) as exc_info:
+        inspection.check_header(two, 'vmdk', POLICY)
+    assert vmdk.CREATE_TYPE.matches(exc_info.value.reason), exc_info.value
 
 
 # ---- inspect_bytes on tiny hand-made files ----------------------------------
