@@ -56,15 +56,19 @@ def _paired(seen, a, b):
 
 
 def _variant(mode, fork, fn):
+    """``fn`` under sandbox ``mode``, its qemu-img forced onto the fork
+    path or not (through the same qemu_img.using wrapper either way)."""
+    def started(runner):
+        def run(args, limits, **options):
+            return runner(args, limits, **dict(options, fork=fork))
+        return run
+
     def run():
         sandbox.configure(mode)
-        tools = qemu_img._TOOLS
-        if fork:
-            qemu_img._TOOLS = [None]
         try:
-            fn()
+            with qemu_img.using(started):
+                fn()
         finally:
-            qemu_img._TOOLS = tools
             sandbox.configure(sandbox.AUTO)
     return run
 
