@@ -699,11 +699,11 @@ def read_range(path: str, fmt: str, offset: int, length: int,
         scratch_dir, 'guest-read-%d-%d.raw' % (os.getpid(),
                                                threading.get_ident()))
     try:
-        _run(['dd', '-O', 'raw', 'bs=%d' % length, 'skip=%d' % skip,
-              'count=%d' % (skip + 1), 'if=' + no_backing_spec(path, fmt),
-              'of=' + scratch],
-             dataclasses.replace(limits, file_size=length),
-             reads=[path], writes=[scratch])
+        run(['dd', '-O', 'raw', 'bs=%d' % length, 'skip=%d' % skip,
+             'count=%d' % (skip + 1), 'if=' + no_backing_spec(path, fmt),
+            'of=' + scratch],
+            dataclasses.replace(limits, file_size=length),
+            reads=[path], writes=[scratch])
         with open(scratch, 'rb') as f:
             return f.read(length + 1)[:length]
     finally:
