@@ -701,7 +701,7 @@ def read_range(path: str, fmt: str, offset: int, length: int,
     try:
         run(['dd', '-O', 'raw', 'bs=%d' % length, 'skip=%d' % skip,
              'count=%d' % (skip + 1), 'if=' + no_backing_spec(path, fmt),
-            'of=' + scratch],
+             'of=' + scratch],
             dataclasses.replace(limits, file_size=length),
             reads=[path], writes=[scratch])
         with open(scratch, 'rb') as f:
