@@ -44,6 +44,11 @@ BOOT_TIMEOUT = 300
 #: Seconds the guest's boot loader gets, once the firmware has handed
 #: over, to print its line: it needs about 2 s under TCG.
 HANDOVER_TIMEOUT = 60
+#: Seconds to watch a guest that should hang after the hand-over (a UEFI
+#: guest under SeaBIOS).  Not a measure of speed: SeaBIOS runs the
+#: protective MBR's boot code, which is all zeros, so no longer wait
+#: could show the guest's line.
+WATCH_A_HANG = 15
 
 BOOTED = 'booted'
 NO_BOOT_DEVICE = 'firmware found nothing to boot'

@@ -13,11 +13,6 @@ from tests.boot import machine
 
 UEFI = {'hw_firmware_type': 'uefi', 'hw_machine_type': 'q35'}
 
-#: Seconds to watch the UEFI guest under SeaBIOS after the hand-over.
-#: Not a measure of speed: SeaBIOS runs the protective MBR's boot code,
-#: which is all zeros (asserted below), so no wait could show the line.
-WATCH_A_HANG = 15
-
 
 @pytest.mark.quick
 def test_uefi_guest_boots_with_ovmf(guests, tmp_path):
@@ -33,7 +28,7 @@ def test_uefi_guest_does_not_boot_without_the_property(guests, tmp_path):
     assert bootable.mbr_boot_code(guest.path) == bytes(
         bootable.BOOT_CODE_END)
     result = machine.boot(guest.path, 'raw', {}, tmp_path, guest.line,
-                          handover_timeout=WATCH_A_HANG)
+                          handover_timeout=machine.WATCH_A_HANG)
     assert result.firmware == 'seabios'
     assert result.outcome == machine.SILENT, result.explain()
     assert 'Booting from Hard Disk...' in result.console
