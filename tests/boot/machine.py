@@ -19,6 +19,7 @@ device", OVMF falling back to its shell, or a hand-over to the disk's
 boot code after which nothing is printed.
 """
 
+import atexit
 import dataclasses
 import os
 import re
@@ -71,6 +72,17 @@ HANDOVER_TEXT = {
 _ESCAPES = re.compile(r'\x1b(\[[0-9;?=]*[A-Za-z]|c)')
 
 
+#: Machines started and not stopped yet: killed if the interpreter exits
+#: first (they run in sessions of their own, so nothing else would).
+_RUNNING = set()
+
+
+@atexit.register
+def _kill_leftover_machines():
+    for running in list(_RUNNING):
+        running.stop()
+
+
 class MachineError(Exception):
     """The machine could not be described or started."""
 
@@ -80,6 +92,11 @@ def missing():
     return ['%s (%s)' % (path, package) for path, package in NEEDS.items()
             if not (shutil.which(path) if path == QEMU
                     else os.path.exists(path))]
+
+
+def _quoted(path):
+    """A path inside a -drive option: qemu reads ",," as a comma."""
+    return path.replace(',', ',,')
 
 
 def firmware_of(properties):
@@ -119,8 +136,10 @@ class Boot:
     """How a boot ended, and what was said on the way."""
     outcome: str
     firmware: str
-    #: The serial console and the firmware's debug port, escapes removed.
-    console: str
+    #: The first serial port, and the firmware's debug port (0x402),
+    #: terminal escapes removed.
+    serial: str
+    debug: str
     #: The text that decided the outcome (the line, the failure text).
     evidence: str = ''
     command: tuple = ()
@@ -130,12 +149,17 @@ class Boot:
     def booted(self):
         return self.outcome == BOOTED
 
+    @property
+    def console(self):
+        return self.serial + self.debug
+
     def explain(self):
-        return ('%s with %s (%s)\ncommand: %s\nconsole (last 2000 chars):\n'
-                '%s%s' % (self.outcome, self.firmware, self.evidence,
-                          ' '.join(self.command), self.console[-2000:],
-                          '\nqemu stderr: %s' % self.stderr
-                          if self.stderr else ''))
+        return ('%s with %s (%s)\ncommand: %s\nserial (tail):\n%s\n'
+                'firmware debug port (tail):\n%s%s'
+                % (self.outcome, self.firmware, self.evidence,
+                   ' '.join(self.command), self.serial[-1500:],
+                   self.debug[-600:], '\nqemu stderr: %s' % self.stderr
+                   if self.stderr else ''))
 
 
 class Machine:
@@ -174,11 +198,12 @@ class Machine:
             cmd += ['-drive', 'if=pflash,format=raw,unit=0,readonly=on,'
                     'file=%s' % OVMF_CODE,
                     '-drive', 'if=pflash,format=raw,unit=1,file=%s'
-                    % vars_copy]
+                    % _quoted(vars_copy)]
         else:
             cmd += ['-bios', SEABIOS]
         cmd += ['-drive', 'if=none,id=disk0,snapshot=on,format=%s,file=%s'
-                % (formats.qemu_driver(self.disk_format), self.disk)]
+                % (formats.qemu_driver(self.disk_format),
+                   _quoted(self.disk))]
         cmd += disk_devices(self.properties, 'disk0')
         return cmd
 
@@ -193,17 +218,20 @@ class Machine:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True)
+        _RUNNING.add(self)
         self._cmd = tuple(cmd)
 
-    def console(self):
-        text = ''
+    def output(self):
+        """(serial port, firmware debug port), escapes removed."""
+        texts = []
         for path in (self.serial_log, self.firmware_log):
             try:
                 with open(path, 'rb') as f:
-                    text += f.read().decode('utf-8', 'replace')
+                    text = f.read().decode('utf-8', 'replace')
             except FileNotFoundError:
-                pass
-        return _ESCAPES.sub('', text).replace('\r', '')
+                text = ''
+            texts.append(_ESCAPES.sub('', text).replace('\r', ''))
+        return tuple(texts)
 
     def stderr(self):
         try:
@@ -215,6 +243,7 @@ class Machine:
     def stop(self):
         """Kill the machine (its own process group) and reap it."""
         localglance.stop_process(self.proc, term_timeout=10)
+        _RUNNING.discard(self)
 
     def __enter__(self):
         self.start()
@@ -233,17 +262,18 @@ class Machine:
         deadline = time.monotonic() + boot_timeout
         handed_over = None
         while True:
-            console = self.console()
-            outcome, evidence = self._judge(console, line)
+            output = self.output()
+            outcome, evidence = self._judge(output, line)
             if outcome is None and self.proc.poll() is not None:
                 # Read once more: the last words may have come with exit.
-                console = self.console()
-                outcome, evidence = self._judge(console, line)
+                output = self.output()
+                outcome, evidence = self._judge(output, line)
                 if outcome is None:
                     outcome, evidence = EXITED, 'exit status %s' % (
                         self.proc.returncode)
             if outcome is None and handed_over is None and any(
-                    t in console for t in HANDOVER_TEXT[self.firmware]):
+                    t in ''.join(output)
+                    for t in HANDOVER_TEXT[self.firmware]):
                 handed_over = time.monotonic()
             now = time.monotonic()
             if outcome is None and handed_over is not None and (
@@ -254,15 +284,18 @@ class Machine:
                 outcome, evidence = TIMED_OUT, (
                     'no hand-over in %ss' % boot_timeout)
             if outcome is not None:
-                return Boot(outcome, self.firmware, console, evidence,
-                            self._cmd, self.stderr())
+                return Boot(outcome, self.firmware, *output,
+                            evidence=evidence, command=self._cmd,
+                            stderr=self.stderr())
             time.sleep(interval)
 
-    def _judge(self, console, line):
-        if line in console:
+    def _judge(self, output, line):
+        serial, debug = output
+        # The guest writes only to the serial port.
+        if line in serial:
             return BOOTED, line
         for text in FAILURE_TEXT[self.firmware]:
-            if text in console:
+            if text in serial or text in debug:
                 return NO_BOOT_DEVICE, text
         return None, ''
 

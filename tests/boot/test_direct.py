@@ -14,6 +14,15 @@ from tests.boot import machine
 UEFI = {'hw_firmware_type': 'uefi', 'hw_machine_type': 'q35'}
 
 
+def test_a_missing_emulator_or_tool_is_named_with_its_package(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv('PATH', str(tmp_path))
+    assert 'qemu-system-x86_64 (qemu-system-x86)' in machine.missing()
+    assert 'mcopy (mtools)' in bootable.missing_tools()
+    with pytest.raises(machine.MachineError, match='qemu-system-x86'):
+        machine.Machine(tmp_path / 'disk', 'raw', {}, tmp_path).start()
+
+
 @pytest.mark.quick
 def test_uefi_guest_boots_with_ovmf(guests, tmp_path):
     guest = guests['uefi']
@@ -31,7 +40,7 @@ def test_uefi_guest_does_not_boot_without_the_property(guests, tmp_path):
                           handover_timeout=machine.WATCH_A_HANG)
     assert result.firmware == 'seabios'
     assert result.outcome == machine.SILENT, result.explain()
-    assert 'Booting from Hard Disk...' in result.console
+    assert 'Booting from Hard Disk...' in result.serial
     assert guest.line not in result.console
 
 
@@ -40,7 +49,7 @@ def test_bios_guest_boots_with_seabios(guests, tmp_path):
     result = machine.boot(guest.path, 'raw', {}, tmp_path, guest.line)
     assert result.booted, result.explain()
     assert result.firmware == 'seabios'
-    assert 'GRUB loading.' in result.console
+    assert 'GRUB loading.' in result.serial
 
 
 def test_bios_guest_does_not_boot_with_ovmf(guests, tmp_path):
