@@ -120,4 +120,3 @@ def test_converted_guest_boots(guests, tmp_path, name, fmt, back):
     result = machine.boot(path, fmt, PROPERTIES[name], tmp_path / 'vm',
                           guest.line)
     assert result.booted, result.explain()
-
