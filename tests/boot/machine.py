@@ -4,8 +4,9 @@ Nova (libvirt driver) reads a few image properties to build the virtual
 machine; everything else is its default:
 
 * ``hw_firmware_type``: ``uefi`` boots OVMF, ``bios`` or no value SeaBIOS;
-* ``hw_machine_type``: the QEMU machine; Nova's default on x86 is ``pc``
-  (i440fx), whatever the firmware;
+* ``hw_machine_type``: the QEMU machine; without it, the compute host's
+  ``[libvirt] hw_machine_type`` or, unset, libvirt's default on x86,
+  ``pc`` (i440fx), whatever the firmware (:data:`DEFAULT_MACHINE`);
 * ``hw_disk_bus``: ``virtio`` unless set (``ide``, ``sata``, ``scsi``);
   ``hw_scsi_model=virtio-scsi`` picks the SCSI controller, libvirt's
   default being the LSI one.
@@ -34,6 +35,10 @@ QEMU = 'qemu-system-x86_64'
 SEABIOS = '/usr/share/seabios/bios-256k.bin'
 OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
 OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
+
+#: The machine when the image names none: a compute host that leaves
+#: [libvirt] hw_machine_type unset (kolla-ansible sets q35 since 2023).
+DEFAULT_MACHINE = 'pc'
 
 #: The files the harness needs, and the Debian package of each.
 NEEDS = {QEMU: 'qemu-system-x86', SEABIOS: 'seabios',
@@ -183,7 +188,7 @@ class Machine:
         self.proc = None
 
     def command(self):
-        machine = self.properties.get('hw_machine_type', 'pc')
+        machine = self.properties.get('hw_machine_type', DEFAULT_MACHINE)
         cmd = [QEMU, '-nodefaults', '-nographic', '-no-reboot',
                '-accel', 'tcg', '-machine', machine,
                '-m', str(self.memory_mib),

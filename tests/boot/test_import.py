@@ -15,6 +15,7 @@ SeaBIOS, under which it hangs (tests/boot/test_direct.py shows both).
 """
 
 import os
+import shutil
 
 import pytest
 
@@ -41,9 +42,7 @@ def _upload(guest, kind, directory):
     # firmware=efi, and the disk's capacity is the guest's size.
     build = directory / 'ova'
     build.mkdir()
-    copy = build / 'disk.vmdk'
-    with open(disk, 'rb') as src, open(copy, 'wb') as dst:
-        dst.write(src.read())
+    copy = shutil.copyfile(disk, build / 'disk.vmdk')
     mib = os.path.getsize(guest.path) // imagefactory.MiB
     ovf = test_ova.ovf_text(size=os.path.getsize(copy), capacity=str(mib),
                             firmware='efi' if guest.name == 'uefi'
