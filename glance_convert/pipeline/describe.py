@@ -5,8 +5,9 @@ properties say otherwise, so a UEFI guest or a Windows guest from VMware
 or Hyper-V that is converted byte for byte still does not boot.  This
 phase reads the guest's disk, bounded (:mod:`glance_convert.guest`),
 from the cheapest copy that holds it as plain bytes: the output when it
-is raw, else the source when it is raw, else the output through the
-confined ``qemu-img dd``.  It weighs what the appliance said (an OVF, a
+is raw, else the source when it is raw, else the plugin's own qcow2
+output through its tables, else the output through the confined
+``qemu-img dd``.  It weighs what the appliance said (an OVF, a
 VMDK descriptor) and returns the properties the user did not set.  It
 never fails an import: an unreadable disk gives incomplete facts.
 """
@@ -44,7 +45,8 @@ class Guest:
     decided: dict[str, str]
     record: str
     facts: guest_disk.DiskFacts | None
-    #: Where the disk was read: 'output', 'source', 'qemu-img', or ''.
+    #: Where the disk was read: 'output', 'source', 'qcow2 tables',
+    #: 'qemu-img' (or both of these), or ''.
     read_from: str
 
 
@@ -97,12 +99,20 @@ def _read(output: Image, source: Image, settings: Settings, image_id: str,
             output.virtual_size:
         return None, ''     # an ISO, or a size nobody measured
     scratch = layout.work_file(work_dir, image_id, 'guest-read')
-    try:
-        reader = guest_view.ImageReader(
+
+    def through_qemu_img():
+        return guest_view.ImageReader(
             output.path, formats.qemu_driver(output.disk_format),
             output.virtual_size, settings.inspect_limits, work_dir,
             scratch=scratch)
-        return guest_disk.read_disk(reader), 'qemu-img'
+    try:
+        if output.disk_format != 'qcow2':
+            return guest_disk.read_disk(through_qemu_img()), 'qemu-img'
+        with open(output.path, 'rb') as f:
+            reader = guest_view.Qcow2Reader(
+                f, os.fstat(f.fileno()).st_size, through_qemu_img)
+            facts = guest_disk.read_disk(reader)
+        return facts, ' and '.join(reader.used) or 'qcow2 tables'
     finally:
         layout.remove(scratch)
 

@@ -5,11 +5,13 @@
 ``qemu-img dd`` each copies out of the image; the chunks are kept, at
 most :data:`MAX_CHUNKS` of them, so the many small reads of a partition
 table or a directory cost one qemu-img run per chunk.  For a raw image
-use :class:`glance_convert.guest.reader.FileReader`: no qemu-img at all.
+use :class:`glance_convert.guest.reader.FileReader`, and for the
+plugin's own qcow2 output :class:`Qcow2Reader`: no qemu-img at all.
 """
 
 import collections
 
+from glance_convert.formats import qcow2
 from glance_convert.guest import reader as guest_reader
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
@@ -91,3 +93,42 @@ class ImageReader:
 
 class TooManyRuns(guest_reader.ReadFailed):
     """More qemu-img runs than a guest's reading may cost."""
+
+
+class Qcow2Reader:
+    """A checked qcow2 image (the plugin's own output, or an upload
+    stored as it is), read through its L1 and L2 tables
+    (:class:`~glance_convert.formats.qcow2.GuestBytes`): no qemu-img
+    start for a few guest sectors.  From
+    the first thing the tables cannot give (a compressed cluster), the
+    reads go to ``fallback()``, an :class:`ImageReader`."""
+
+    def __init__(self, f, file_size: int, fallback):
+        try:
+            self._plain = qcow2.GuestBytes(f, file_size)
+        except qcow2.NotPlain:
+            self._plain = None
+        self._fallback = fallback
+        self._other = None
+        self.size = (self._plain.size if self._plain is not None
+                     else self._qemu_img().size)
+        #: Where the bytes came from: 'qcow2 tables', then 'qemu-img'.
+        self.used = []
+
+    def _qemu_img(self):
+        if self._other is None:
+            self._other = self._fallback()
+        return self._other
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self._plain is not None:
+            try:
+                data = self._plain.read(offset, length)
+                if 'qcow2 tables' not in self.used:
+                    self.used.append('qcow2 tables')
+                return data
+            except qcow2.NotPlain:
+                self._plain = None
+        if 'qemu-img' not in self.used:
+            self.used.append('qemu-img')
+        return self._qemu_img().read(offset, length)

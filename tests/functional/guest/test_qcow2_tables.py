@@ -1,0 +1,121 @@
+"""A qcow2 guest read through its own tables, and through qemu-img where
+they hold what the tables reader does not read."""
+
+import os
+import subprocess
+
+import pytest
+
+from glance_convert.formats import qcow2
+from glance_convert.guest import disk
+from glance_convert.guest import reader
+from glance_convert.pipeline import guest_view
+from glance_convert.pipeline import qemu_img
+from tests import guestdisks
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope='module')
+def guest(tmp_path_factory, qemu_tools):
+    d = tmp_path_factory.mktemp('qcow2-tables')
+    raw = str(d / 'linux.raw')
+    guestdisks.linux_uefi(raw, str(d))
+    return d, raw
+
+
+def _qcow2(guest, name, *opts):
+    d, raw = guest
+    out = str(d / name)
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2']
+                   + list(opts) + [raw, out], check=True)
+    return out
+
+
+def _offsets(size):
+    # Sectors that hold structures, cluster edges, and the last bytes.
+    return [0, 512, 1 * MiB, 1 * MiB + 4096, 17 * MiB + 12345,
+            size // 2 - 7, size - 4096, size - 10]
+
+
+@pytest.mark.parametrize('opts', [
+    (), ('-o', 'cluster_size=512'), ('-o', 'cluster_size=2M'),
+    ('-o', 'compat=0.10')], ids=['64k', '512', '2M', 'v2'])
+def test_the_tables_give_the_guest_bytes_qemu_img_gives(guest, opts):
+    _d, raw = guest
+    image = _qcow2(guest, 'plain-%s.qcow2' % '-'.join(opts or ['default']),
+                   *opts)
+    size = os.path.getsize(raw)
+    with open(image, 'rb') as f, open(raw, 'rb') as r:
+        tables = qcow2.GuestBytes(f, os.path.getsize(image))
+        assert tables.size == size
+        for offset in _offsets(size):
+            r.seek(offset)
+            assert tables.read(offset, 70000) == r.read(70000), offset
+        assert tables.read(size, 10) == b''
+
+
+def test_compressed_clusters_are_left_to_qemu_img(guest, tmp_path):
+    _d, raw = guest
+    image = _qcow2(guest, 'compressed.qcow2', '-c')
+    with open(image, 'rb') as f:
+        tables = qcow2.GuestBytes(f, os.path.getsize(image))
+        with pytest.raises(qcow2.NotPlain):
+            tables.read(0, 4096)
+
+        def through_qemu_img():
+            return guest_view.ImageReader(
+                image, 'qcow2', os.path.getsize(raw),
+                qemu_img.Limits(timeout=60), str(tmp_path))
+        view = guest_view.Qcow2Reader(f, os.path.getsize(image),
+                                      through_qemu_img)
+        facts = disk.read_disk(view)
+    assert view.used == ['qemu-img']
+    with reader.FileReader(raw) as r:
+        assert facts == disk.read_disk(r)
+
+
+def test_a_plain_qcow2_needs_no_qemu_img(guest, monkeypatch):
+    _d, raw = guest
+    image = _qcow2(guest, 'plain.qcow2')
+
+    def no_qemu_img():
+        raise AssertionError('qemu-img was asked')
+    with open(image, 'rb') as f:
+        view = guest_view.Qcow2Reader(f, os.path.getsize(image), no_qemu_img)
+        facts = disk.read_disk(view)
+    assert view.used == ['qcow2 tables']
+    with reader.FileReader(raw) as r:
+        assert facts == disk.read_disk(r)
+    assert facts.complete and facts.os_release
+
+
+def test_unusual_headers_are_not_read(guest):
+    image = _qcow2(guest, 'extl2.qcow2', '-o', 'extended_l2=on')
+    with open(image, 'rb') as f:
+        with pytest.raises(qcow2.NotPlain):
+            qcow2.GuestBytes(f, os.path.getsize(image))
+
+
+def test_tables_that_scatter_the_reads_stop_at_the_bound(tmp_path,
+                                                         monkeypatch):
+    # Data everywhere, 512-byte clusters: one L2 table per 32 KiB of guest.
+    raw = tmp_path / 'full.raw'
+    raw.write_bytes(os.urandom(8 * MiB))
+    image = str(tmp_path / 'full.qcow2')
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', '-o',
+                    'cluster_size=512', str(raw), image], check=True)
+    step = 32 * 1024
+    walk = range(qcow2.GuestBytes.MAX_TABLE_READS + 1)
+    with open(image, 'rb') as f:
+        tables = qcow2.GuestBytes(f, os.path.getsize(image))
+        with pytest.raises(qcow2.NotPlain):
+            for n in walk:
+                tables.read(n * step, 1)
+        # Without the bound, the same walk reads a table per step.
+        monkeypatch.setattr(qcow2.GuestBytes, 'MAX_TABLE_READS', 10 ** 6)
+        tables = qcow2.GuestBytes(f, os.path.getsize(image))
+        data = raw.read_bytes()
+        for n in walk:
+            assert tables.read(n * step, 1) == data[n * step:n * step + 1]
+        assert tables._table_reads == len(walk)
