@@ -223,15 +223,16 @@ class GuestBytes:
         self._entries = self._cluster // 8
         self._l1 = _uint64s(_read(f, l1_offset, l1_size * 8))
         self._tables: dict[int, object] = {}
-        self._table_reads = 0
+        #: L2 tables read so far.
+        self.tables_read = 0
 
     def _l2(self, offset: int):
         table = self._tables.pop(offset, None)
         if table is None:
             if offset + self._cluster > self._file_size:
                 raise NotPlain('an L2 table past the end of the file')
-            self._table_reads += 1
-            if self._table_reads > self.MAX_TABLE_READS:
+            self.tables_read += 1
+            if self.tables_read > self.MAX_TABLE_READS:
                 raise NotPlain('more L2 tables than a guest\'s reading needs')
             table = _uint64s(_read(self._f, offset, self._cluster))
         self._tables[offset] = table          # most recent last

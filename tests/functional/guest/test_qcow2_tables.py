@@ -118,4 +118,4 @@ def test_tables_that_scatter_the_reads_stop_at_the_bound(tmp_path,
         data = raw.read_bytes()
         for n in walk:
             assert tables.read(n * step, 1) == data[n * step:n * step + 1]
-        assert tables._table_reads == len(walk)
+        assert tables.tables_read == len(walk)
