@@ -16,8 +16,8 @@ from tests.integration.conftest import glance_servers  # noqa: F401
 
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'quick: the boot proof\'s representative case, which '
-        'the README\'s test command runs (tox -e boot-quick)')
+        'markers', 'quick: the boot proof\'s cases that the README\'s test '
+        'command runs (tox -e boot-quick)')
     config.addinivalue_line(
         'markers', 'disk_facts: a guest whose firmware only its own disk '
         'tells (no appliance metadata): it boots from the stored image '

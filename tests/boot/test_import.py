@@ -77,6 +77,7 @@ def _import_and_boot(servers, guest, kind, tmp_path):
     return image, result
 
 
+@pytest.mark.quick
 @pytest.mark.disk_facts
 @pytest.mark.parametrize('kind', ['vmdk', 'vhdx', 'qcow2'])
 def test_uefi_guest_boots_from_the_stored_image(glance_servers, guests,
@@ -89,6 +90,7 @@ def test_uefi_guest_boots_from_the_stored_image(glance_servers, guests,
     assert image.get('hw_firmware_type') == 'uefi'
 
 
+@pytest.mark.quick
 def test_uefi_guest_from_an_ova_boots_from_the_stored_image(
         glance_servers, guests, tmp_path):
     guest = guests['uefi']
@@ -105,6 +107,7 @@ def test_uefi_guest_from_an_ova_boots_from_the_stored_image(
     assert without.outcome == machine.SILENT, without.explain()
 
 
+@pytest.mark.quick
 def test_bios_guest_boots_from_the_stored_image(glance_servers, guests,
                                                 tmp_path):
     image, result = _import_and_boot(glance_servers, guests['bios'],
