@@ -24,7 +24,6 @@ from glance_convert import errors
 from glance_convert import safety
 from glance_convert import units
 from glance_convert.guest.hints import Hints
-from glance_convert.host import layout
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import inspection
 from glance_convert.pipeline import ovf_guest
@@ -318,14 +317,10 @@ def extract(path: str, appliance: Appliance, dst: str):
     ``dst`` is removed on failure.
     """
     disk = appliance.disk
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                 0o600)
-    sha256 = None
+    sha256 = upload_hash.BackgroundHash(path)
     try:
-        sha256 = upload_hash.BackgroundHash(path)
-        with open(path, 'rb') as f:
+        with open(path, 'rb') as f, sparse.written(dst) as writer:
             f.seek(disk.offset)
-            writer = sparse.Writer(fd)
             left = disk.size
             while left > 0:
                 data = f.read(min(sparse.CHUNK, left))
@@ -333,18 +328,10 @@ def extract(path: str, appliance: Appliance, dst: str):
                     OVA_MEMBER.reject(what='a truncated disk')
                 writer.write(data)
                 left -= len(data)
-            writer.finish()
-            return sha256
+        return sha256
     except BaseException:
-        if sha256 is not None:
-            sha256.cancel()
-        os.close(fd)
-        fd = None
-        layout.remove(dst)
+        sha256.cancel()
         raise
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def check_disk(path: str, appliance: Appliance,

@@ -7,9 +7,11 @@ write them, and qemu-img reads holes as zeros.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from glance_convert import units
+from glance_convert.host import layout
 
 #: Bytes read and written at a time: bounds memory.
 CHUNK = units.MiB
@@ -49,3 +51,23 @@ class Writer:
 
     def finish(self) -> None:
         os.ftruncate(self._fd, self.size)
+
+
+@contextlib.contextmanager
+def written(path: str):
+    """A :class:`Writer` onto the new work file ``path``, finished when the
+    block ends; ``path`` is removed if the block fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                 0o600)
+    try:
+        writer = Writer(fd)
+        yield writer
+        writer.finish()
+    except BaseException:
+        os.close(fd)
+        fd = None
+        layout.remove(path)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)

@@ -35,7 +35,6 @@ from typing import Callable
 from glance_convert import errors
 from glance_convert import safety
 from glance_convert import units
-from glance_convert.host import layout
 from glance_convert.pipeline import hold
 from glance_convert.pipeline import stream_headers
 from glance_convert.pipeline import sparse
@@ -250,25 +249,16 @@ def decompress(src: str, dst: str, *, limit: int,
         kind = detect(src)
         if kind is None:
             NOT_COMPRESSED.reject('no known magic in %s' % src)
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                     | os.O_CLOEXEC, 0o600)
         reader = upload_hash.HashingReader(f)
         try:
-            writer = sparse.Writer(fd)
-            _copy(kind, reader, f, writer, limit, should_cancel, deadline,
-                  on_progress)
-            writer.finish()
-            sha256 = reader.finish()
-            source_size = reader.hashed
+            with sparse.written(dst) as writer:
+                _copy(kind, reader, f, writer, limit, should_cancel,
+                      deadline, on_progress)
         except BaseException:
             reader.abandon()
-            os.close(fd)
-            fd = None
-            layout.remove(dst)
             raise
-        finally:
-            if fd is not None:
-                os.close(fd)
+        sha256 = reader.finish()
+        source_size = reader.hashed
     return Unpacked(kind, writer.size, source_size, sha256)
 
 
