@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from glance_convert.formats import vmdk
-from glance_convert.pipeline import ova
+from glance_convert.pipeline.containers import ova
 from tests import hostile_corpus
 from tests import imagefactory
 from tests.unit.pipeline.test_ovf_guest import vbox_ovf

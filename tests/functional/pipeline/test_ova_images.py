@@ -7,7 +7,7 @@ import pytest
 
 from glance_convert import errors
 from glance_convert.pipeline import conversion
-from glance_convert.pipeline import ova
+from glance_convert.pipeline.containers import ova
 from tests import hostile_corpus
 from tests import imagefactory
 from tests.unit.pipeline.test_ova import ovf_text

@@ -13,7 +13,7 @@ from glance_convert.pipeline import check_table
 from glance_convert.pipeline import checks
 from glance_convert.pipeline import conversion
 from glance_convert.pipeline import inspection
-from glance_convert.pipeline import ova
+from glance_convert.pipeline.containers import ova
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline.containers import compressed
 from tests.unit.pipeline import test_inspection as cases

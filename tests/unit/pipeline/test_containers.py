@@ -96,7 +96,7 @@ def test_ova_disk_is_a_ledger_work_file_before_it_exists(tmp_path,
     """A crash while the disk is copied out leaves nothing the workspace
     reaper does not know: the work file is recorded with the reservation,
     under the conversion slot, and removed after a refusal."""
-    from glance_convert.pipeline import ova
+    from glance_convert.pipeline.containers import ova
     from tests import fakes
     work = tmp_path / 'work'
     work.mkdir()

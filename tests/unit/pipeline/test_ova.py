@@ -10,7 +10,7 @@ import pytest
 from glance_convert import errors
 from glance_convert import units
 from glance_convert.pipeline import checks
-from glance_convert.pipeline import ova
+from glance_convert.pipeline.containers import ova
 from glance_convert.pipeline import upload_hash
 from glance_convert.pipeline import check_table
 

@@ -14,7 +14,7 @@ from defusedxml import ElementTree
 
 from glance_convert import errors
 from glance_convert.guest.hints import Hints
-from glance_convert.pipeline import ova
+from glance_convert.pipeline.containers import ova
 from glance_convert.pipeline import ovf_guest
 from tests.unit.pipeline.test_ova import DISK
 from tests.unit.pipeline.test_ova import make_ova
