@@ -185,3 +185,70 @@ def test_the_nohash_runner_really_removes_the_hash(tmp_path, monkeypatch):
     assert off.source_sha256 != real.source_sha256
     assert (tmp_path / 'b').read_bytes() == data
     assert upload_hash.BackgroundHash(str(src)).result() != real.source_sha256
+
+
+@pytest.fixture(scope='module')
+def guest_report(bench_dir, qemu_tools):
+    pytest.importorskip('glance.async_.flows.plugins.image_conversion')
+    out = bench_dir / 'guest.json'
+    published = bench_dir / 'guest-published.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'bench.py'),
+         '--guest', '--rounds', '2', '--work-dir', str(bench_dir / 'gwork'),
+         '--json', str(out), '--publish', str(published)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text())['guest'], proc.stdout, published
+
+
+def test_guest_mode_runs_every_disk_handover_and_target(guest_report):
+    data, stdout, _ = guest_report
+    cells = {(c['disk'], c['handover'], c['target']) for c in data['cells']}
+    assert cells == {(d, h, t)
+                     for d in ('windows_uefi', 'linux_uefi', 'linux_bios')
+                     for h in ('qcow2', 'vmdk')
+                     for t in ('raw', 'qcow2', 'vmdk')}
+    for cell in data['cells']:
+        s = cell['summary']
+        assert s['n'] == 2 and len(cell['runs']['off']) == 2
+        # The added time is the paired difference, not of the medians.
+        added = sorted(a['wall'] - b['wall'] for a, b in
+                       zip(cell['runs']['on'], cell['runs']['off']))
+        assert s['added_ms']['min'] == pytest.approx(added[0] * 1e3)
+        assert s['added_ms']['max'] == pytest.approx(added[-1] * 1e3)
+    assert set(data['verdict']) == {'raw', 'qcow2', 'vmdk'}
+    assert 'worst median added' in stdout
+
+
+def test_guest_mode_compares_describe_on_with_off(guest_report):
+    """"on" really reads the disk and sets the properties, "off" reads
+    nothing: otherwise the difference would measure nothing."""
+    data, _, _ = guest_report
+    read_from = {'raw': 'output', 'qcow2': 'qcow2 tables',
+                 'vmdk': 'qemu-img'}
+    for cell in data['cells']:
+        firmware = 'bios' if cell['disk'].endswith('bios') else 'uefi'
+        for run in cell['runs']['on']:
+            assert run['properties']['hw_firmware_type'] == firmware, cell
+            assert run['describe'] is not None
+            assert run['read_from'] == read_from[cell['target']], cell
+            assert (run['dd_runs'] > 0) == (cell['target'] == 'vmdk')
+        for run in cell['runs']['off']:
+            assert 'hw_firmware_type' not in run['properties'], cell
+            assert run['read_from'] is None and run['dd_runs'] == 0
+
+
+def test_guest_results_make_the_docs_sentences(guest_report):
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from benchlib import results
+    _, _, published = guest_report
+    pub = results.load(str(published))
+    run = pub['runs']['guest']
+    assert run['command'].startswith('tox -e bench -- --guest')
+    assert all('runs' not in c for c in run['guest']['cells'])
+    sentences = results.headline(pub, 'guest')
+    assert len(sentences) == 3
+    assert any('qcow2 target (read through its own L1/L2 tables' in s
+               for s in sentences)
+    assert any('vmdk target (read through the confined qemu-img dd' in s
+               for s in sentences)

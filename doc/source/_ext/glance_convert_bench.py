@@ -10,7 +10,8 @@ and tables at build time, so the text cannot fall behind the numbers:
     plugin, against bare qemu-img, the fixed cost; for uploads: the
     checksum, the tools), then which run they come from;
 ``.. bench-table:: SECTION``
-    the section's table;
+    the section's table (``guest``: one row per guest disk, handover
+    and target, guest properties off and on);
 ``.. bench-charts::``
     the default run's chart panels, a column wide, each linked full size.
 
@@ -119,12 +120,36 @@ TABLES = {
 }
 
 
+GUEST_TABLE = ('guest disk, handover, target', 'off ms', 'on ms',
+               'added ms', 'added min-max', 'on / off', 'describe ms',
+               'read from')
+
+
+def guest_rows(run):
+    """The guest section's rows: per cell, properties off and on."""
+    for cell in run['guest']['cells']:
+        s = cell['summary']
+        added = s['added_ms']
+        yield ['%s as %s -> %s' % (cell['disk'], cell['handover'],
+                                   cell['target']),
+               _f(s['off_ms']['median'], '%.1f'),
+               _f(s['on_ms']['median'], '%.1f'),
+               _f(added['median'], '%.1f'),
+               '%.1f to %.1f' % (added['min'], added['max']),
+               _f(s['ratio']), _f(s['describe_ms']['median'], '%.1f'),
+               '%s%s' % (s['read_from'] or '-',
+                         ' (%d runs)' % s['dd_runs'] if s['dd_runs']
+                         else '')]
+
+
 class Table(_BenchDirective):
     required_arguments = 1
 
     def run(self):
         section = self.arguments[0]
         data = self.data()
+        if section == 'guest' and section in data['runs']:
+            return self.guest(data['runs'][section])
         if section not in data['runs'] or section not in TABLES:
             return self.error('no %r run in the results file' % section)
         header, columns = TABLES[section]
@@ -146,6 +171,17 @@ class Table(_BenchDirective):
                 cells[2] = 'fails'
             lines.append('   * - ' + name)
             lines += ['     - ' + c for c in cells]
+        return self.parse(lines)
+
+
+    def guest(self, run):
+        lines = ['.. list-table::', '   :header-rows: 1',
+                 '   :class: bench', '']
+        for number, row in enumerate([list(GUEST_TABLE)]
+                                     + list(guest_rows(run))):
+            row[0] = _pairs(row[0]) if number else row[0]
+            lines.append('   * - ' + row[0])
+            lines += ['     - ' + c for c in row[1:]]
         return self.parse(lines)
 
 
