@@ -244,7 +244,7 @@ def _fmt(stats):
     if stats is None:
         return '%20s' % '-'
     return '%6.1f %6.1f-%6.1f' % (stats['median'], stats['min'],
-                                   stats['max'])
+                                  stats['max'])
 
 
 def print_entry(entry):

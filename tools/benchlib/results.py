@@ -3,10 +3,11 @@
 ``tools/bench.py --publish FILE`` merges what a run measured into FILE
 (``doc/source/performance/results.json`` in the repository), one section
 per kind of run: ``table`` (the default run), ``fixed_cost``,
-``containers`` and ``guest``.  A section keeps the command, the environment and the
-per-pair summaries, not every run's raw numbers.  The documentation build
-reads the file through this module, so the performance pages' first
-sentences and tables are always those of the last published run.
+``containers`` and ``guest``.  A section keeps the command, the
+environment and the per-pair summaries, not every run's raw numbers.
+The documentation build reads the file through this module, so the
+performance pages' first sentences and tables are always those of the
+last published run.
 
 Each headline answers one question an operator asks, with the range over
 every measured pair and cache state, so a reader sees the spread and not

@@ -173,7 +173,6 @@ class Table(_BenchDirective):
             lines += ['     - ' + c for c in cells]
         return self.parse(lines)
 
-
     def guest(self, run):
         lines = ['.. list-table::', '   :header-rows: 1',
                  '   :class: bench', '']
