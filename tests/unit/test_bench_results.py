@@ -71,6 +71,36 @@ def test_publish_keeps_other_sections_and_drops_raw_runs(tmp_path):
     assert '25.0 ms (paired: 24.5 ms)' in sentence
 
 
+def guest_cell(disk, target, added, describe):
+    stats = {'min': added - 5, 'median': added, 'max': added + 5}
+    return {'disk': disk, 'handover': 'qcow2', 'target': target,
+            'runs': {'on': [{'wall': 0.1}], 'off': [{'wall': 0.1}]},
+            'summary': {'added_ms': stats,
+                        'describe_ms': dict(stats, median=describe)}}
+
+
+def test_guest_headline_says_per_target_whether_the_budget_holds(tmp_path):
+    path = str(tmp_path / 'results.json')
+    guest = {'budget_ms': 50.0,
+             'cells': [guest_cell('linux_uefi', 'qcow2', 2.0, 1.5),
+                       guest_cell('linux_bios', 'qcow2', 4.5, 1.4),
+                       guest_cell('linux_uefi', 'vmdk', 61.0, 55.0)],
+             'verdict': {'qcow2': {'within_budget': True},
+                         'vmdk': {'within_budget': False}}}
+    assert results.publish(path, {'guest': guest},
+                           'tox -e bench -- --guest') == ['guest']
+    data = results.load(path)
+    assert all('runs' not in c for c in data['runs']['guest']['guest'][
+        'cells'])
+    qcow2, vmdk = results.headline(data, 'guest')
+    assert 'added 2.0-4.5 ms per import to a qcow2 target' in qcow2
+    assert 'own L1/L2 tables' in qcow2 and 'over 2 guest disks' in qcow2
+    assert qcow2.endswith('within the 50 ms budget.')
+    assert 'added 61.0 ms' in vmdk and 'qemu-img dd' in vmdk
+    assert 'describe phase itself taking 55.0 ms' in vmdk
+    assert vmdk.endswith('over the 50 ms budget.')
+
+
 def test_an_unknown_format_is_refused(tmp_path):
     path = tmp_path / 'results.json'
     path.write_text(json.dumps({'format': 99, 'runs': {}}))
