@@ -192,27 +192,40 @@ GUEST_READ = {'raw': 'read from the file',
               'qcow2': 'read through its own L1/L2 tables'}
 
 
+def _range_ms(values):
+    """"1.5 ms" or "from -4.7 to 3.8 ms": differences can be negative."""
+    values = [v for v in values if v is not None]
+    low, high = min(values), max(values)
+    if '%.1f' % low == '%.1f' % high:
+        return '%.1f ms' % low
+    return 'from %.1f to %.1f ms' % (low, high)
+
+
 def headline_guest(section):
     """Per target: what reading the guest's disk added, and the budget."""
     run = section['guest']
+    targets = []
+    for cell in run['cells']:
+        if cell['target'] not in targets:
+            targets.append(cell['target'])
     sentences = []
-    for target, verdict in run['verdict'].items():
+    for target in targets:
         cells = [c for c in run['cells'] if c['target'] == target]
         sentences.append(
             'Reading the guest\'s disk for its boot properties added %s '
             'per import to a %s target (%s; median of the on-minus-off '
-            'differences per round, over %d guest disks), the describe '
-            'phase itself taking %s: %s the %.0f ms budget.' % (
-                _span((c['summary']['added_ms']['median'] for c in cells),
-                      '%.1f', ' ms'),
+            'differences per round, over %d guest images), the describe '
+            'phase itself taking %s: %s the %.0f ms budget in this run.' % (
+                _range_ms(c['summary']['added_ms']['median']
+                          for c in cells),
                 target,
                 GUEST_READ.get(target, 'read through the confined '
                                'qemu-img dd'),
                 len(cells),
-                _span((c['summary']['describe_ms']['median']
-                       for c in cells), '%.1f', ' ms'),
-                'within' if verdict['within_budget'] else 'over',
-                run['budget_ms']))
+                _range_ms(c['summary']['describe_ms']['median']
+                          for c in cells),
+                'within' if run['verdict'][target]['within_budget']
+                else 'over', run['budget_ms']))
     return sentences
 
 
