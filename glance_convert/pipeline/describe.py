@@ -5,11 +5,11 @@ properties say otherwise, so a UEFI guest or a Windows guest from VMware
 or Hyper-V that is converted byte for byte still does not boot.  This
 phase reads the guest's disk, bounded (:mod:`glance_convert.guest`),
 from the cheapest copy that holds it as plain bytes: the output when it
-is raw, else the source when it is raw, else the plugin's own qcow2
-output through its tables, else the output through the confined
-``qemu-img dd``.  It weighs what the appliance said (an OVF, a
-VMDK descriptor) and returns the properties the user did not set.  It
-never fails an import: an unreadable disk gives incomplete facts.
+is raw, else the source when it is raw, else whichever is qcow2 through
+its own tables, else the output through the confined ``qemu-img dd``.
+It weighs what the appliance said (an OVF, a VMDK descriptor) and
+returns the properties the user did not set.  It never fails an import:
+an unreadable disk gives incomplete facts.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class Guest:
     decided: dict[str, str]
     record: str
     facts: guest_disk.DiskFacts | None
-    #: Where the disk was read: 'output', 'source', 'qcow2 tables',
-    #: 'qemu-img' (or both of these), or ''.
+    #: Where the disk was read: 'output', 'source', 'output (qcow2
+    #: tables)', 'source (qcow2 tables and qemu-img)', 'qemu-img', or ''.
     read_from: str
 
 
@@ -91,7 +91,8 @@ def describe(output: Image, source: Image, *, settings: Settings,
 
 def _read(output: Image, source: Image, settings: Settings, image_id: str,
           work_dir: str) -> tuple[guest_disk.DiskFacts | None, str]:
-    for image, where in ((output, 'output'), (source, 'source')):
+    copies = ((output, 'output'), (source, 'source'))
+    for image, where in copies:
         if image.disk_format == 'raw' and os.path.isfile(image.path):
             with guest_reader.FileReader(image.path) as reader:
                 return guest_disk.read_disk(reader), where
@@ -106,13 +107,20 @@ def _read(output: Image, source: Image, settings: Settings, image_id: str,
             output.virtual_size, settings.inspect_limits, work_dir,
             scratch=scratch)
     try:
-        if output.disk_format != 'qcow2':
+        # Both copies are checked; one in qcow2 is read through its
+        # tables, and qemu-img only reads what they cannot give.
+        qcow2 = next(((image, where) for image, where in copies
+                      if image.disk_format == 'qcow2'
+                      and os.path.isfile(image.path)), None)
+        if qcow2 is None:
             return guest_disk.read_disk(through_qemu_img()), 'qemu-img'
-        with open(output.path, 'rb') as f:
+        image, where = qcow2
+        with open(image.path, 'rb') as f:
             reader = guest_view.Qcow2Reader(
                 f, os.fstat(f.fileno()).st_size, through_qemu_img)
             facts = guest_disk.read_disk(reader)
-        return facts, ' and '.join(reader.used) or 'qcow2 tables'
+        return facts, '%s (%s)' % (where, ' and '.join(reader.used)
+                                   or 'qcow2 tables')
     finally:
         layout.remove(scratch)
 
