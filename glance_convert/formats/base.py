@@ -162,3 +162,13 @@ class Format:
     #: parallel converter, read from the image's tables; None: split by
     #: length (see ``parallel.allocation_map``).
     work_map: Callable[[object, int], list | None] | None = None
+    #: (open file, its size) -> an object with ``size`` and ``read(offset,
+    #: length)`` serving the guest's bytes from the image's own tables
+    #: (raises :class:`NotPlain`); None: only qemu-img reads it.
+    guest_bytes: Callable[[object, int], object] | None = None
+
+
+class NotPlain(Exception):
+    """An image whose guest bytes a format's own tables reader does not
+    read (compressed in a way it does not decode, an unusual header,
+    another file named): the caller asks qemu-img instead."""

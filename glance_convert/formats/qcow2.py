@@ -177,11 +177,6 @@ def qcow2_work_map(f, file_size: int) -> list[tuple[int, int]] | None:
     return out
 
 
-class NotPlain(Exception):
-    """A qcow2 image :class:`GuestBytes` does not read (compressed
-    clusters, extended L2 entries, encryption, another file named)."""
-
-
 class GuestBytes:
     """The guest's bytes of a plain qcow2 image, through its L1 and L2
     tables.
@@ -189,9 +184,9 @@ class GuestBytes:
     For an image already checked (the plugin's own output, or an upload
     stored as it is): reading a few guest sectors this way costs
     microseconds where a qemu-img start costs milliseconds; the tables
-    read are bounded.  Only plain clusters are read; for
-    anything else :class:`NotPlain` is raised and the caller asks
-    qemu-img.  Layout: qemu's ``docs/interop/qcow2.txt``.
+    read are bounded.  Only plain clusters are read; for anything else
+    :class:`~glance_convert.formats.base.NotPlain` is raised and the
+    caller asks qemu-img.  Layout: qemu's ``docs/interop/qcow2.txt``.
     """
 
     #: L1 entries read at most (2 TiB of guest at 64 KiB clusters).
@@ -204,7 +199,7 @@ class GuestBytes:
     def __init__(self, f, file_size: int):
         head = _read(f, 0, 104)
         if head[:4] != MAGIC or len(head) < 72:
-            raise NotPlain('not a qcow2 image')
+            raise base.NotPlain('not a qcow2 image')
         (_magic, version, backing_offset, _bs, cluster_bits, size, crypt,
          l1_size, l1_offset) = _unpack('>4sIQIIQIIQ', head)
         incompat = (_unpack('>Q', head, 72)[0]
@@ -214,7 +209,7 @@ class GuestBytes:
                                                  | QCOW2_INCOMPAT_EXTL2)
                 or l1_size > self.MAX_L1
                 or l1_offset + l1_size * 8 > file_size):
-            raise NotPlain('an unusual qcow2 header')
+            raise base.NotPlain('an unusual qcow2 header')
         self._f = f
         self._file_size = file_size
         self.size = size
@@ -230,10 +225,11 @@ class GuestBytes:
         table = self._tables.pop(offset, None)
         if table is None:
             if offset + self._cluster > self._file_size:
-                raise NotPlain('an L2 table past the end of the file')
+                raise base.NotPlain('an L2 table past the end of the file')
             self.tables_read += 1
             if self.tables_read > self.MAX_TABLE_READS:
-                raise NotPlain('more L2 tables than a guest\'s reading needs')
+                raise base.NotPlain('more L2 tables than a guest\'s '
+                                    'reading needs')
             table = _uint64s(_read(self._f, offset, self._cluster))
         self._tables[offset] = table          # most recent last
         while len(self._tables) > self.CACHED_TABLES:
@@ -252,7 +248,7 @@ class GuestBytes:
                         if l1_index < len(self._l1) else 0)
             entry = self._l2(table_at)[l2_index] if table_at else 0
             if entry & (1 << 62):
-                raise NotPlain('a compressed cluster')
+                raise base.NotPlain('a compressed cluster')
             host = entry & QCOW2_L2_OFFSET
             if entry & QCOW2_ZERO or not host:
                 out += bytes(n)
@@ -355,4 +351,4 @@ FORMAT = base.Format(
     compressed_clusters=True, out_of_order_decompressing=True,
     has_magic=has_magic, parse=parse, checks=(DATA_FILE, FEATURES),
     check_header=check_header, check_info=check_info,
-    work_map=qcow2_work_map)
+    work_map=qcow2_work_map, guest_bytes=GuestBytes)

@@ -5,8 +5,9 @@ properties say otherwise, so a UEFI guest or a Windows guest from VMware
 or Hyper-V that is converted byte for byte still does not boot.  This
 phase reads the guest's disk, bounded (:mod:`glance_convert.guest`),
 from the cheapest copy that holds it as plain bytes: the output when it
-is raw, else the source when it is raw, else whichever is qcow2 through
-its own tables, else the output through the confined ``qemu-img dd``.
+is raw, else the source when it is raw, else whichever is a qcow2 or a
+sparse VMDK through its own tables, else the output through the
+confined ``qemu-img dd``.
 It weighs what the appliance said (an OVF, a VMDK descriptor) and
 returns the properties the user did not set.  It never fails an import:
 an unreadable disk gives incomplete facts.
@@ -45,8 +46,8 @@ class Guest:
     decided: dict[str, str]
     record: str
     facts: guest_disk.DiskFacts | None
-    #: Where the disk was read: 'output', 'source', 'output (qcow2
-    #: tables)', 'source (qcow2 tables and qemu-img)', 'qemu-img', or ''.
+    #: Where the disk was read: 'output', 'source', 'output qcow2
+    #: (tables)', 'source vmdk (tables and qemu-img)', 'qemu-img', or ''.
     read_from: str
 
 
@@ -107,20 +108,23 @@ def _read(output: Image, source: Image, settings: Settings, image_id: str,
             output.virtual_size, settings.inspect_limits, work_dir,
             scratch=scratch)
     try:
-        # Both copies are checked; one in qcow2 is read through its
-        # tables, and qemu-img only reads what they cannot give.
-        qcow2 = next(((image, where) for image, where in copies
-                      if image.disk_format == 'qcow2'
-                      and os.path.isfile(image.path)), None)
-        if qcow2 is None:
+        # Both copies are checked; one whose format has a reader of its
+        # own tables is read through them, and qemu-img only reads what
+        # they cannot give.
+        tabled = next(((image, where) for image, where in copies
+                       if formats.is_convertible(image.disk_format)
+                       and formats.get(image.disk_format).guest_bytes
+                       and os.path.isfile(image.path)), None)
+        if tabled is None:
             return guest_disk.read_disk(through_qemu_img()), 'qemu-img'
-        image, where = qcow2
+        image, where = tabled
         with open(image.path, 'rb') as f:
-            reader = guest_view.Qcow2Reader(
-                f, os.fstat(f.fileno()).st_size, through_qemu_img)
+            reader = guest_view.TablesReader(
+                f, os.fstat(f.fileno()).st_size,
+                formats.get(image.disk_format).guest_bytes, through_qemu_img)
             facts = guest_disk.read_disk(reader)
-        return facts, '%s (%s)' % (where, ' and '.join(reader.used)
-                                   or 'qcow2 tables')
+        return facts, '%s %s (%s)' % (where, image.disk_format,
+                                      ' and '.join(reader.used) or 'tables')
     finally:
         layout.remove(scratch)
 

@@ -5,13 +5,13 @@
 ``qemu-img dd`` each copies out of the image; the chunks are kept, at
 most :data:`MAX_CHUNKS` of them, so the many small reads of a partition
 table or a directory cost one qemu-img run per chunk.  For a raw image
-use :class:`glance_convert.guest.reader.FileReader`, and for the
-plugin's own qcow2 output :class:`Qcow2Reader`: no qemu-img at all.
+use :class:`glance_convert.guest.reader.FileReader`, and for a qcow2 or
+sparse VMDK :class:`TablesReader`: no qemu-img at all.
 """
 
 import collections
 
-from glance_convert.formats import qcow2
+from glance_convert.formats import base
 from glance_convert.guest import reader as guest_reader
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
@@ -95,24 +95,24 @@ class TooManyRuns(guest_reader.ReadFailed):
     """More qemu-img runs than a guest's reading may cost."""
 
 
-class Qcow2Reader:
-    """A checked qcow2 image (the plugin's own output, or an upload
-    stored as it is), read through its L1 and L2 tables
-    (:class:`~glance_convert.formats.qcow2.GuestBytes`): no qemu-img
-    start for a few guest sectors.  From
-    the first thing the tables cannot give (a compressed cluster), the
-    reads go to ``fallback()``, an :class:`ImageReader`."""
+class TablesReader:
+    """A checked image (the plugin's own output, or an upload) read
+    through its own tables, where its format has a reader of them
+    (:attr:`glance_convert.formats.base.Format.guest_bytes`: qcow2,
+    sparse VMDK): no qemu-img start for a few guest sectors.  From the
+    first thing the tables cannot give, the reads go to ``fallback()``,
+    an :class:`ImageReader`."""
 
-    def __init__(self, f, file_size: int, fallback):
+    def __init__(self, f, file_size: int, guest_bytes, fallback):
         try:
-            self._plain = qcow2.GuestBytes(f, file_size)
-        except qcow2.NotPlain:
+            self._plain = guest_bytes(f, file_size)
+        except base.NotPlain:
             self._plain = None
         self._fallback = fallback
         self._other = None
         self.size = (self._plain.size if self._plain is not None
                      else self._qemu_img().size)
-        #: Where the bytes came from: 'qcow2 tables', then 'qemu-img'.
+        #: Where the bytes came from: 'tables', then 'qemu-img'.
         self.used = []
 
     def _qemu_img(self):
@@ -124,10 +124,10 @@ class Qcow2Reader:
         if self._plain is not None:
             try:
                 data = self._plain.read(offset, length)
-                if 'qcow2 tables' not in self.used:
-                    self.used.append('qcow2 tables')
+                if 'tables' not in self.used:
+                    self.used.append('tables')
                 return data
-            except qcow2.NotPlain:
+            except base.NotPlain:
                 self._plain = None
         if 'qemu-img' not in self.used:
             self.used.append('qemu-img')

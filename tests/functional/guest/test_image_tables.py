@@ -1,12 +1,16 @@
-"""A qcow2 guest read through its own tables, and through qemu-img where
-they hold what the tables reader does not read."""
+"""A qcow2 or sparse VMDK guest read through its own tables, and through
+qemu-img where they hold what the tables reader does not read."""
 
 import os
+import struct
 import subprocess
+import zlib
 
 import pytest
 
+from glance_convert.formats import base
 from glance_convert.formats import qcow2
+from glance_convert.formats import vmdk
 from glance_convert.guest import disk
 from glance_convert.guest import reader
 from glance_convert.pipeline import guest_view
@@ -60,15 +64,15 @@ def test_compressed_clusters_are_left_to_qemu_img(guest, tmp_path):
     image = _qcow2(guest, 'compressed.qcow2', '-c')
     with open(image, 'rb') as f:
         tables = qcow2.GuestBytes(f, os.path.getsize(image))
-        with pytest.raises(qcow2.NotPlain):
+        with pytest.raises(base.NotPlain):
             tables.read(0, 4096)
 
         def through_qemu_img():
             return guest_view.ImageReader(
                 image, 'qcow2', os.path.getsize(raw),
                 qemu_img.Limits(timeout=60), str(tmp_path))
-        view = guest_view.Qcow2Reader(f, os.path.getsize(image),
-                                      through_qemu_img)
+        view = guest_view.TablesReader(f, os.path.getsize(image),
+                                       qcow2.GuestBytes, through_qemu_img)
         facts = disk.read_disk(view)
     assert view.used == ['qemu-img']
     with reader.FileReader(raw) as r:
@@ -82,9 +86,10 @@ def test_a_plain_qcow2_needs_no_qemu_img(guest, monkeypatch):
     def no_qemu_img():
         raise AssertionError('qemu-img was asked')
     with open(image, 'rb') as f:
-        view = guest_view.Qcow2Reader(f, os.path.getsize(image), no_qemu_img)
+        view = guest_view.TablesReader(f, os.path.getsize(image),
+                                       qcow2.GuestBytes, no_qemu_img)
         facts = disk.read_disk(view)
-    assert view.used == ['qcow2 tables']
+    assert view.used == ['tables']
     with reader.FileReader(raw) as r:
         assert facts == disk.read_disk(r)
     assert facts.complete and facts.os_release
@@ -93,7 +98,7 @@ def test_a_plain_qcow2_needs_no_qemu_img(guest, monkeypatch):
 def test_unusual_headers_are_not_read(guest):
     image = _qcow2(guest, 'extl2.qcow2', '-o', 'extended_l2=on')
     with open(image, 'rb') as f:
-        with pytest.raises(qcow2.NotPlain):
+        with pytest.raises(base.NotPlain):
             qcow2.GuestBytes(f, os.path.getsize(image))
 
 
@@ -109,7 +114,7 @@ def test_tables_that_scatter_the_reads_stop_at_the_bound(tmp_path,
     walk = range(qcow2.GuestBytes.MAX_TABLE_READS + 1)
     with open(image, 'rb') as f:
         tables = qcow2.GuestBytes(f, os.path.getsize(image))
-        with pytest.raises(qcow2.NotPlain):
+        with pytest.raises(base.NotPlain):
             for n in walk:
                 tables.read(n * step, 1)
         # Without the bound, the same walk reads a table per step.
@@ -119,3 +124,80 @@ def test_tables_that_scatter_the_reads_stop_at_the_bound(tmp_path,
         for n in walk:
             assert tables.read(n * step, 1) == data[n * step:n * step + 1]
         assert tables.tables_read == len(walk)
+
+
+def _vmdk(guest, name, *opts):
+    d, raw = guest
+    out = str(d / name)
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'vmdk']
+                   + list(opts) + [raw, out], check=True)
+    return out
+
+
+@pytest.mark.parametrize('subformat', ['monolithicSparse',
+                                       'streamOptimized'])
+def test_a_sparse_vmdk_gives_the_guest_bytes_qemu_img_gives(guest,
+                                                            subformat):
+    _d, raw = guest
+    image = _vmdk(guest, '%s.vmdk' % subformat, '-o',
+                  'subformat=%s' % subformat)
+    size = os.path.getsize(raw)
+    with open(image, 'rb') as f, open(raw, 'rb') as r:
+        tables = vmdk.GuestBytes(f, os.path.getsize(image))
+        assert tables.size == size
+        for offset in _offsets(size):
+            r.seek(offset)
+            assert tables.read(offset, 70000) == r.read(70000), offset
+
+
+def test_a_vmdk_guest_needs_no_qemu_img(guest):
+    _d, raw = guest
+    image = _vmdk(guest, 'stream.vmdk', '-o', 'subformat=streamOptimized')
+
+    def no_qemu_img():
+        raise AssertionError('qemu-img was asked')
+    with open(image, 'rb') as f:
+        view = guest_view.TablesReader(f, os.path.getsize(image),
+                                       vmdk.GuestBytes, no_qemu_img)
+        facts = disk.read_disk(view)
+    with reader.FileReader(raw) as r:
+        assert facts == disk.read_disk(r)
+    assert view.used == ['tables'] and facts.os_release
+
+
+def test_a_descriptor_file_is_left_to_qemu_img(guest):
+    image = _vmdk(guest, 'flat.vmdk', '-o', 'subformat=monolithicFlat')
+    with open(image, 'rb') as f:
+        with pytest.raises(base.NotPlain):
+            vmdk.GuestBytes(f, os.path.getsize(image))
+
+
+def _first_grain(data):
+    """The sector of the first grain marker of a streamOptimized VMDK:
+    guest sector 0, a plausible size, and a stream that inflates."""
+    for sector in range(1, len(data) // 512):
+        lba, size = struct.unpack_from('<QI', data, sector * 512)
+        if lba == 0 and 0 < size <= 65536:
+            start = sector * 512 + 12
+            try:
+                zlib.decompress(data[start:start + size])
+            except zlib.error:
+                continue
+            return sector
+    raise AssertionError('no grain marker found')
+
+
+def test_a_grain_that_does_not_inflate_is_left_to_qemu_img(guest, tmp_path):
+    image = _vmdk(guest, 'broken.vmdk', '-o', 'subformat=streamOptimized')
+    data = bytearray(open(image, 'rb').read())
+    sector = _first_grain(bytes(data))
+    with open(image, 'rb') as f:       # the control: it inflates
+        assert vmdk.GuestBytes(f, len(data)).read(0, 512)[510:] == b'\x55\xaa'
+    # Garble the deflate stream of that grain (past its 12-byte marker).
+    data[sector * 512 + 12:sector * 512 + 40] = bytes(28)
+    broken = tmp_path / 'garbled.vmdk'
+    broken.write_bytes(bytes(data))
+    with open(broken, 'rb') as f:
+        tables = vmdk.GuestBytes(f, len(data))
+        with pytest.raises(base.NotPlain):
+            tables.read(0, 512)
