@@ -208,8 +208,10 @@ def decide(disk: guest_disk.DiskFacts | None,
             said.append('no os_distro for ID=%s' % release_id)
     if distro is None and hints and hints.os_distro and \
             (kind is None or hints.os_type in (None, kind)):
+        # The appliance's distribution comes with its own version: the
+        # disk's VERSION_ID belongs to an ID Glance has no name for.
         distro = hints.os_distro
-        version = version or hints.os_version
+        version = hints.os_version
         said.append('os_distro from the %s' % hints.source)
     elif distro and hints and hints.os_distro == distro:
         version = version or hints.os_version

@@ -52,5 +52,10 @@ def combined(*found: Hints | None) -> Hints | None:
         values[field.name] = next(
             (getattr(h, field.name) for h in found
              if getattr(h, field.name) is not None), None)
-    return Hints(source=', '.join(h.source for h in found),
+    # The record names where the firmware and the OS came from: the
+    # sources that gave one of those (a VMDK descriptor names neither).
+    guest_fields = ('firmware', 'os_type', 'os_distro', 'os_version')
+    named = [h.source for h in found
+             if any(getattr(h, f) for f in guest_fields)]
+    return Hints(source=', '.join(named or [found[0].source]),
                  said=tuple(s for h in found for s in h.said), **values)

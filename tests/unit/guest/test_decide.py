@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from glance_convert.guest import decide
@@ -196,3 +198,28 @@ def test_boot_safe_devices_follow_the_source_controller():
     props = decide.decide(WINDOWS_BIOS, ide, source_format='vmdk',
                           windows_devices='virtio').properties
     assert devices(props) == ('virtio', 'virtio')
+
+
+def test_the_appliance_distribution_comes_with_its_own_version():
+    # AlmaLinux has no os_distro value in Glance; the OVF says rhel 9.
+    alma = dataclasses.replace(LINUX_BIOS, os_release={
+        'ID': 'almalinux', 'VERSION_ID': '9.3'})
+    ovf = hints.Hints('ovf (VMware)', os_type='linux', os_distro='rhel',
+                      os_version='9')
+    props = decide.decide(alma, ovf, source_format='ova').properties
+    assert (props['os_distro'], props['os_version']) == ('rhel', '9')
+    # Without a version of its own, none: not the disk's 9.3 for rhel.
+    bare = dataclasses.replace(ovf, os_version=None)
+    props = decide.decide(alma, bare, source_format='ova').properties
+    assert props['os_distro'] == 'rhel' and 'os_version' not in props
+
+
+def test_combined_hints_name_only_the_sources_of_guest_facts():
+    ovf = hints.Hints('ovf (VMware)', firmware='uefi', os_type='windows')
+    descriptor = hints.Hints('vmdk descriptor', disk_controller='scsi',
+                             disk_model='lsilogic')
+    both = hints.combined(ovf, descriptor)
+    assert both.source == 'ovf (VMware)'
+    assert (both.firmware, both.disk_model) == ('uefi', 'lsilogic')
+    assert hints.combined(descriptor).source == 'vmdk descriptor'
+    assert hints.combined(None, None) is None
