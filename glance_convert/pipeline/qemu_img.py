@@ -1,42 +1,16 @@
 """A typed, thin wrapper around the ``qemu-img`` command.
 
-Every call forces the source format (``-f``), runs under resource limits
-(address space, CPU time, output file size: the kernel's ``setrlimit`` on
-the qemu-img process itself), is killed on a wall-clock timeout or when
-the caller cancels, and is confined
-(:mod:`glance_convert.pipeline.sandbox`): each caller names the files
-qemu-img may read (``reads``) and write (``writes``).
-
-How qemu-img is started matters as much as what it runs.  Any
-``preexec_fn`` makes Python ``fork()`` the whole caller, whose cost grows
-with its memory (a glance-api worker holds hundreds of MiB); without one
-Python uses ``vfork()``.  So, where possible, nothing runs in the child
-before exec:
-
-* the limits and the parent-death signal are set by util-linux's
-  ``setpriv --pdeathsig KILL`` and ``prlimit``, which each set one thing
-  and exec the next program: the process that runs is qemu-img;
-* the confinement is applied by a short-lived launcher thread to itself
-  (no_new_privs, Landlock and seccomp belong to one thread and are
-  inherited by the processes it starts); that thread starts qemu-img and
-  lives until it exits, as the parent-death signal fires when the thread
-  that started the child ends.  The caller's thread, unrestricted, lets
-  that one start through the sandbox's process gate (no process may start
-  after it), reads qemu-img's output, kills it when it must and runs the
-  callbacks.
-
-Where the tools are missing (or too old for ``--pdeathsig``), where the
-kernel cannot scope signals (Landlock ABI < 6: the seccomp rule "signals
-only to itself" then needs the child's pid), where the process gate
-cannot work (Linux < 5.5, Python < 3.11.7) or where threads are green
-threads sharing one kernel thread, a ``preexec_fn`` does it all in a
-forked child: the same protection, only slower.
-
-Every command goes through :func:`run`, and :func:`using` is how a test
-watches or alters those runs (see there why).
-
-Format arguments are qemu-img driver names (``vpc``, not Glance's ``vhd``);
-see :mod:`glance_convert.formats`.
+Every call forces the source format, runs under resource limits and a
+wall-clock watchdog, can be cancelled, and is confined
+(:mod:`~glance_convert.pipeline.sandbox`) to the files its caller names.
+Where it can, nothing runs in the child before exec (``setpriv`` and
+``prlimit`` set the limits, a launcher thread carries the confinement),
+so Python starts qemu-img with ``vfork`` rather than forking all of
+glance-api; elsewhere a ``preexec_fn`` does the same, slower (the
+confinement page of the security documentation says when).  Every
+command goes through :func:`run`, and :func:`using` is how a test
+watches or alters those runs.  Format arguments are qemu-img's driver
+names (``vpc``, not Glance's ``vhd``).
 """
 
 from __future__ import annotations

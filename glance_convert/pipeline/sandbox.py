@@ -1,50 +1,16 @@
 """Confinement of every qemu-img the plugin starts.
 
-qemu-img parses bytes an attacker chose; its block drivers have had memory
-safety bugs (CVE-2014-0143 to -0148, CVE-2024-4467).  The byte checks run
-first, but if one of those bugs is reached anyway, a compromised qemu-img
-must find nothing to steal and no way out.  Three kernel features, all
-usable by an unprivileged user and inside a container, prepared before
-qemu-img starts and applied either by a launcher thread to itself before
-it starts qemu-img (all three are per thread and inherited), or by a
-forked child between fork and exec (see :class:`Confinement`):
-
-``no_new_privs``
-    ``prctl(PR_SET_NO_NEW_PRIVS)``: exec can never add privileges (setuid,
-    file capabilities); also what Landlock and seccomp require.
-Landlock (kernel 5.13+)
-    Files: read and execute only the system directories a program needs to
-    run (``/usr``, ``/bin``, ``/lib*``, ``/etc/ld.so.cache``), read only the
-    image it works on, read and write only its own output file (created
-    empty beforehand by the parent, so no right on any directory is
-    needed).  Everything else, ``/proc`` of other processes, the staging
-    directory's listing, ``/etc/glance`` and the home directory included,
-    is refused.  ABI 4 (6.7) adds TCP bind/connect rules and ABI 6 (6.12)
-    scoping of signals and abstract unix sockets: applied where present, as
-    a second layer behind seccomp.
-seccomp (a BPF program built here, kernel 3.5+)
-    No sockets at all (``socket()`` fails for every family: inet, inet6,
-    unix including abstract names, netlink...), no ptrace or
-    process_vm_*, signals only to itself (from a launcher thread: never
-    to glance-api, the rest left to Landlock's scoping), no file owner
-    to signal (F_SETOWN...), no namespaces, no io_uring
-    (which can bypass seccomp), no keyring, no mount, no
-    ``open_by_handle_at``, no chmod/chown/xattr changes and no
-    ``truncate()`` by path (Landlock controls truncation only from ABI 3);
-    limits, priorities and affinity of itself only; and no new process
-    (threads only), so nothing it starts outlives it
-    (:class:`ProcessGate` for the launcher thread).
-
-Besides, a confined qemu-img gets none of glance-api's environment
-(:func:`environment`).
-
-Why ctypes and not a library: on PyPI, ``landlock`` has only development
-releases and builds and applies its ruleset in one go (no way to build
-it once and apply it in a forked child), ``pyseccomp`` has not been
-released since 2021 and needs libseccomp to compile in the child, and
-libseccomp's own bindings are not on PyPI.  The syscalls used are few and
-stable: three of Landlock's, ``prctl``, ``seccomp`` and a BPF program of
-about 200 instructions.
+qemu-img parses bytes an attacker chose, and its block drivers have had
+memory-safety bugs; a compromised qemu-img must find nothing to steal and
+no way out.  Three kernel features any unprivileged user has, prepared
+here before qemu-img starts: ``no_new_privs``; Landlock (read only the
+image and the system directories, write only its own output); and a
+seccomp program built here (no sockets, no other process, no new
+process, no namespaces, io_uring, mount or ownership changes).  A
+launcher thread applies them to itself before it starts qemu-img, or a
+forked child does between fork and exec (:class:`Confinement`).  What
+each layer stops, what stays open and why ctypes rather than a library:
+the security documentation's confinement page.
 """
 
 from __future__ import annotations
