@@ -84,7 +84,10 @@ def describe(output: Image, source: Image, *, settings: Settings,
         windows_devices=settings.windows_devices)
     user = user_properties or {}
     chosen = {k: v for k, v in decision.properties.items() if k not in user}
-    if decision.record and RECORD not in user:
+    # The record explains what was read and decided; with nothing read
+    # and nothing decided (an ISO, a blank disk) there is nothing to say.
+    if decision.record and RECORD not in user and (
+            facts is not None or decision.properties):
         chosen[RECORD] = decision.record
     return Guest(chosen, dict(decision.properties), decision.record, facts,
                  read_from)
