@@ -40,3 +40,35 @@ def uint32s(data: bytes) -> array.array:
     if sys.byteorder == 'big':  # pragma: no cover
         values.byteswap()
     return values
+
+
+class BlockMapBytes:
+    """The guest's bytes of an image whose disk is fixed-size blocks, each
+    at an offset of the file or absent (zeros): VDI, VHD, VHDX.
+
+    ``locate(index)`` gives a block's file offset, None for an absent
+    block, or raises ``NotPlain`` for one it does not read.  The caller
+    bounds how much is read (the guest readers' budget).
+    """
+
+    def __init__(self, f, size: int, block: int, locate):
+        self._f = f
+        self.size = size
+        self._block = block
+        self._locate = locate
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` guest bytes at ``offset`` (fewer at the end)."""
+        out = bytearray()
+        end = min(offset + length, self.size)
+        while offset < end:
+            index, within = divmod(offset, self._block)
+            n = min(self._block - within, end - offset)
+            at = self._locate(index)
+            if at is None:
+                out += bytes(n)
+            else:
+                data = read(self._f, at + within, n)
+                out += data + bytes(n - len(data))
+            offset += n
+        return bytes(out)

@@ -55,6 +55,33 @@ def parse(f, file_size: int) -> Header | None:
     return h
 
 
+#: Block map entries for an absent block and a zero block.
+VDI_UNALLOCATED, VDI_ZERO = 0xffffffff, 0xfffffffe
+
+
+def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
+    """The guest's bytes through the block map (:class:`NotPlain` for an
+    image with a parent or a damaged header)."""
+    h = parse(f, file_size)
+    if h is None or h.parent or h.corrupt:
+        raise base.NotPlain('not a plain VDI')
+    head = _read(f, 0, SECTOR)
+    offset_bmap, offset_data = _unpack('<II', head, 0x154)
+    _size, block_size, _extra, blocks = _unpack('<QIII', head, 0x170)
+
+    def locate(index: int) -> int | None:
+        if index >= blocks:
+            return None
+        entry = _read(f, offset_bmap + index * 4, 4)
+        if len(entry) < 4:
+            raise base.NotPlain('a VDI block map past the end')
+        at, = _unpack('<I', entry)
+        if at in (VDI_UNALLOCATED, VDI_ZERO):
+            return None
+        return offset_data + at * block_size
+    return binary.BlockMapBytes(f, h.virtual_size, block_size, locate)
+
+
 def has_magic(f, file_size: int) -> bool:
     return _read(f, MAGIC_OFFSET, 4) == MAGIC
 
@@ -63,4 +90,4 @@ FORMAT = base.Format(
     'vdi', qemu_driver='vdi', inspector='vdi', checkable=True,
     description='VirtualBox.',
     option_names=(), output_options=lambda group: ({}, False),
-    has_magic=has_magic, parse=parse)
+    has_magic=has_magic, parse=parse, guest_bytes=guest_bytes)

@@ -86,6 +86,41 @@ def parse(f, file_size: int) -> Header | None:
     return h
 
 
+#: A block table entry for an absent block.
+VHD_UNALLOCATED = 0xffffffff
+
+
+def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
+    """The guest's bytes of a fixed or dynamic VHD: the file itself, or
+    through the block table, each block's sector bitmap skipped (as qemu
+    reads it).  :class:`NotPlain` for a differencing or damaged one."""
+    h = parse(f, file_size)
+    if h is None or h.parent or h.corrupt:
+        raise base.NotPlain('not a plain VHD')
+    footer = (_vhd_footer(_read(f, 0, SECTOR))
+              or _vhd_footer(_read(f, file_size - SECTOR, SECTOR)))
+    size = footer['current']
+    if footer['type'] == VHD_FIXED:
+        # The disk itself, then the footer.
+        return binary.BlockMapBytes(f, size, 1 << 20,
+                                    lambda index: index << 20)
+    dyn = _read(f, footer['data_offset'], 1024)
+    table_offset, _v, max_entries, block_size = _unpack('>QIII', dyn, 16)
+    bitmap = -(-(block_size // SECTOR // 8) // SECTOR) * SECTOR
+
+    def locate(index: int) -> int | None:
+        if index >= max_entries:
+            return None
+        entry = _read(f, table_offset + index * 4, 4)
+        if len(entry) < 4:
+            raise base.NotPlain('a VHD block table past the end')
+        sector, = _unpack('>I', entry)
+        if sector == VHD_UNALLOCATED:
+            return None
+        return sector * SECTOR + bitmap
+    return binary.BlockMapBytes(f, size, block_size, locate)
+
+
 def has_magic(f, file_size: int) -> bool:
     """The footer copy at the start, or the footer at the end."""
     tail = _read(f, max(file_size - SECTOR, 0), 8)
@@ -121,4 +156,4 @@ FORMAT = base.Format(
     presize=_vhd_presize,
     may_read_as_raw=True,
     raw_lookalike=lambda header: header.subformat == 'fixed',
-    has_magic=has_magic, parse=parse)
+    has_magic=has_magic, parse=parse, guest_bytes=guest_bytes)

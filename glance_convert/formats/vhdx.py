@@ -325,6 +325,42 @@ def _vhdx_bat(f, h: Header, file_size: int, region: tuple, block: int,
                 return
 
 
+def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
+    """The guest's bytes of a fixed or dynamic VHDX through its BAT.
+
+    Only a VHDX :func:`parse` finds whole: no log to replay, no parent,
+    nothing unknown required; :class:`NotPlain` otherwise, and for a
+    partially present block.
+    """
+    h = parse(f, file_size)
+    if h is None or h.corrupt or h.parent or h.log or h.unknown_required:
+        raise base.NotPlain('not a plain VHDX')
+    scratch = Header('vhdx')
+    try:
+        regions = {guid: (offset, length) for guid, offset, length, _r
+                   in _vhdx_regions(f, scratch)}
+        items = _vhdx_metadata(f, scratch, *regions[_VHDX_METADATA])
+    except (_VhdxStop, KeyError, Malformed) as exc:
+        raise base.NotPlain('VHDX regions: %s' % (exc or scratch.corrupt))
+    block, _bits = _unpack('<II', items[_VHDX_FILE_PARAMETERS])
+    logical, = _unpack('<I', items[_VHDX_LOGICAL_SECTOR])
+    chunk = (1 << 23) * logical // block   # payload blocks per bitmap
+    bat_offset, bat_length = regions[_VHDX_BAT]
+
+    def locate(index: int) -> int | None:
+        at = index + index // chunk         # past the bitmap entries
+        if at * 8 + 8 > bat_length:
+            return None
+        entry, = _unpack('<Q', _read(f, bat_offset + at * 8, 8))
+        state = entry & 7
+        if state == VHDX_FULLY_PRESENT:
+            return (entry >> 20) << 20
+        if state == VHDX_PARTIALLY_PRESENT:
+            raise base.NotPlain('a partially present VHDX block')
+        return None                         # not present, zero, unmapped
+    return binary.BlockMapBytes(f, h.virtual_size, block, locate)
+
+
 def has_magic(f, file_size: int) -> bool:
     return _read(f, 0, 8) == VHDX_SIGNATURE
 
@@ -395,4 +431,5 @@ FORMAT = base.Format(
     # parsed and checked against the BAT; qemu reports exactly it.
     output_size_from=base.HEADER,
     has_magic=has_magic, parse=parse, checks=(VHDX_LOG, VHDX_REQUIRED),
+    guest_bytes=guest_bytes,
     check_header=check_header)

@@ -43,9 +43,10 @@ HANDOVERS = {
     'qcow2': ('qcow2', ['-O', 'qcow2']),
     'vmdk': ('vmdk', ['-O', 'vmdk', '-o', 'subformat=streamOptimized']),
 }
-#: raw: read from the file; qcow2: through the output's own L1/L2
-#: tables; vmdk: through the confined ``qemu-img dd`` (as any other).
-TARGETS = ('raw', 'qcow2', 'vmdk')
+#: raw: read from the file; qcow2, vmdk and vhdx: through the output's
+#: own tables (a format without a tables reader, ploop, goes through the
+#: confined ``qemu-img dd``).
+TARGETS = ('raw', 'qcow2', 'vmdk', 'vhdx')
 VARIANTS = ('off', 'on')
 #: The issue's budget: milliseconds the describe phase may add per import.
 BUDGET_MS = 50.0

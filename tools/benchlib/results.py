@@ -189,7 +189,9 @@ def headline_containers(section):
 
 #: How the describe phase reads the guest's disk, per target format.
 GUEST_READ = {'raw': 'read from the file',
-              'qcow2': 'read through its own L1/L2 tables'}
+              'qcow2': 'read through its own L1/L2 tables',
+              'vmdk': 'read through its grain tables',
+              'vhdx': 'read through its block allocation table'}
 
 
 def _range_ms(values):

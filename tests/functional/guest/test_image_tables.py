@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from glance_convert import formats
 from glance_convert.formats import base
 from glance_convert.formats import qcow2
 from glance_convert.formats import vmdk
@@ -16,6 +17,7 @@ from glance_convert.guest import reader
 from glance_convert.pipeline import guest_view
 from glance_convert.pipeline import qemu_img
 from tests import guestdisks
+from tests import hostile_corpus
 
 MiB = 1024 * 1024
 
@@ -201,3 +203,62 @@ def test_a_grain_that_does_not_inflate_is_left_to_qemu_img(guest, tmp_path):
         tables = vmdk.GuestBytes(f, len(data))
         with pytest.raises(base.NotPlain):
             tables.read(0, 512)
+
+
+BLOCK_MAPPED = [
+    ('vdi', 'vdi', []), ('vdi', 'vdi', ['-o', 'static=on']),
+    ('vhd', 'vpc', ['-o', 'subformat=dynamic']),
+    ('vhd', 'vpc', ['-o', 'subformat=fixed']),
+    ('vhdx', 'vhdx', ['-o', 'subformat=dynamic']),
+    ('vhdx', 'vhdx', ['-o', 'subformat=fixed']),
+]
+
+
+@pytest.mark.parametrize('fmt, driver, opts', BLOCK_MAPPED,
+                         ids=['vdi', 'vdi-static', 'vhd', 'vhd-fixed',
+                              'vhdx', 'vhdx-fixed'])
+def test_block_mapped_formats_give_the_guest_bytes(guest, fmt, driver,
+                                                   opts):
+    d, raw = guest
+    image = str(d / ('mapped-%s-%s.%s' % (driver, len(opts), fmt)))
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', driver]
+                   + opts + [raw, image], check=True)
+    size = os.path.getsize(raw)
+    read_bytes = formats.get(fmt).guest_bytes
+
+    def no_qemu_img():
+        raise AssertionError('qemu-img was asked')
+    with open(image, 'rb') as f, open(raw, 'rb') as r:
+        tables = read_bytes(f, os.path.getsize(image))
+        for offset in _offsets(size):
+            r.seek(offset)
+            want = r.read(70000)
+            got = tables.read(offset, 70000)
+            # A VHD's size is rounded up to a disk geometry: zeros past
+            # the raw disk's end.
+            assert got[:len(want)] == want, offset
+            assert not any(got[len(want):]), offset
+        view = guest_view.TablesReader(f, os.path.getsize(image),
+                                       read_bytes, no_qemu_img)
+        facts = disk.read_disk(view)
+    with reader.FileReader(raw) as r:
+        assert facts == disk.read_disk(r)
+    assert view.used == ['tables'] and facts.os_release
+
+
+def test_a_vhdx_with_a_log_is_left_to_qemu_img(guest, tmp_path):
+    """A log to replay means the disk depends on the reader: not read."""
+    d, raw = guest
+    src = str(tmp_path / 'src.qcow2')
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', raw,
+                    src], check=True)
+    path = hostile_corpus.vhdx_needing_log_replay(
+        str(tmp_path / 'log.vhdx'), src)
+    plain = str(tmp_path / 'plain.vhdx')
+    subprocess.run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'vhdx', src,
+                    plain], check=True)
+    with open(plain, 'rb') as f:            # the control reads
+        formats.get('vhdx').guest_bytes(f, os.path.getsize(plain))
+    with open(path, 'rb') as f:
+        with pytest.raises(base.NotPlain):
+            formats.get('vhdx').guest_bytes(f, os.path.getsize(path))

@@ -25,7 +25,7 @@ def copies(tmp_path_factory, qemu_tools):
     guestdisks.linux_uefi(raw, str(d))
     made = {'raw': raw}
     for fmt, driver in (('qcow2', 'qcow2'), ('vdi', 'vdi'),
-                        ('vhdx', 'vhdx')):
+                        ('vhdx', 'vhdx'), ('ploop', 'parallels')):
         out = str(d / ('guest.' + fmt))
         subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', driver,
                         raw, out], check=True)
@@ -48,8 +48,9 @@ def _describe(copies, output, source, tmp_path, settings=None, **kw):
     ('raw', 'vhdx', 'output'),
     ('vdi', 'raw', 'source'),
     ('qcow2', 'vhdx', 'output qcow2 (tables)'),
-    ('vdi', 'qcow2', 'source qcow2 (tables)'),
-    ('vdi', 'vhdx', 'qemu-img'),
+    ('vdi', 'qcow2', 'output vdi (tables)'),
+    ('ploop', 'vhdx', 'source vhdx (tables)'),
+    ('ploop', 'ploop', 'qemu-img'),
 ])
 def test_the_cheapest_copy_is_read_and_says_the_same(copies, tmp_path,
                                                      output, source,
