@@ -5,8 +5,9 @@
 ``qemu-img dd`` each copies out of the image; the chunks are kept, at
 most :data:`MAX_CHUNKS` of them, so the many small reads of a partition
 table or a directory cost one qemu-img run per chunk.  For a raw image
-use :class:`glance_convert.guest.reader.FileReader`, and for a qcow2 or
-sparse VMDK :class:`TablesReader`: no qemu-img at all.
+use :class:`glance_convert.guest.reader.FileReader`, and for a format
+with a reader of its own tables (qcow2, sparse VMDK, VDI, VHD, VHDX)
+:class:`TablesReader`: no qemu-img at all.
 """
 
 import collections
@@ -98,8 +99,8 @@ class TooManyRuns(guest_reader.ReadFailed):
 class TablesReader:
     """A checked image (the plugin's own output, or an upload) read
     through its own tables, where its format has a reader of them
-    (:attr:`glance_convert.formats.base.Format.guest_bytes`: qcow2,
-    sparse VMDK): no qemu-img start for a few guest sectors.  From the
+    (:attr:`glance_convert.formats.base.Format.guest_bytes`): no
+    qemu-img start for a few guest sectors.  From the
     first thing the tables cannot give, the reads go to ``fallback()``,
     an :class:`ImageReader`."""
 
