@@ -128,6 +128,27 @@ def _upper_bound(virtual_size: int, opts: dict) -> int:
             + 16 * units.MiB)
 
 
+def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
+    """The guest's bytes through the BAT (:class:`NotPlain` for an image
+    :func:`parse` finds damaged or still in use)."""
+    h = parse(f, file_size)
+    if h is None or h.corrupt or h.log or h.parent:
+        raise base.NotPlain('not a plain ploop image')
+    head = binary.read(f, 0, HEADER_SIZE)
+    magic = head[:16]
+    cluster_sectors, entries = binary.unpack('<II', head, 28)
+    cluster = cluster_sectors * binary.SECTOR
+    unit = cluster if magic == MAGIC else binary.SECTOR
+
+    def locate(index: int) -> int | None:
+        if index >= entries:
+            return None
+        at, = binary.unpack('<I', binary.read(f, HEADER_SIZE + index * 4,
+                                              4))
+        return at * unit if at else None
+    return binary.BlockMapBytes(f, h.virtual_size, cluster, locate)
+
+
 FORMAT = base.Format(
     'ploop', qemu_driver='parallels', inspector=None, checkable=True,
     description='Virtuozzo/Parallels ploop (qemu-img "parallels").',
@@ -136,4 +157,4 @@ FORMAT = base.Format(
     # format_inspector knows no ploop: every ploop reads as raw there.
     may_read_as_raw=True, raw_lookalike=lambda header: True,
     has_magic=has_magic, parse=parse, checks=(IN_USE_CHECK,),
-    check_header=check_header)
+    check_header=check_header, guest_bytes=guest_bytes)

@@ -6,7 +6,7 @@ or Hyper-V that is converted byte for byte still does not boot.  This
 phase reads the guest's disk, bounded (:mod:`glance_convert.guest`),
 from the cheapest copy that holds it as plain bytes: the output when it
 is raw, else the source when it is raw, else whichever has a format
-whose own tables the plugin reads (qcow2, sparse VMDK, VDI, VHD, VHDX),
+whose own tables the plugin reads (qcow2, sparse VMDK, VDI, VHD, VHDX, ploop),
 else the output through the confined ``qemu-img dd``.
 It weighs what the appliance said (an OVF, a VMDK descriptor) and
 returns the properties the user did not set.  It never fails an import:

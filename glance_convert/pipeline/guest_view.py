@@ -6,7 +6,7 @@
 most :data:`MAX_CHUNKS` of them, so the many small reads of a partition
 table or a directory cost one qemu-img run per chunk.  For a raw image
 use :class:`glance_convert.guest.reader.FileReader`, and for a format
-with a reader of its own tables (qcow2, sparse VMDK, VDI, VHD, VHDX)
+with a reader of its own tables (qcow2, sparse VMDK, VDI, VHD, VHDX, ploop)
 :class:`TablesReader`: no qemu-img at all.
 """
 

@@ -211,12 +211,13 @@ BLOCK_MAPPED = [
     ('vhd', 'vpc', ['-o', 'subformat=fixed']),
     ('vhdx', 'vhdx', ['-o', 'subformat=dynamic']),
     ('vhdx', 'vhdx', ['-o', 'subformat=fixed']),
+    ('ploop', 'parallels', []),
 ]
 
 
 @pytest.mark.parametrize('fmt, driver, opts', BLOCK_MAPPED,
                          ids=['vdi', 'vdi-static', 'vhd', 'vhd-fixed',
-                              'vhdx', 'vhdx-fixed'])
+                              'vhdx', 'vhdx-fixed', 'ploop'])
 def test_block_mapped_formats_give_the_guest_bytes(guest, fmt, driver,
                                                    opts):
     d, raw = guest
