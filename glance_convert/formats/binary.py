@@ -46,9 +46,10 @@ class BlockMapBytes:
     """The guest's bytes of an image whose disk is fixed-size blocks, each
     at an offset of the file or absent (zeros): VDI, VHD, VHDX.
 
-    ``locate(index)`` gives a block's file offset, None for an absent
-    block, or raises ``NotPlain`` for one it does not read.  The caller
-    bounds how much is read (the guest readers' budget).
+    ``locate(index)`` gives a block's file offset, its bytes (a block
+    stored compressed, already inflated), None for an absent block, or
+    raises ``NotPlain`` for one it does not read.  The caller bounds how
+    much is read (the guest readers' budget).
     """
 
     def __init__(self, f, size: int, block: int, locate):
@@ -67,6 +68,8 @@ class BlockMapBytes:
             at = self._locate(index)
             if at is None:
                 out += bytes(n)
+            elif isinstance(at, bytes):
+                out += at[within:within + n]
             else:
                 data = read(self._f, at + within, n)
                 out += data + bytes(n - len(data))

@@ -220,6 +220,8 @@ class GuestBytes:
         self._tables: dict[int, object] = {}
         #: L2 tables read so far.
         self.tables_read = 0
+        self._map = binary.BlockMapBytes(f, size, self._cluster,
+                                         self._locate)
 
     def _l2(self, offset: int):
         table = self._tables.pop(offset, None)
@@ -236,27 +238,19 @@ class GuestBytes:
             del self._tables[next(iter(self._tables))]
         return table
 
+    def _locate(self, index: int) -> int | None:
+        l1_index, l2_index = divmod(index, self._entries)
+        table_at = (self._l1[l1_index] & QCOW2_L2_OFFSET
+                    if l1_index < len(self._l1) else 0)
+        entry = self._l2(table_at)[l2_index] if table_at else 0
+        if entry & (1 << 62):
+            raise base.NotPlain('a compressed cluster')
+        host = entry & QCOW2_L2_OFFSET
+        return None if entry & QCOW2_ZERO or not host else host
+
     def read(self, offset: int, length: int) -> bytes:
         """``length`` guest bytes at ``offset`` (fewer at the end)."""
-        out = bytearray()
-        end = min(offset + length, self.size)
-        while offset < end:
-            index, within = divmod(offset, self._cluster)
-            n = min(self._cluster - within, end - offset)
-            l1_index, l2_index = divmod(index, self._entries)
-            table_at = (self._l1[l1_index] & QCOW2_L2_OFFSET
-                        if l1_index < len(self._l1) else 0)
-            entry = self._l2(table_at)[l2_index] if table_at else 0
-            if entry & (1 << 62):
-                raise base.NotPlain('a compressed cluster')
-            host = entry & QCOW2_L2_OFFSET
-            if entry & QCOW2_ZERO or not host:
-                out += bytes(n)
-            else:
-                data = _read(self._f, host + within, n)
-                out += data + bytes(n - len(data))
-            offset += n
-        return bytes(out)
+        return self._map.read(offset, length)
 
 
 DATA_FILE = safety.Check(

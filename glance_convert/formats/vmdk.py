@@ -240,6 +240,8 @@ class GuestBytes:
         self._grains: dict[int, bytes] = {}
         #: Grain tables read so far.
         self.tables_read = 0
+        self._map = binary.BlockMapBytes(f, self.size, self._grain,
+                                         self._locate)
 
     def _cached(self, cache: dict, key: int, load):
         value = cache.pop(key, None)
@@ -283,26 +285,20 @@ class GuestBytes:
             return data + bytes(self._grain - len(data))
         return self._cached(self._grains, sector, load)
 
+    def _locate(self, index: int) -> int | bytes | None:
+        table, entry = divmod(index, self._gtes)
+        sector = self._directory[table] if table < len(
+            self._directory) else 0
+        grain = self._table(sector)[entry] if sector else 0
+        if grain == 0 or (grain == 1 and self._zeroed):
+            return None
+        if self._compressed:
+            return self._inflated(grain)
+        return grain * SECTOR
+
     def read(self, offset: int, length: int) -> bytes:
         """``length`` guest bytes at ``offset`` (fewer at the end)."""
-        out = bytearray()
-        end = min(offset + length, self.size)
-        while offset < end:
-            index, within = divmod(offset, self._grain)
-            n = min(self._grain - within, end - offset)
-            table, entry = divmod(index, self._gtes)
-            sector = self._directory[table] if table < len(
-                self._directory) else 0
-            grain = self._table(sector)[entry] if sector else 0
-            if grain == 0 or (grain == 1 and self._zeroed):
-                out += bytes(n)
-            elif self._compressed:
-                out += self._inflated(grain)[within:within + n]
-            else:
-                data = _read(self._f, grain * SECTOR + within, n)
-                out += data + bytes(n - len(data))
-            offset += n
-        return bytes(out)
+        return self._map.read(offset, length)
 
 
 def _vmdk_descriptor(h: Header, text: str) -> None:
