@@ -8,6 +8,8 @@ qemu's ``docs/interop/qcow2.txt``.
 
 from __future__ import annotations
 
+import zlib
+
 from glance_convert import safety
 from glance_convert.formats import base
 from glance_convert.formats import binary
@@ -184,7 +186,9 @@ class GuestBytes:
     For an image already checked (the plugin's own output, or an upload
     stored as it is): reading a few guest sectors this way costs
     microseconds where a qemu-img start costs milliseconds; the tables
-    read are bounded.  Only plain clusters are read; for anything else
+    read are bounded.  Plain clusters are read and zlib-compressed ones
+    inflated, one cluster at most each; for anything else (zstd, extended
+    L2 entries, another file named)
     :class:`~glance_convert.formats.base.NotPlain` is raised and the
     caller asks qemu-img.  Layout: qemu's ``docs/interop/qcow2.txt``.
     """
@@ -204,6 +208,8 @@ class GuestBytes:
          l1_size, l1_offset) = _unpack('>4sIQIIQIIQ', head)
         incompat = (_unpack('>Q', head, 72)[0]
                     if version == 3 and len(head) >= 80 else 0)
+        # A compression type other than zlib (0) sets this bit.
+        self._zlib = not incompat & QCOW2_INCOMPAT_COMPRESSION
         if (version not in (2, 3) or not 9 <= cluster_bits <= 21 or crypt
                 or backing_offset or incompat & (QCOW2_INCOMPAT_DATA_FILE
                                                  | QCOW2_INCOMPAT_EXTL2)
@@ -218,6 +224,7 @@ class GuestBytes:
         self._entries = self._cluster // 8
         self._l1 = _uint64s(_read(f, l1_offset, l1_size * 8))
         self._tables: dict[int, object] = {}
+        self._inflated: dict[int, bytes] = {}
         #: L2 tables read so far.
         self.tables_read = 0
         self._map = binary.BlockMapBytes(f, size, self._cluster,
@@ -244,9 +251,34 @@ class GuestBytes:
                     if l1_index < len(self._l1) else 0)
         entry = self._l2(table_at)[l2_index] if table_at else 0
         if entry & (1 << 62):
-            raise base.NotPlain('a compressed cluster')
+            return self._inflate(entry)
         host = entry & QCOW2_L2_OFFSET
         return None if entry & QCOW2_ZERO or not host else host
+
+    def _inflate(self, entry: int) -> bytes:
+        """A compressed cluster's bytes: its descriptor holds the host
+        offset in the low ``62 - (cluster_bits - 8)`` bits and the count
+        of 512-byte sectors it spans, less one, above them; the data is a
+        raw deflate stream with a 4 KiB window."""
+        if not self._zlib:
+            raise base.NotPlain('a cluster compressed with zstd')
+        shift = 62 - (self._bits - 8)
+        host = entry & ((1 << shift) - 1)
+        sectors = ((entry >> shift) & ((1 << (self._bits - 8)) - 1)) + 1
+        data = self._inflated.pop(host, None)
+        if data is None:
+            packed = _read(self._f, host, sectors * 512 - (host & 511))
+            try:
+                data = zlib.decompressobj(-12).decompress(packed,
+                                                          self._cluster)
+            except zlib.error as exc:
+                raise base.NotPlain('a cluster that does not inflate: %s'
+                                    % exc)
+            data += bytes(self._cluster - len(data))
+        self._inflated[host] = data              # most recent last
+        while len(self._inflated) > self.CACHED_TABLES:
+            del self._inflated[next(iter(self._inflated))]
+        return data
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` guest bytes at ``offset`` (fewer at the end)."""

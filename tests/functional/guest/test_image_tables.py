@@ -61,9 +61,22 @@ def test_the_tables_give_the_guest_bytes_qemu_img_gives(guest, opts):
         assert tables.read(size, 10) == b''
 
 
-def test_compressed_clusters_are_left_to_qemu_img(guest, tmp_path):
+@pytest.mark.parametrize('opts', [(), ('-o', 'cluster_size=4096')],
+                         ids=['64k', '4k'])
+def test_compressed_clusters_are_inflated(guest, opts):
     _d, raw = guest
-    image = _qcow2(guest, 'compressed.qcow2', '-c')
+    image = _qcow2(guest, 'compressed-%d.qcow2' % len(opts), '-c', *opts)
+    size = os.path.getsize(raw)
+    with open(image, 'rb') as f, open(raw, 'rb') as r:
+        tables = qcow2.GuestBytes(f, os.path.getsize(image))
+        for offset in _offsets(size):
+            r.seek(offset)
+            assert tables.read(offset, 70000) == r.read(70000), offset
+
+
+def test_zstd_clusters_are_left_to_qemu_img(guest, tmp_path):
+    _d, raw = guest
+    image = _qcow2(guest, 'zstd.qcow2', '-c', '-o', 'compression_type=zstd')
     with open(image, 'rb') as f:
         tables = qcow2.GuestBytes(f, os.path.getsize(image))
         with pytest.raises(base.NotPlain):

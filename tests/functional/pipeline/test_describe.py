@@ -24,10 +24,12 @@ def copies(tmp_path_factory, qemu_tools):
     raw = str(d / 'guest.raw')
     guestdisks.linux_uefi(raw, str(d))
     made = {'raw': raw}
-    # Compressed clusters: what the qcow2 tables reader leaves to qemu-img.
-    made['qcow2c'] = str(d / 'guest-compressed.qcow2')
+    # zstd-compressed clusters: what the qcow2 tables reader leaves to
+    # qemu-img.
+    made['qcow2c'] = str(d / 'guest-zstd.qcow2')
     subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', '-c',
-                    raw, made['qcow2c']], check=True)
+                    '-o', 'compression_type=zstd', raw, made['qcow2c']],
+                   check=True)
     for fmt, driver in (('qcow2', 'qcow2'), ('vdi', 'vdi'),
                         ('vhdx', 'vhdx'), ('ploop', 'parallels')):
         out = str(d / ('guest.' + fmt))
