@@ -191,7 +191,10 @@ def headline_containers(section):
 GUEST_READ = {'raw': 'read from the file',
               'qcow2': 'read through its own L1/L2 tables',
               'vmdk': 'read through its grain tables',
-              'vhdx': 'read through its block allocation table'}
+              'vhdx': 'read through its block allocation table',
+              'vdi': 'read through its block map',
+              'vhd': 'read through its block table',
+              'ploop': 'read through its block allocation table'}
 
 
 def _range_ms(values):
