@@ -5,8 +5,10 @@ from __future__ import annotations
 import array
 import struct
 import sys
+import zlib
 
 from glance_convert.formats.base import Malformed
+from glance_convert.formats.base import NotPlain
 
 SECTOR = 512
 
@@ -75,3 +77,43 @@ class BlockMapBytes:
                 out += data + bytes(n - len(data))
             offset += n
         return bytes(out)
+
+
+def entry(f, table: int, index: int, fmt: str) -> int:
+    """Entry ``index`` of the table of ``fmt`` values at ``table``;
+    :class:`NotPlain` if the file ends before it."""
+    size = struct.calcsize(fmt)
+    data = read(f, table + index * size, size)
+    if len(data) < size:
+        raise NotPlain('a table entry past the end of the file')
+    return struct.unpack(fmt, data)[0]
+
+
+def inflate(packed: bytes, size: int, wbits: int) -> bytes:
+    """A block stored deflated, inflated to ``size`` bytes at most and
+    padded with zeros to ``size``; :class:`NotPlain` if it does not
+    inflate."""
+    try:
+        data = zlib.decompressobj(wbits).decompress(packed, size)
+    except zlib.error as exc:
+        raise NotPlain('a block that does not inflate: %s' % exc)
+    return data + bytes(size - len(data))
+
+
+class Recent:
+    """The last ``limit`` values loaded, by key: the tables and blocks a
+    guest reader returns to."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._values: dict = {}
+
+    def get(self, key, load):
+        """The value of ``key``, from ``load()`` when not kept."""
+        value = self._values.pop(key, None)
+        if value is None:
+            value = load()
+        self._values[key] = value             # most recent last
+        while len(self._values) > self._limit:
+            del self._values[next(iter(self._values))]
+        return value

@@ -143,8 +143,7 @@ def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
     def locate(index: int) -> int | None:
         if index >= entries:
             return None
-        at, = binary.unpack('<I', binary.read(f, HEADER_SIZE + index * 4,
-                                              4))
+        at = binary.entry(f, HEADER_SIZE, index, '<I')
         return at * unit if at else None
     return binary.BlockMapBytes(f, h.virtual_size, cluster, locate)
 

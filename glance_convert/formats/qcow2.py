@@ -8,8 +8,6 @@ qemu's ``docs/interop/qcow2.txt``.
 
 from __future__ import annotations
 
-import zlib
-
 from glance_convert import safety
 from glance_convert.formats import base
 from glance_convert.formats import binary
@@ -223,27 +221,23 @@ class GuestBytes:
         self._cluster = 1 << cluster_bits
         self._entries = self._cluster // 8
         self._l1 = _uint64s(_read(f, l1_offset, l1_size * 8))
-        self._tables: dict[int, object] = {}
-        self._inflated: dict[int, bytes] = {}
+        self._tables = binary.Recent(self.CACHED_TABLES)
+        self._inflated = binary.Recent(self.CACHED_TABLES)
         #: L2 tables read so far.
         self.tables_read = 0
         self._map = binary.BlockMapBytes(f, size, self._cluster,
                                          self._locate)
 
     def _l2(self, offset: int):
-        table = self._tables.pop(offset, None)
-        if table is None:
+        def load():
             if offset + self._cluster > self._file_size:
                 raise base.NotPlain('an L2 table past the end of the file')
             self.tables_read += 1
             if self.tables_read > self.MAX_TABLE_READS:
                 raise base.NotPlain('more L2 tables than a guest\'s '
                                     'reading needs')
-            table = _uint64s(_read(self._f, offset, self._cluster))
-        self._tables[offset] = table          # most recent last
-        while len(self._tables) > self.CACHED_TABLES:
-            del self._tables[next(iter(self._tables))]
-        return table
+            return _uint64s(_read(self._f, offset, self._cluster))
+        return self._tables.get(offset, load)
 
     def _locate(self, index: int) -> int | None:
         l1_index, l2_index = divmod(index, self._entries)
@@ -265,20 +259,9 @@ class GuestBytes:
         shift = 62 - (self._bits - 8)
         host = entry & ((1 << shift) - 1)
         sectors = ((entry >> shift) & ((1 << (self._bits - 8)) - 1)) + 1
-        data = self._inflated.pop(host, None)
-        if data is None:
-            packed = _read(self._f, host, sectors * 512 - (host & 511))
-            try:
-                data = zlib.decompressobj(-12).decompress(packed,
-                                                          self._cluster)
-            except zlib.error as exc:
-                raise base.NotPlain('a cluster that does not inflate: %s'
-                                    % exc)
-            data += bytes(self._cluster - len(data))
-        self._inflated[host] = data              # most recent last
-        while len(self._inflated) > self.CACHED_TABLES:
-            del self._inflated[next(iter(self._inflated))]
-        return data
+        return self._inflated.get(host, lambda: binary.inflate(
+            _read(self._f, host, sectors * 512 - (host & 511)),
+            self._cluster, -12))
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` guest bytes at ``offset`` (fewer at the end)."""

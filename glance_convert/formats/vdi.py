@@ -72,10 +72,7 @@ def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
     def locate(index: int) -> int | None:
         if index >= blocks:
             return None
-        entry = _read(f, offset_bmap + index * 4, 4)
-        if len(entry) < 4:
-            raise base.NotPlain('a VDI block map past the end')
-        at, = _unpack('<I', entry)
+        at = binary.entry(f, offset_bmap, index, '<I')
         if at in (VDI_UNALLOCATED, VDI_ZERO):
             return None
         return offset_data + at * block_size

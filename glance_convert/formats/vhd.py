@@ -111,10 +111,7 @@ def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
     def locate(index: int) -> int | None:
         if index >= max_entries:
             return None
-        entry = _read(f, table_offset + index * 4, 4)
-        if len(entry) < 4:
-            raise base.NotPlain('a VHD block table past the end')
-        sector, = _unpack('>I', entry)
+        sector = binary.entry(f, table_offset, index, '>I')
         if sector == VHD_UNALLOCATED:
             return None
         return sector * SECTOR + bitmap

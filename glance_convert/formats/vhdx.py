@@ -351,7 +351,7 @@ def guest_bytes(f, file_size: int) -> binary.BlockMapBytes:
         at = index + index // chunk         # past the bitmap entries
         if at * 8 + 8 > bat_length:
             return None
-        entry, = _unpack('<Q', _read(f, bat_offset + at * 8, 8))
+        entry = binary.entry(f, bat_offset, at, '<Q')
         state = entry & 7
         if state == VHDX_FULLY_PRESENT:
             return (entry >> 20) << 20

@@ -236,21 +236,12 @@ class GuestBytes:
         self._compressed = bool(flags & VMDK_FLAG_COMPRESSED)
         self._zeroed = bool(flags & VMDK_FLAG_ZEROED_GRAINS)
         self._directory = _uint32s(_read(f, gd * SECTOR, tables * 4))
-        self._tables: dict[int, object] = {}
-        self._grains: dict[int, bytes] = {}
+        self._tables = binary.Recent(self.CACHED)
+        self._grains = binary.Recent(self.CACHED)
         #: Grain tables read so far.
         self.tables_read = 0
         self._map = binary.BlockMapBytes(f, self.size, self._grain,
                                          self._locate)
-
-    def _cached(self, cache: dict, key: int, load):
-        value = cache.pop(key, None)
-        if value is None:
-            value = load()
-        cache[key] = value                    # most recent last
-        while len(cache) > self.CACHED:
-            del cache[next(iter(cache))]
-        return value
 
     def _table(self, sector: int):
         def load():
@@ -263,7 +254,7 @@ class GuestBytes:
             if len(entries) < self._gtes:
                 raise base.NotPlain('a grain table past the end')
             return entries
-        return self._cached(self._tables, sector, load)
+        return self._tables.get(sector, load)
 
     def _inflated(self, sector: int) -> bytes:
         def load():
@@ -275,15 +266,9 @@ class GuestBytes:
             size = _unpack('<QI', marker)[1]
             if size > 2 * self._grain:
                 raise base.NotPlain('a compressed grain larger than a grain')
-            inflate = zlib.decompressobj()
-            try:
-                data = inflate.decompress(
-                    _read(self._f, sector * SECTOR + 12, size), self._grain)
-            except zlib.error as exc:
-                raise base.NotPlain('a grain that does not inflate: %s'
-                                    % exc)
-            return data + bytes(self._grain - len(data))
-        return self._cached(self._grains, sector, load)
+            return binary.inflate(_read(self._f, sector * SECTOR + 12, size),
+                                  self._grain, zlib.MAX_WBITS)
+        return self._grains.get(sector, load)
 
     def _locate(self, index: int) -> int | bytes | None:
         table, entry = divmod(index, self._gtes)

@@ -10,9 +10,8 @@ with a reader of its own tables (qcow2, sparse VMDK, VDI, VHD, VHDX, ploop)
 :class:`TablesReader`: no qemu-img at all.
 """
 
-import collections
-
 from glance_convert.formats import base
+from glance_convert.formats import binary
 from glance_convert.guest import reader as guest_reader
 from glance_convert.pipeline import qemu_img
 from glance_convert.pipeline import sandbox
@@ -50,19 +49,18 @@ class ImageReader:
         self.max_chunks = max_chunks
         self.max_runs = max_runs
         self.runs = 0
-        self._chunks: collections.OrderedDict[int, bytes] = \
-            collections.OrderedDict()
+        self._chunks = binary.Recent(max_chunks)
 
     def _get(self, index: int) -> bytes:
-        if index in self._chunks:
-            self._chunks.move_to_end(index)
-            return self._chunks[index]
+        return self._chunks.get(index, lambda: self._copy_out(index))
+
+    def _copy_out(self, index: int) -> bytes:
         if self.runs >= self.max_runs:
             raise TooManyRuns('more than %d qemu-img reads of %s'
                               % (self.max_runs, self.path))
         self.runs += 1
         try:
-            data = qemu_img.read_range(self.path, self.fmt,
+            return qemu_img.read_range(self.path, self.fmt,
                                        index * self.chunk, self.chunk,
                                        self.limits, self.scratch_dir,
                                        scratch=self.scratch)
@@ -70,10 +68,6 @@ class ImageReader:
                 OSError) as exc:
             raise guest_reader.ReadFailed(
                 'qemu-img could not read the guest disk: %s' % exc)
-        self._chunks[index] = data
-        while len(self._chunks) > self.max_chunks:
-            self._chunks.popitem(last=False)
-        return data
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length <= 0 or offset >= self.size:
