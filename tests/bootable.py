@@ -21,8 +21,9 @@ under a second.
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
+
+from tests import imagefactory
 
 MiB = 1024 * 1024
 SECTOR = 512
@@ -80,13 +81,7 @@ def missing_tools():
 
 
 def _run(cmd):
-    result = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if result.returncode != 0:
-        raise BuildError('%s failed (exit %d): %s'
-                         % (' '.join(cmd), result.returncode,
-                            result.stderr.decode('utf-8', 'replace')))
-    return result
+    return imagefactory.run_tool(cmd, BuildError)
 
 
 def grub_config(line):

@@ -37,13 +37,15 @@ class ImageToolError(Exception):
     """qemu-img or qemu-io failed while building or comparing images."""
 
 
-def _run(cmd):
+def run_tool(cmd, error=ImageToolError):
+    """Run a tool that builds or reads an image; ``error`` with its
+    stderr when it fails."""
     result = subprocess.run(cmd, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if result.returncode != 0:
-        raise ImageToolError('%s failed (exit %d): %s'
-                             % (' '.join(cmd), result.returncode,
-                                result.stderr.decode('utf-8', 'replace')))
+        raise error('%s failed (exit %d): %s'
+                    % (' '.join(cmd), result.returncode,
+                       result.stderr.decode('utf-8', 'replace')))
     return result
 
 
@@ -54,7 +56,7 @@ def make_raw(path, size=DEFAULT_SIZE, pattern_offsets=DEFAULT_PATTERNS):
     range is filled with ``byte`` (0x01-0xff), everything else is zero.
     """
     path = os.fspath(path)
-    _run(['qemu-img', 'create', '-q', '-f', 'raw', path, str(size)])
+    run_tool(['qemu-img', 'create', '-q', '-f', 'raw', path, str(size)])
     writes = []
     for offset, length, byte in pattern_offsets:
         if not 0 < byte < 256:
@@ -64,7 +66,7 @@ def make_raw(path, size=DEFAULT_SIZE, pattern_offsets=DEFAULT_PATTERNS):
                              % (offset, length, size))
         writes += ['-c', 'write -q -P 0x%02x %d %d' % (byte, offset, length)]
     if writes:
-        _run(['qemu-io', '-f', 'raw'] + writes + [path])
+        run_tool(['qemu-io', '-f', 'raw'] + writes + [path])
     return path
 
 
@@ -74,7 +76,7 @@ def convert(src, src_fmt, dst, dst_fmt, options=None):
            '-O', formats.qemu_driver(dst_fmt)]
     if options:
         cmd += ['-o', ','.join('%s=%s' % kv for kv in options.items())]
-    _run(cmd + [os.fspath(src), os.fspath(dst)])
+    run_tool(cmd + [os.fspath(src), os.fspath(dst)])
     return os.fspath(dst)
 
 
@@ -112,8 +114,8 @@ def compare(a, a_fmt, b, b_fmt):
 def info(path, fmt):
     """``qemu-img info --output=json`` as a dict (for test images only)."""
     import json
-    result = _run(['qemu-img', 'info', '--output=json', '-f',
-                   formats.qemu_driver(fmt), os.fspath(path)])
+    result = run_tool(['qemu-img', 'info', '--output=json', '-f',
+                       formats.qemu_driver(fmt), os.fspath(path)])
     return json.loads(result.stdout)
 
 
@@ -129,8 +131,8 @@ def make_ova(directory, ovf, disk, disk_name='disk1.vmdk', out=None,
     with open(os.path.join(directory, 'vm.ovf'), 'wb') as f:
         f.write(ovf)
     out = os.fspath(out or os.path.join(directory, 'appliance.ova'))
-    _run(['tar', '-cf', out, '--format=%s' % tar_format, '-C', directory,
-          'vm.ovf', disk_name])
+    run_tool(['tar', '-cf', out, '--format=%s' % tar_format, '-C', directory,
+              'vm.ovf', disk_name])
     return out
 
 

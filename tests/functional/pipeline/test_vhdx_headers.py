@@ -135,7 +135,7 @@ def test_a_vhdx_shorter_than_its_header_area_is_unreadable(tmp_path):
 @pytest.mark.parametrize('size', [MiB, 10 << 30, 1 << 40])
 def test_large_sizes_agree_with_the_bat(tmp_path, size, qemu_tools):
     path = str(tmp_path / 'big.vhdx')
-    imagefactory._run(['qemu-img', 'create', '-q', '-f', 'vhdx', path,
-                       str(size)])
+    imagefactory.run_tool(['qemu-img', 'create', '-q', '-f', 'vhdx', path,
+                           str(size)])
     h = formats.parse(path, 'vhdx')
     assert h.virtual_size == size and h.size_claims_agree()
